@@ -1,0 +1,1 @@
+"""pipe: predict social media popularity from cached deep features."""

@@ -1,0 +1,47 @@
+"""Feature specs: the only vocabulary `extractors/` and `heads/` share.
+
+Heads never import extractors; both speak in these terms, and the store records them
+in each manifest so that train and score can check what they read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("grid", "vector", "tokens", "pixels")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    kind: str  # one of KINDS: grid (regions x dim), vector (dim), tokens (ids), pixels (C,H,W)
+    shape: tuple[int, ...]  # shape of one post's row, e.g. (196, 512) for a 448 px pool5 grid
+    dtype: str  # numpy dtype name of the stored rows: float16, float32, int32, uint8
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown feature kind {self.kind!r}; expected one of {KINDS}")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "FeatureSpec":
+        return cls(kind=d["kind"], shape=tuple(d["shape"]), dtype=d["dtype"])
+
+
+def config_hash(identity: dict[str, Any], n: int = 8) -> str:
+    """Hash of everything that changes an extractor's output (and nothing else)."""
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def make_extractor_id(name: str, parts: list[str], identity: dict[str, Any]) -> str:
+    """`vgg16-pool5-448-1a2b3c4d`: registry name, readable parts, then the content hash."""
+    return "-".join([name, *[str(p) for p in parts if p not in (None, "")], config_hash(identity)])
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)
