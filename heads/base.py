@@ -20,7 +20,7 @@ from pipeline.store import FeatureStore
 
 @dataclass(frozen=True)
 class Role:
-    kind: str  # feature kind the role takes: grid | vector | tokens | pixels
+    kinds: tuple[str, ...]  # feature kinds the role accepts: grid | vector | tokens | pixels
     default: str | None = None  # extractor-id prefix the paper used (e.g. "vgg16-pool5-448")
     required: bool = True  # False: the head works (worse) without it
 

@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import paths
+from pipeline.errors import PipeError
 from pipeline.specs import FeatureSpec
 
 MANIFEST = "manifest.json"
@@ -41,7 +42,7 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 FORMAT_VERSION = 1
 
 
-class StoreError(RuntimeError):
+class StoreError(PipeError):
     """A store problem the user can act on; the CLI prints it without a traceback."""
 
 

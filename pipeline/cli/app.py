@@ -7,6 +7,8 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
+from pipeline.errors import PipeError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Predict social media popularity from cached deep features.")
 console = Console(stderr=True)
 
@@ -14,19 +16,13 @@ CacheOpt = typer.Option(None, "--cache", help="Store root (default $PIPE_CACHE o
 RunsOpt = typer.Option(None, "--runs", help="Runs root (default $PIPE_RUNS or ./runs).")
 
 
-class UserError(Exception):
-    """An error caused by input or state the user controls: printed, exit code 2, no traceback."""
-
-
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can act on into one clear message and a non-zero exit."""
-    from pipeline.store import StoreError
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (UserError, StoreError, KeyError, FileNotFoundError) as e:
+        except (PipeError, KeyError, FileNotFoundError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
