@@ -381,16 +381,15 @@ class FeatureStore:
         if out is None:
             out = np.empty((n, *self.spec.shape), self._dtype)
         maps = self._mapped()
-        loc = np.array([self._index[p] for p in post_ids], dtype=np.int64).reshape(n, 2)  # (n, [shard, row])
-        for si in np.unique(loc[:, 0]):
-            sel = np.nonzero(loc[:, 0] == si)[0]
-            rows = loc[sel, 1]
-            order = np.argsort(rows, kind="stable")
-            lo, hi = rows[order[0]], rows[order[-1]] + 1
-            if hi - lo == len(rows) and np.all(np.diff(rows[order]) == 1):  # one contiguous run
-                out[sel[order]] = maps[si][lo:hi]
-            else:
-                out[sel[order]] = maps[si][rows[order]]  # sorted gather: page-friendly
+        loc = [self._index[p] for p in post_ids]
+        k = 0
+        while k < n:  # copy runs of consecutive rows as one slice, others row by row: one copy each
+            si, row = loc[k]
+            end = k + 1
+            while end < n and loc[end] == (si, row + end - k):
+                end += 1
+            out[k:end] = maps[si][row : row + end - k]
+            k = end
         return out
 
     def iter_batches(
