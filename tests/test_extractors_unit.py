@@ -1,0 +1,194 @@
+"""Each extractor on tiny inputs, offline: spec matches output, ids, artifacts, weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import extractors
+from pipeline.errors import PipeError
+
+TEXTS = [
+    "Sunset over the lake, golden light",
+    "My cat sleeping on the sofa again",
+    "",
+    "Golden retriever puppy at the lake",
+    "Café crème and croissants",
+    "the the the cat",
+]
+
+
+def make(name, **overrides):
+    cls = extractors.get(name)
+    return cls(cls.Config(**overrides))
+
+
+def check_rows(ex, out, n):
+    """Output rows match the documented spec exactly and hold finite values."""
+    spec = ex.spec()
+    assert isinstance(out, np.ndarray)
+    assert out.shape == (n, *spec.shape)
+    assert out.dtype == np.dtype(spec.dtype)
+    assert np.isfinite(out.astype(np.float64)).all()
+
+
+def images(sizes=((48, 32), (32, 64), (40, 40))):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB") for w, h in sizes]
+
+
+def save_artifacts(ex, directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in ex.artifacts().items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+# -- tfidf / bow ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["tfidf", "bow"])
+def test_sklearn_text_spec_ids_and_artifacts(name, tmp_path):
+    ex = make(name, max_features=8)
+    assert ex.modality == "text" and ex.needs_fit
+    ex.fit(TEXTS)
+    out = ex.transform(TEXTS)
+    check_rows(ex, out, len(TEXTS))
+    assert ex.spec().shape == (8,)  # the cap binds: the texts hold more than 8 words
+    assert ex.extractor_id().startswith(f"{name}-8-")
+    assert not out[2].any()  # the empty post
+    assert out[5].any()
+
+    # Same config and texts -> same id; another cap or another vocabulary -> another id.
+    again = make(name, max_features=8)
+    again.fit(TEXTS)
+    assert again.extractor_id() == ex.extractor_id()
+    wider = make(name, max_features=9)
+    wider.fit(TEXTS)
+    assert wider.extractor_id() != ex.extractor_id()
+    other = make(name, max_features=8)
+    other.fit(TEXTS[:2] + ["entirely different words here for another vocabulary"])
+    assert other.extractor_id() != ex.extractor_id()
+
+    # fit -> artifacts -> a fresh instance -> identical transform of new texts, same id.
+    fresh = make(name, max_features=8)
+    fresh.load_artifacts(save_artifacts(ex, tmp_path / "store"))
+    new = ["a golden cat at the lake", "nothing known", "LAKE lake Lake"]
+    np.testing.assert_array_equal(fresh.transform(new), ex.transform(new))
+    assert fresh.extractor_id() == ex.extractor_id()
+    assert fresh.spec() == ex.spec()
+
+
+def test_tfidf_weights_and_bow_counts():
+    bow = make("bow", max_features=100)
+    bow.fit(TEXTS)
+    vocab = bow._vectorizer.get_feature_names_out().tolist()
+    assert bow.transform(["the the the cat"])[0, vocab.index("the")] == 3.0
+    tfidf = make("tfidf", max_features=100)
+    tfidf.fit(TEXTS)
+    row = tfidf.transform(["the cat"])[0]
+    assert np.linalg.norm(row) == pytest.approx(1.0, abs=1e-6)  # l2 rows by default
+    # "cat" is rarer than "the" in TEXTS, so it weighs more.
+    assert row[vocab.index("cat")] > row[vocab.index("the")]
+
+
+@pytest.mark.parametrize("name", ["tfidf", "bow"])
+def test_sklearn_text_errors(name, tmp_path):
+    with pytest.raises(PipeError, match="vocabulary"):
+        make(name).fit(["", "  ", "!"])
+    with pytest.raises(PipeError, match="not fitted"):
+        make(name).transform(["text"])
+    with pytest.raises(PipeError, match="vocabulary.json"):
+        make(name).load_artifacts(tmp_path)
+    (tmp_path / "vocabulary.json").write_text("{not json")
+    with pytest.raises(PipeError, match="vocabulary"):
+        make(name).load_artifacts(tmp_path)
+    with pytest.raises(PipeError, match="max_features"):
+        make(name, max_features=0)
+
+
+# -- glove ---------------------------------------------------------------------------------
+GLOVE = """the 0.1 0.2 0.3 0.4
+The 9 9 9 9
+cat 1.0 0.0 -1.0 0.5
+lake 0.0 2.0 0.0 -2.0
+don't 0.5 0.5 0.5 0.5
+"""
+
+
+@pytest.fixture
+def glove_file(tmp_path):
+    p = tmp_path / "glove.tiny.4d.txt"
+    p.write_text(GLOVE)
+    return p
+
+
+def test_glove_mean_vectors(glove_file):
+    ex = make("glove", path=str(glove_file))
+    ex.load("cpu")
+    out = ex.transform(["The cat!", "the LAKE, the cat", "unknown words only", "", "I don't"])
+    check_rows(ex, out, 5)
+    assert ex.spec().shape == (4,)
+    the, cat, lake, dont = (np.array(v, dtype=np.float32) for v in
+                            ([0.1, 0.2, 0.3, 0.4], [1, 0, -1, 0.5], [0, 2, 0, -2], [0.5] * 4))
+    np.testing.assert_allclose(out[0], (the + cat) / 2, rtol=1e-6)  # "The" -> "the", first line wins
+    np.testing.assert_allclose(out[1], (2 * the + lake + cat) / 4, rtol=1e-6)
+    assert not out[2].any() and not out[3].any()  # no known word -> zeros
+    np.testing.assert_allclose(out[4], dont, rtol=1e-6)
+
+
+def test_glove_id_follows_file_content(glove_file, tmp_path):
+    ex = make("glove", path=str(glove_file))
+    assert ex.extractor_id().startswith("glove-4d-")
+    copy = tmp_path / "elsewhere.txt"
+    copy.write_text(GLOVE)
+    assert make("glove", path=str(copy)).extractor_id() == ex.extractor_id()  # content, not location
+    copy.write_text(GLOVE.replace("0.5 0.5 0.5 0.5", "0.5 0.5 0.5 0.6"))
+    assert make("glove", path=str(copy)).extractor_id() != ex.extractor_id()
+
+
+def test_glove_errors(tmp_path):
+    with pytest.raises(PipeError, match="GloVe text file"):
+        make("glove").spec()
+    with pytest.raises(PipeError, match="no such file"):
+        make("glove", path=str(tmp_path / "nope.txt")).spec()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a 1 2 3\nb 1 2\n")
+    with pytest.raises(PipeError, match="line 2"):
+        make("glove", path=str(bad)).load("cpu")
+    bad.write_text("a 1 2 3\nb 1 x 3\n")
+    with pytest.raises(PipeError, match="line 2"):
+        make("glove", path=str(bad)).load("cpu")
+
+
+# -- minilm --------------------------------------------------------------------------------
+def test_minilm_sentence_vectors():
+    ex = make("minilm")
+    ex.load("cpu")
+    out = ex.transform(["a cat on the sofa", "", "a cat on the sofa", "stock market news"])
+    check_rows(ex, out, 4)
+    assert ex.spec().shape == (384,)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)  # the model normalises
+    np.testing.assert_array_equal(out[0], out[2])
+    assert not np.allclose(out[0], out[3])
+    assert make("minilm").extractor_id() == ex.extractor_id()
+    assert make("minilm", max_seq_length=16).extractor_id() != ex.extractor_id()
+    assert ex.extractor_id().startswith("minilm-")
+
+
+# -- pixels --------------------------------------------------------------------------------
+def test_pixels_rows():
+    ex = make("pixels")
+    assert ex.modality == "image"
+    batch = np.stack([ex.preprocess(im).numpy() for im in images()])
+    import torch
+
+    out = ex.forward(torch.from_numpy(batch))
+    check_rows(ex, out, 3)
+    assert ex.spec().shape == (3, 64, 64) and ex.spec().kind == "pixels"
+    red = Image.new("RGB", (50, 30), (255, 0, 0))
+    px = ex.preprocess(red).numpy()
+    assert (px[0] == 255).all() and (px[1:] == 0).all()
+    small = make("pixels", image_size=16)
+    assert small.preprocess(red).shape == (3, 16, 16)
+    assert small.extractor_id().startswith("pixels-16-")
+    assert small.extractor_id() != ex.extractor_id()
+    assert make("pixels").extractor_id() == ex.extractor_id()
