@@ -1,0 +1,154 @@
+"""One feature table for the classic baselines (SVR, LightGBM), fitted on the training part.
+
+Columns, in order (each block only when used):
+- visual: the role's store pooled to a vector (grid -> mean over regions, vector as is),
+  then `visual_missing` (1 where the store has no row: no image, or a failed one);
+- text: a vector store as is; a tokens store as token statistics (`n_tokens`,
+  `unk_frac`) and hashed bag-of-ids counts (id mod `text_buckets`, padding and the
+  unknown id left out); then `text_missing`;
+- user: each numeric `user_*` column as sign(x)·log1p(|x|) (follower counts are
+  heavy-tailed), nulls filled with the training median; `user_mean` (the user's mean
+  training score), `user_log_count` (log1p of the user's training posts), `user_unseen`.
+
+No leakage: every statistic comes from the training part. On the training rows the user
+statistics are leave-one-out (the post's own label left out), so a training row looks like
+a new post of a known user, which is what the model meets at test time; a user with one
+training post then counts as unseen, with the global training mean.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from heads.base import HeadData
+from pipeline.errors import PipeError
+from pipeline.posts import user_feature_columns
+
+CHUNK = 2048  # posts read from a store at a time: bounds memory for 196x512 grids
+
+
+def token_stats(ids: np.ndarray, buckets: int) -> np.ndarray:
+    """(n, L) token ids -> (n, 2 + buckets): length, unknown share, hashed id counts."""
+    ids = ids.astype(np.int64)
+    n = ids.shape[0]
+    length = (ids > 0).sum(axis=1)
+    unk = (ids == 1).sum(axis=1) / np.maximum(length, 1)
+    rows, cols = np.nonzero(ids > 1)
+    counts = np.bincount(rows * buckets + ids[rows, cols] % buckets, minlength=n * buckets)
+    counts = counts.reshape(n, buckets)  # (n, buckets)
+    return np.column_stack([length, unk, counts]).astype(np.float32)
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class TabularFeatures:
+    use_visual: bool  # read the `visual` role (when the run has a store for it)
+    use_text: bool  # read the `text` role (when the run has a store for it)
+    use_user: bool  # add the user columns and the user's training statistics
+    text_buckets: int = 64  # hashed bag-of-ids width for a tokens store
+    # -- fitted on the training part --
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> {"kind", "shape"} read at fit time
+    global_mean: float = 0.0  # mean training score: the fallback for unseen users
+    user_sum: dict[str, float] = field(default_factory=dict)  # user -> sum of training scores
+    user_count: dict[str, int] = field(default_factory=dict)  # user -> number of training posts
+    user_cols: list[str] = field(default_factory=list)  # numeric user_* columns seen in training
+    user_fill: list[float] = field(default_factory=list)  # training median of each (transformed)
+    names: list[str] = field(default_factory=list)  # column names of the table
+
+    # -- fitting --------------------------------------------------------------------
+    def fit(self, train: HeadData) -> "TabularFeatures":
+        self.roles = {}
+        for role, used in (("visual", self.use_visual), ("text", self.use_text)):
+            if used and role in train.stores:
+                spec = train.stores[role].spec
+                self.roles[role] = {"kind": spec.kind, "shape": list(spec.shape)}
+        y = train.y.astype(np.float64)
+        self.global_mean = float(y.mean())
+        g = (pl.DataFrame({"u": train.posts["user_id"].cast(pl.Utf8), "y": y})
+             .group_by("u").agg(pl.col("y").sum().alias("s"), pl.len().alias("n")))
+        self.user_sum = dict(zip(g["u"].to_list(), g["s"].to_list()))
+        self.user_count = dict(zip(g["u"].to_list(), g["n"].to_list()))
+        self.user_cols = user_feature_columns(train.posts) if self.use_user else []
+        fill = []
+        for c in self.user_cols:
+            v = signed_log1p(train.posts[c].cast(pl.Float64).to_numpy())
+            med = np.nanmedian(v) if np.isfinite(v).any() else 0.0
+            fill.append(float(med))
+        self.user_fill = fill
+        self.names = []
+        return self
+
+    # -- transforming ---------------------------------------------------------------
+    def _role_block(self, data: HeadData, role: str) -> tuple[np.ndarray, list[str]]:
+        want = self.roles[role]
+        if role not in data.stores:
+            raise PipeError(f"the model was fitted with a {role} store ({want['kind']}); none was given to predict")
+        spec = data.stores[role].spec
+        if spec.kind != want["kind"] or list(spec.shape) != want["shape"]:
+            raise PipeError(f"{role} store {data.stores[role].extractor_id} is {spec.kind} {spec.shape}, "
+                            f"the model was fitted on {want['kind']} {tuple(want['shape'])}")
+        ids, blocks, present = data.ids, [], []
+        for i in range(0, len(ids), CHUNK):
+            rows, ok = data.features(role, ids[i : i + CHUNK])
+            if spec.kind == "grid":
+                rows = rows.astype(np.float32).mean(axis=1)  # (n, R, D) -> (n, D)
+            elif spec.kind == "tokens":
+                rows = token_stats(rows, self.text_buckets)  # (n, L) -> (n, 2 + buckets)
+            blocks.append(rows.astype(np.float32).reshape(len(rows), -1))
+            present.append(ok)
+        x = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        miss = (~np.concatenate(present)).astype(np.float32)[:, None] if present else np.zeros((0, 1), np.float32)
+        if spec.kind == "tokens":
+            names = ["n_tokens", "unk_frac", *[f"tok_{b}" for b in range(self.text_buckets)]]
+        else:
+            names = [f"{role}_{j}" for j in range(x.shape[1])]
+        return np.hstack([x, miss]), [*names, f"{role}_missing"]
+
+    def _user_block(self, data: HeadData, leave_one_out: bool) -> tuple[np.ndarray, list[str]]:
+        posts = data.posts
+        cols = []
+        for c, fill in zip(self.user_cols, self.user_fill):
+            v = signed_log1p(posts[c].cast(pl.Float64).to_numpy()) if c in posts.columns else np.full(posts.height, np.nan)
+            cols.append(np.where(np.isfinite(v), v, fill))
+        users = posts["user_id"].cast(pl.Utf8).to_list()
+        s = np.array([self.user_sum.get(u, 0.0) for u in users], dtype=np.float64)
+        n = np.array([self.user_count.get(u, 0) for u in users], dtype=np.float64)
+        if leave_one_out:
+            s, n = s - data.y.astype(np.float64), n - 1
+        mean = np.where(n > 0, s / np.maximum(n, 1), self.global_mean)
+        x = np.column_stack([*cols, mean, np.log1p(n), (n <= 0).astype(np.float64)]) if users else np.zeros((0, len(cols) + 3))
+        return x.astype(np.float32), [*self.user_cols, "user_mean", "user_log_count", "user_unseen"]
+
+    def transform(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
+        """(N, F) float32 table; `leave_one_out` only for the training rows themselves."""
+        blocks, names = [], []
+        for role in ("visual", "text"):
+            if role in self.roles:
+                x, nm = self._role_block(data, role)
+                blocks.append(x)
+                names += nm
+        if self.use_user:
+            x, nm = self._user_block(data, leave_one_out)
+            blocks.append(x)
+            names += nm
+        if not blocks:
+            raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
+        self.names = names
+        return np.hstack(blocks)
+
+    def unseen(self, data: HeadData) -> np.ndarray:
+        return np.array([u not in self.user_count for u in data.posts["user_id"].cast(pl.Utf8).to_list()], dtype=bool)
+
+    # -- persistence (JSON, no pickle) ------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TabularFeatures":
+        return cls(**d)

@@ -1,0 +1,84 @@
+"""A tiny dataset for head/training tests: a posts table in the contract and small stores.
+
+Planted signal: score = user base level + 1.5 * (mean of the post's visual grid channel 0)
++ 1.0 * (post has word id 7) + noise, so a head that reads users, images and text beats
+one that reads fewer. Every 10th post has no image and no row in the visual stores.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline import paths
+from pipeline.specs import FeatureSpec
+from pipeline.store import StoreWriter
+
+GRID = "vgg16-pool5-64-aaaa1111"
+FC = "vgg16-fc7-64-dddd4444"
+TOKENS = "tokens-bbbb2222"
+TEXTVEC = "minilm-cccc3333"
+VISUAL_STORES = (GRID, FC)
+TEXT_STORES = (TOKENS, TEXTVEC)
+
+
+def make_posts(n: int = 80, n_users: int = 6, seed: int = 0, prefix: str = "p") -> tuple[pl.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n)
+    base = np.linspace(-1.5, 1.5, n_users)
+    grid = rng.normal(0, 1, (n, 4, 16)).astype(np.float32)  # (N, regions, dim)
+    tokens = rng.integers(2, 30, (n, 12)).astype(np.int32)
+    lengths = rng.integers(3, 13, n)
+    tokens[np.arange(12)[None, :] >= lengths[:, None]] = 0  # padding at the end
+    has_word = rng.random(n) < 0.4
+    tokens[:, 0] = np.where(has_word, 7, 8)
+    has_image = np.arange(n) % 10 != 9
+    signal = np.where(has_image, grid[:, :, 0].mean(axis=1), 0.0)
+    score = 5 + base[users] + 1.5 * signal + 1.0 * has_word + rng.normal(0, 0.2, n)
+    t0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    posts = pl.DataFrame({
+        "post_id": [f"{prefix}{i:04d}" for i in range(n)],
+        "user_id": [f"u{u}" for u in users],
+        "posted_at": [t0 + timedelta(hours=int(h)) for h in rng.permutation(n)],
+        "image": [f"/img/{prefix}{i}.jpg" if ok else None for i, ok in enumerate(has_image)],
+        "title": ["w" * int(k) for k in lengths],
+        "text": [""] * n,
+        "tags": [["a"]] * n,
+        "category": [None] * n, "subcategory": [None] * n, "concept": [None] * n,
+        "score": score.astype(np.float64),
+        "user_followers": (10 ** (users % 3 + 1)).astype(np.float64),
+    }, schema_overrides={"posted_at": pl.Datetime("us", "UTC"), "category": pl.Utf8, "subcategory": pl.Utf8,
+                         "concept": pl.Utf8, "image": pl.Utf8})
+    textvec = np.column_stack([has_word, rng.normal(0, 1, (n, 7))]).astype(np.float32)
+    return posts, {"grid": grid, "tokens": tokens, "textvec": textvec, "has_image": has_image}
+
+
+def write_store(cache: Path, dataset: str, eid: str, spec: FeatureSpec, ids: list[str], rows: np.ndarray) -> None:
+    d = paths.features_dir(dataset, cache) / eid
+    with StoreWriter(d, eid, eid.split("-")[0], spec, {"test": eid}) as w:
+        if ids:
+            w.write_shard(ids, rows, ["x"] * len(ids))
+
+
+def make_dataset(cache: Path, name: str = "tiny", n: int = 80, seed: int = 0, stores: tuple[str, ...] | None = None,
+                 prefix: str = "p") -> pl.DataFrame:
+    """Write `<cache>/<name>/posts.parquet` and the stores (default: all four); returns the posts."""
+    posts, f = make_posts(n, seed=seed, prefix=prefix)
+    p = paths.posts_path(name, cache)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    posts.write_parquet(p)
+    ids = posts["post_id"].to_list()
+    img = [i for i, ok in zip(ids, f["has_image"]) if ok]
+    sel = f["has_image"]
+    all_stores = {
+        GRID: (FeatureSpec("grid", (4, 16), "float16"), img, f["grid"][sel].astype(np.float16)),
+        FC: (FeatureSpec("vector", (16,), "float32"), img, f["grid"][sel].mean(axis=1)),
+        TOKENS: (FeatureSpec("tokens", (12,), "int32"), ids, f["tokens"]),
+        TEXTVEC: (FeatureSpec("vector", (8,), "float32"), ids, f["textvec"]),
+    }
+    for eid in stores if stores is not None else all_stores:
+        spec, sids, rows = all_stores[eid]
+        write_store(cache, name, eid, spec, sids, rows)
+    return posts

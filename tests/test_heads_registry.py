@@ -1,0 +1,71 @@
+"""Every registered head fits and predicts on a tiny store; save/load predicts identically.
+
+A new head is tested by being registered. Trainer and size fields are shrunk through the
+same `key=value` path as `pipe train --set`, only where the head's Config has them.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+import _tiny_data as tiny
+import heads
+from heads.base import HeadData
+from pipeline.headconfig import build_config
+from pipeline.splits import assign_split, parse_split
+from pipeline.training import resolve_roles
+
+TINY = {"max_steps": "6", "eval_every": "2", "patience": "2", "batch_size": "16", "device": "cpu", "dim": "16",
+        "n_estimators": "20", "n_jobs": "1", "max_train_rows": "60", "min_child_samples": "5"}
+PREFERRED = {"visual": tiny.VISUAL_STORES, "text": tiny.TEXT_STORES}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    c = tmp_path_factory.mktemp("cache")
+    tiny.make_dataset(c, n=80, seed=5)
+    return c
+
+
+def _choices(roles: dict, cache) -> dict[str, str]:
+    """Per role, the first tiny store of the right modality and a kind the role accepts."""
+    from pipeline.store import open_store
+
+    out = {}
+    for role, spec in roles.items():
+        for eid in PREFERRED.get(role, tiny.VISUAL_STORES + tiny.TEXT_STORES):
+            if open_store("tiny", eid, cache).spec.kind in spec.kinds:
+                out[role] = eid
+                break
+    return out
+
+
+@pytest.mark.parametrize("name", heads.names())
+def test_head_fits_predicts_and_round_trips(name, cache, tmp_path):
+    cls = heads.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    config = build_config(name, cls.Config, [f"{k}={v}" for k, v in TINY.items() if k in fields])
+    head = cls(config)
+    stores, _ = resolve_roles(head.roles(), "tiny", cache, _choices(head.roles(), cache))
+    assert {r for r, s in head.roles().items() if s.required} <= set(stores)
+    posts = assign_split(pl.read_parquet(cache / "tiny" / "posts.parquet"), parse_split(None))
+    part = {p: HeadData(posts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
+
+    assert head.fit(part["train"], part["valid"]) is head
+    yhat = head.predict(part["test"])
+    assert yhat.dtype == np.float32 and yhat.shape == (len(part["test"]),) and np.isfinite(yhat).all()
+
+    head.save(tmp_path / "model")
+    assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "model").rglob("*"))
+    again = cls.load(tmp_path / "model")
+    np.testing.assert_array_equal(again.predict(part["test"]), yhat)
+
+    # a post of a user never seen in training still gets a finite score, and is flagged
+    stranger = HeadData(part["test"].posts.head(2).with_columns(pl.lit("nobody").alias("user_id")), stores)
+    assert np.isfinite(again.predict(stranger)).all()
+    if hasattr(again, "unseen_users"):
+        assert again.unseen_users(stranger).tolist() == [True, True]
+        assert not again.unseen_users(part["train"]).any()
