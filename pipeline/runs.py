@@ -77,12 +77,20 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 class RunWriter:
-    """Creates a run directory and writes its files in the order the run produces them."""
+    """Creates a run directory and writes its files in the order the run produces them.
 
-    def __init__(self, runs: str | Path | None, name: str) -> None:
+    A name the user chose must be new; a default name gets `-2`, `-3`, ... when runs
+    started in the same second would collide.
+    """
+
+    def __init__(self, runs: str | Path | None, name: str, unique: bool = False) -> None:
         if not name or "/" in name or name in (".", ".."):
             raise PipeError(f"invalid run name {name!r}: use a plain folder name")
         self.dir = paths.runs_root(runs) / name
+        k = 1
+        while unique and self.dir.exists():
+            k += 1
+            self.dir = paths.runs_root(runs) / f"{name}-{k}"
         if self.dir.exists() and any(self.dir.iterdir()):
             raise PipeError(f"run folder {self.dir} already exists; pass another --name or remove it")
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,7 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
     data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
 
     ablate = tuple(getattr(config, "ablate", ()) or ())
-    run = RunWriter(opts.runs, opts.name or default_run_name(opts.head, ablate))
+    run = RunWriter(opts.runs, opts.name or default_run_name(opts.head, ablate), unique=opts.name is None)
     base_seed = int(getattr(config, "seed", 0) or 0)
     seeds = [base_seed + k for k in range(opts.repeats)]
     run.write_config({

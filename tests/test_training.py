@@ -151,3 +151,12 @@ def test_cli_train_then_evaluate(cache, tmp_path, monkeypatch):
     assert res.exit_code == 0 and "skipping" in res.output and (tmp_path / "cmp.md").exists()
     res = r.invoke(app, ["evaluate", "missing-run", "--runs", str(runs)])
     assert res.exit_code == 2 and "no run at" in res.output
+
+
+def test_default_names_never_collide(cache, tmp_path, monkeypatch):
+    a = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
+    assert a.name.startswith("hisave-2")  # head, then the timestamp
+    monkeypatch.setattr("pipeline.training.default_run_name", lambda head, ablate: "same-second")
+    b = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
+    c = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
+    assert (b.name, c.name) == ("same-second", "same-second-2") and (c / "metrics.json").exists()
