@@ -1,0 +1,323 @@
+"""The posts contract: every reader produces one normalised, validated table.
+
+Columns (dtypes in `CONTRACT`): post_id (unique), user_id, posted_at (UTC), image (absolute
+path, a relative one resolved against the folder of the ingested file), title, text,
+tags, category / subcategory / concept, score, plus any numeric `user_*` columns
+(Float64). Required: post_id, user_id, posted_at and a score, or views + days to compute
+it as log2(views / days + 1); everything else may be missing or entirely null. A file
+without labels (posts to score) is accepted with `unlabelled=True`: its score may be null.
+
+Timestamps may be ISO 8601 strings, datetimes or unix seconds (ints, floats or numeric
+strings); naive ones are UTC. Tags may be a list or one string split on commas, spaces
+and JSON brackets. Column names are matched case-insensitively; unknown columns are
+dropped. Why strict by default: a silently dropped or mangled post shifts every later
+metric, so every problem is named (file, rows, columns) and `skip_invalid` is opt-in.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import paths
+from pipeline.errors import PipeError
+from pipeline.postfiles import LINE, RawPosts, read_raw
+
+UTC_US = pl.Datetime("us", "UTC")
+CONTRACT: dict[str, pl.DataType] = {
+    "post_id": pl.Utf8, "user_id": pl.Utf8, "posted_at": UTC_US, "image": pl.Utf8,
+    "title": pl.Utf8, "text": pl.Utf8, "tags": pl.List(pl.Utf8), "category": pl.Utf8,
+    "subcategory": pl.Utf8, "concept": pl.Utf8, "score": pl.Float64,
+}
+REQUIRED = ("post_id", "user_id", "posted_at")
+REJECTED = "rejected.parquet"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MIN_S, _MAX_S = -62135596800.0, 253402300799.0  # years 1 .. 9999
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_MAX_LISTED = 20
+
+
+class PostsError(PipeError):
+    """A posts file that breaks the contract; the message names file, rows and columns."""
+
+
+@dataclass
+class IngestReport:
+    """What `ingest` wrote."""
+    rows: int  # posts in the written table
+    rejected: int  # invalid rows left out (only with skip_invalid)
+    dropped_min_words: int  # valid posts dropped by min_words
+    path: Path  # the posts table written
+    rejected_path: Path | None = None  # rejected rows with reasons (skip_invalid only)
+    replaced: dict[str, int] | None = None  # on re-ingest: posts added / removed / changed vs the old table
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _seconds_to_ts(f: pl.Series) -> pl.Series:
+    ok = f.is_finite() & (f >= _MIN_S) & (f <= _MAX_S)
+    us = pl.select(pl.when(ok).then((f * 1e6).round()).cast(pl.Int64)).to_series()
+    return us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _parse_one(v: str) -> int | None:
+    """One timestamp string -> microseconds since the epoch (None when unparsable)."""
+    v = v.strip()
+    if _NUMBER.fullmatch(v):
+        f = float(v)
+        return round(f * 1e6) if _MIN_S <= f <= _MAX_S else None
+    try:
+        d = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    d = d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return (d - _EPOCH) // timedelta(microseconds=1)
+
+
+def parse_timestamps(s: pl.Series) -> pl.Series:
+    """Any accepted timestamp form -> Datetime(us, UTC); null where it cannot be parsed."""
+    dt = s.dtype
+    if isinstance(dt, pl.Datetime):
+        s = s.dt.replace_time_zone("UTC") if dt.time_zone is None else s.dt.convert_time_zone("UTC")
+        return s.dt.cast_time_unit("us")
+    if dt == pl.Date:
+        return s.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if dt.is_numeric():
+        return _seconds_to_ts(s.cast(pl.Float64))
+    if dt == pl.Utf8:
+        us = [None if v is None else _parse_one(v) for v in s.to_list()]
+        return pl.Series(s.name, us, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return pl.Series(s.name, [None] * len(s), dtype=UTC_US)
+
+
+def _to_str(s: pl.Series) -> pl.Series:
+    """Strings as given (numbers written out), stripped; empty -> null."""
+    if s.dtype.is_nested() or s.dtype == pl.Object:
+        s = pl.Series(s.name, [None if v is None else str(v) for v in s.to_list()], dtype=pl.Utf8)
+    s = s.cast(pl.Utf8).str.strip_chars()
+    return pl.select(pl.when(s != "").then(s)).to_series().alias(s.name)
+
+
+def _to_float(s: pl.Series) -> pl.Series:
+    """Numbers (strings, ints, bools) -> Float64, NaN -> null; unparsable -> null."""
+    if s.dtype == pl.Utf8:
+        s = s.str.strip_chars()
+    out = s.cast(pl.Float64, strict=False) if not s.dtype.is_nested() else pl.Series([None] * len(s), dtype=pl.Float64)
+    return out.fill_nan(None).alias(s.name)
+
+
+def _to_tags(s: pl.Series) -> pl.Series:
+    if isinstance(s.dtype, pl.List):
+        return s.cast(pl.List(pl.Utf8), strict=False)
+    return _to_str(s).str.extract_all(r"[^,\s\[\]\"']+")
+
+
+def _resolve_images(s: pl.Series, base: Path) -> pl.Series:
+    base_s = str(base.absolute())
+
+    def one(p: str | None) -> str | None:
+        if p is None or os.path.isabs(p) or _URL.match(p):
+            return p
+        return os.path.normpath(os.path.join(base_s, os.path.expanduser(p)))
+    return pl.Series("image", [one(p) for p in _to_str(s).to_list()], dtype=pl.Utf8)
+
+
+# ------------------------------------------------------------------------ normalise
+
+def _structural_checks(raw: RawPosts, unlabelled: bool) -> None:
+    cols = raw.df.columns
+    missing = [c for c in REQUIRED if c not in cols]
+    if missing:
+        raise PostsError(f"{raw.source}: missing required column(s) {', '.join(missing)} "
+                         f"(columns found: {', '.join(c for c in cols if c != LINE) or 'none'})")
+    if "score" not in cols and not {"views", "days"} <= set(cols) and not unlabelled:
+        raise PostsError(f"{raw.source}: no 'score' column and no 'views' + 'days' to compute it from "
+                         f"(columns found: {', '.join(c for c in cols if c != LINE)}); "
+                         "a file of posts without labels needs --unlabelled")
+    if raw.df.height == 0 and not raw.errors:
+        raise PostsError(f"{raw.source}: contains no posts")
+
+
+def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(contract table of the valid rows, one row per problem: line, post_id, column, reason, value)."""
+    _structural_checks(raw, unlabelled)
+    df = raw.df
+    errs: list[pl.DataFrame] = []
+    pid = _to_str(df["post_id"]).alias("post_id")
+
+    def flag(mask: pl.Series, column: str, reason: str | pl.Series, value: pl.Series | None = None) -> None:
+        mask = mask.fill_null(False)
+        if mask.any():
+            v = _to_str(value) if value is not None else pl.Series([None] * df.height, dtype=pl.Utf8)
+            errs.append(pl.DataFrame({"line": df[LINE], "post_id": pid, "column": column,
+                                      "reason": reason, "value": v}).filter(mask))
+
+    out: dict[str, pl.Series] = {"post_id": pid}
+    flag(pid.is_null(), "post_id", "missing post id")
+    first_line = df.select(pl.col(LINE).first().over(pid)).to_series()
+    dup_reason = pl.select(pl.format(f"duplicate post id (first at {raw.row_word} {{}})", first_line)).to_series()
+    flag(pid.is_not_null() & (first_line != df[LINE]), "post_id", dup_reason)
+    out["user_id"] = _to_str(df["user_id"]).alias("user_id")
+    flag(out["user_id"].is_null(), "user_id", "missing user id")
+    ts = parse_timestamps(df["posted_at"]).alias("posted_at")
+    given = _to_str(df["posted_at"])
+    flag(given.is_null(), "posted_at", "missing timestamp")
+    flag(given.is_not_null() & ts.is_null(), "posted_at", "unparsable timestamp", df["posted_at"])
+    out["posted_at"] = ts
+    out["image"] = _resolve_images(df["image"], raw.base) if "image" in df.columns else None
+    for c in ("title", "text", "category", "subcategory", "concept"):
+        out[c] = _to_str(df[c]).alias(c) if c in df.columns else None
+    out["tags"] = _to_tags(df["tags"]).alias("tags") if "tags" in df.columns else None
+
+    score = _to_float(df["score"]) if "score" in df.columns else pl.Series([None] * df.height, dtype=pl.Float64)
+    if "score" in df.columns:
+        flag(_to_str(df["score"]).is_not_null() & score.is_null() & ~_is_nan(df["score"]),
+             "score", "score is not a number", df["score"])
+        flag(~score.is_finite(), "score", "score is infinite", df["score"])
+    if {"views", "days"} <= set(df.columns):
+        views, days = _to_float(df["views"]), _to_float(df["days"])
+        for name, s in (("views", views), ("days", days)):
+            flag(_to_str(df[name]).is_not_null() & s.is_null() & ~_is_nan(df[name]), name, f"{name} is not a number", df[name])
+            flag(s < 0, name, f"negative {name}", df[name])
+        need = score.is_null()
+        flag(need & (days == 0), "days", "days is 0: score = log2(views / days + 1) is undefined", df["days"])
+        computed = pl.select((views / days + 1).log(2)).to_series()
+        score = pl.select(pl.coalesce(score, pl.when(days > 0).then(computed))).to_series()
+    if not unlabelled:
+        cols = "score" if "score" in df.columns else "views, days"
+        flag(score.is_null(), cols, "missing score (null or NaN)")
+    out["score"] = score.alias("score")
+    for c in df.columns:
+        if c.startswith("user_") and c != "user_id":
+            f = _to_float(df[c])
+            flag(_to_str(df[c]).is_not_null() & f.is_null() & ~_is_nan(df[c]), c, "user_* columns must be numeric", df[c])
+            out[c] = f.alias(c)
+
+    n = df.height
+    table = pl.DataFrame([
+        (s if s is not None else pl.Series(c, [None] * n, dtype=CONTRACT[c])).cast(CONTRACT.get(c, pl.Float64))
+        for c, s in out.items()
+    ]).select(*CONTRACT, *(c for c in out if c not in CONTRACT))
+    problems = pl.concat(errs) if errs else pl.DataFrame(schema={"line": pl.Int64, "post_id": pl.Utf8, "column": pl.Utf8, "reason": pl.Utf8, "value": pl.Utf8})
+    problems = pl.concat([raw.errors_frame(), problems.with_columns(pl.col("line").cast(pl.Int64))])
+    bad = df[LINE].is_in(problems["line"].implode())
+    return table.filter(~bad), problems.sort("line", maintain_order=True)
+
+
+def _is_nan(s: pl.Series) -> pl.Series:
+    if s.dtype.is_float():
+        return s.is_nan().fill_null(False)
+    if s.dtype == pl.Utf8:
+        return s.str.strip_chars().str.to_lowercase().is_in(["nan"]).fill_null(False)
+    return pl.Series([False] * len(s))
+
+
+def _describe(raw: RawPosts, problems: pl.DataFrame) -> str:
+    """The error message: file, how many rows, then one line per problem (capped)."""
+    nrows = problems["line"].n_unique()
+    lines = [f"{raw.source}: {nrows} invalid row(s); fix them or ingest the rest with --skip-invalid:"]
+    for r in problems.head(_MAX_LISTED).iter_rows(named=True):
+        where = f"{raw.row_word} {r['line']}" + (f" (post_id {r['post_id']!r})" if r["post_id"] is not None else "")
+        val = f", value {r['value']!r}" if r["value"] is not None else ""
+        lines.append(f"  column {r['column']}: {r['reason']}: {where}{val}")
+    if problems.height > _MAX_LISTED:
+        lines.append(f"  ... and {problems.height - _MAX_LISTED} more problem(s)")
+    return "\n".join(lines)
+
+
+def _rejected_rows(raw: RawPosts, problems: pl.DataFrame) -> pl.DataFrame:
+    """One row per rejected input row: line, reasons, and the raw values as strings."""
+    reasons = (problems.with_columns(reason=pl.col("column") + ": " + pl.col("reason"))
+               .group_by("line", maintain_order=True).agg(pl.col("reason").str.join("; ")))
+    values = raw.df.select([_to_str(raw.df[c]).alias(c) for c in raw.df.columns if c != LINE] + [pl.col(LINE).alias("line")])
+    return reasons.join(values, on="line", how="left").rename({"line": raw.row_word})
+
+
+# ---------------------------------------------------------------------------- API
+
+def _read(path: Path, fmt: str, unlabelled: bool, split: str | None) -> tuple[RawPosts, pl.DataFrame, pl.DataFrame]:
+    raw = read_raw(Path(path), fmt, split)
+    table, problems = normalise(raw, unlabelled=unlabelled)
+    return raw, table, problems
+
+
+def read_posts_file(path: Path, fmt: str = "auto", *, unlabelled: bool = False, split: str | None = None) -> pl.DataFrame:
+    """Read, normalise and validate strictly: the contract table, or PostsError naming every problem."""
+    raw, table, problems = _read(path, fmt, unlabelled, split)
+    if problems.height:
+        raise PostsError(_describe(raw, problems))
+    return table
+
+
+def count_words(df: pl.DataFrame) -> pl.Series:
+    """Words (runs of letters/digits) in title + text, the count --min-words compares against."""
+    return pl.Series("words", post_text(df)).str.count_matches(r"\w+")
+
+
+def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, skip_invalid: bool = False,
+           min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None) -> IngestReport:
+    """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table."""
+    from pipeline.store import atomic_write_bytes
+
+    raw, table, problems = _read(path, fmt, unlabelled, split)
+    if problems.height and not skip_invalid:
+        raise PostsError(_describe(raw, problems))
+    dropped = 0
+    if min_words is not None:
+        keep = count_words(table) >= min_words
+        dropped = int((~keep).sum())
+        table = table.filter(keep)
+    if table.height == 0:
+        raise PostsError(f"{raw.source}: no posts left to ingest ({problems['line'].n_unique()} invalid, {dropped} below --min-words)")
+    dest = paths.posts_path(name, cache)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rejected_path = dest.with_name(REJECTED)
+    if skip_invalid:
+        atomic_write_bytes(rejected_path, _parquet(_rejected_rows(raw, problems)))
+    else:
+        rejected_path.unlink(missing_ok=True)
+    table = table.sort("posted_at", "post_id")
+    replaced = _diff(pl.read_parquet(dest), table) if dest.exists() else None
+    atomic_write_bytes(dest, _parquet(table))
+    return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
+                        path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced)
+
+
+def _diff(old: pl.DataFrame, new: pl.DataFrame) -> dict[str, int]:
+    """Posts added, removed and changed (any column) between two tables."""
+    def keyed(df: pl.DataFrame) -> pl.DataFrame:
+        return df.select("post_id", h=df.select(sorted(df.columns)).hash_rows(seed=0))
+    both = keyed(old).join(keyed(new), on="post_id", how="full", coalesce=True)
+    return {"added": int(both["h"].is_null().sum()), "removed": int(both["h_right"].is_null().sum()),
+            "changed": int((both["h"] != both["h_right"]).sum())}
+
+
+def _parquet(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
+def load_posts(dataset: str, cache: Path | None = None) -> pl.DataFrame:
+    """The ingested table of a dataset, sorted by (posted_at, post_id)."""
+    p = paths.posts_path(dataset, cache)
+    if not p.exists():
+        raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found); run `pipe ingest PATH --name {dataset}` first")
+    return pl.read_parquet(p).sort("posted_at", "post_id")
+
+
+def post_text(df: pl.DataFrame) -> list[str]:
+    """title + " " + text per row (null -> ""), stripped: the text every text extractor reads."""
+    s = pl.concat_str([pl.col("title").fill_null(""), pl.col("text").fill_null("")], separator=" ").str.strip_chars()
+    return df.select(s).to_series().to_list()
+
+
+def user_feature_columns(df: pl.DataFrame) -> list[str]:
+    """The numeric user features (`user_*` Float64 columns, not user_id)."""
+    return [c for c, t in df.schema.items() if c.startswith("user_") and c != "user_id" and t == pl.Float64]
