@@ -65,7 +65,7 @@ def _looks(kind: str, head: bytes) -> str:
 
 
 def _lowercase(df: pl.DataFrame, source: Path) -> pl.DataFrame:
-    names = [c.strip().lower() for c in df.columns]
+    names = [c.strip().lstrip("\ufeff").lower() for c in df.columns]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _err(f"{source}: column name(s) given more than once (names are case-insensitive): {', '.join(dup)}")

@@ -41,6 +41,8 @@ _MIN_S, _MAX_S = -62135596800.0, 253402300799.0  # years 1 .. 9999
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MAX_LISTED = 20
+_ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 
 
 class PostsError(PipeError):
@@ -91,8 +93,18 @@ def parse_timestamps(s: pl.Series) -> pl.Series:
     if dt.is_numeric():
         return _seconds_to_ts(s.cast(pl.Float64))
     if dt == pl.Utf8:
-        us = [None if v is None else _parse_one(v) for v in s.to_list()]
-        return pl.Series(s.name, us, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        v = s.str.strip_chars()
+        # vectorised common forms first; whatever is left goes through datetime.fromisoformat
+        out = _seconds_to_ts(v.cast(pl.Float64, strict=False).fill_null(float("nan")))
+        for fmt in _ISO_AWARE:
+            out = out.fill_null(v.str.to_datetime(fmt, strict=False, time_unit="us").dt.convert_time_zone("UTC"))
+        for fmt in _ISO_NAIVE:
+            out = out.fill_null(v.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC"))
+        left = out.is_null() & v.is_not_null()
+        if left.any():
+            us = [_parse_one(x) if todo else None for x, todo in zip(v.to_list(), left.to_list())]
+            out = out.fill_null(pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+        return out.alias(s.name)
     return pl.Series(s.name, [None] * len(s), dtype=UTC_US)
 
 
@@ -119,13 +131,14 @@ def _to_tags(s: pl.Series) -> pl.Series:
 
 
 def _resolve_images(s: pl.Series, base: Path) -> pl.Series:
-    base_s = str(base.absolute())
-
-    def one(p: str | None) -> str | None:
-        if p is None or os.path.isabs(p) or _URL.match(p):
-            return p
-        return os.path.normpath(os.path.join(base_s, os.path.expanduser(p)))
-    return pl.Series("image", [one(p) for p in _to_str(s).to_list()], dtype=pl.Utf8)
+    """Relative paths -> absolute against `base`; absolute paths and URLs unchanged."""
+    s = _to_str(s)
+    rel = ~s.str.starts_with("/") & ~s.str.contains(_URL.pattern)
+    joined = pl.select(pl.when(rel).then(pl.lit(str(base.absolute()).rstrip("/") + "/") + s).otherwise(s)).to_series()
+    messy = (rel & joined.str.contains(r"(^|/)\.\.?(/|$)|//")).fill_null(False)  # ./ ../ // need normpath
+    if messy.any():
+        joined = pl.Series([os.path.normpath(p) if m else p for p, m in zip(joined.to_list(), messy.to_list())], dtype=pl.Utf8)
+    return joined.alias("image")
 
 
 # ------------------------------------------------------------------------ normalise

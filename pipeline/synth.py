@@ -123,8 +123,8 @@ def _shape(draw: ImageDraw.ImageDraw, kind: str, box: tuple[float, float, float,
 def render(obj: int, size: int, rng: np.random.Generator) -> Image.Image:
     """One image: muted gradient + noise, three small grey distractors, one large object."""
     c0, c1 = rng.uniform(70, 170, 3), rng.uniform(70, 170, 3)
-    t = np.linspace(0, 1, size)[:, None, None]
-    img = c0 * (1 - t) + c1 * t + rng.normal(0, 10, (size, size, 3))  # (S, S, 3)
+    t = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]  # (S, 1, 1)
+    img = (c0 * (1 - t) + c1 * t).astype(np.float32) + 10 * rng.standard_normal((size, size, 3), dtype=np.float32)  # (S, S, 3)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for _ in range(3):
@@ -198,14 +198,14 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
         r, s = rows[i], rows[src]
         words = (s["title"] + " " + s["text"]).split()
         k = next(j for j, w in enumerate(words) if w not in SIGNAL_WORDS)
-        words[k] = str(rng.choice(fillers))
+        words[k] = str(rng.choice([w for w in fillers if w != words[k]]))
         cut = len(s["title"].split())
         r.update(user_id=s["user_id"], t=s["t"] + float(rng.uniform(3600, 48 * 3600)), title=" ".join(words[:cut]),
                  text=" ".join(words[cut:]), tags=s["tags"], category=s["category"], subcategory=s["subcategory"],
                  concept=s["concept"])
         truth[i].update({k2: truth[src][k2] for k2 in ("base", "shown_object", "object_hit", "signal_word", "word_hit",
                                                        "category_effect", "obj")}, duplicate_of=s["post_id"])
-        truth[i]["seed_image"] = src
+        truth[i]["seed_image"] = truth[src].get("seed_image", src)  # a re-post of a re-post: the same image
 
     crawl = max(r["t"] for r in rows) + 30 * 86400
     image_rngs = np.random.SeedSequence([seed, 1]).spawn(posts)

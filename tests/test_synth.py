@@ -1,0 +1,121 @@
+"""`pipe synth`: deterministic, real JPEGs, valid posts, and the planted signals as documented."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from pipeline.posts import read_posts_file
+from pipeline.synth import SIGNAL_WORDS, SynthConfig, synth
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    path = synth(out, posts=400, image_size=32, seed=7)
+    return out, pl.read_parquet(path), pl.read_parquet(out / "truth.parquet"), json.loads((out / "signals.json").read_text())
+
+
+def test_same_seed_same_files_other_seed_differs(tmp_path, data):
+    a, b, c = (synth(tmp_path / n, posts=50, image_size=24, seed=s) for n, s in (("a", 3), ("b", 3), ("c", 4)))
+    ta, tb, tc = (pl.read_parquet(p) for p in (a, b, c))
+    assert ta.equals(tb)
+    assert not ta["score"].equals(tc["score"])
+    for name in ta["image"]:
+        assert (a.parent / name).read_bytes() == (b.parent / name).read_bytes()
+    assert pl.read_parquet(a.parent / "truth.parquet").equals(pl.read_parquet(b.parent / "truth.parquet"))
+
+
+def test_images_are_readable_jpegs_of_the_requested_size(data):
+    out, df, _, _ = data
+    for name in df["image"].to_list()[:50]:
+        with Image.open(out / name) as im:
+            assert im.format == "JPEG" and im.size == (32, 32) and im.mode == "RGB"
+            im.load()
+
+
+def test_file_follows_the_posts_contract(data):
+    out, df, _, _ = data
+    table = read_posts_file(out / "posts.parquet")  # strict validation passes
+    assert table.height == 400 and table["post_id"].n_unique() == 400
+    assert table["image"][0] == str(out / df["image"][0])
+    assert table["user_followers"].null_count() == 0
+    assert table.select(pl.col("category", "subcategory", "concept").null_count()).row(0) == (0, 0, 0)
+    # views / days agree with the score (views are rounded)
+    back = np.log2(df["views"].to_numpy() / df["days"].to_numpy() + 1)
+    np.testing.assert_allclose(back, df["score"].to_numpy(), atol=0.05)
+    span = df["posted_at"].max() - df["posted_at"].min()
+    assert 300 <= span.days <= 367
+
+
+def test_planted_score_is_the_documented_sum(data):
+    _, df, truth, _ = data
+    cfg = SynthConfig()
+    t = df.join(truth, on="post_id")
+    want = (t["base"] + cfg.object_effect * t["object_hit"].cast(pl.Float64) + cfg.word_effect * t["word_hit"].cast(pl.Float64)
+            + t["trend"] + t["category_effect"] + t["noise"])
+    np.testing.assert_allclose(t["score"].to_numpy(), want.to_numpy(), atol=1e-9)
+    assert abs(t["object_hit"].mean() - cfg.p_lucky) < 0.1 and abs(t["word_hit"].mean() - cfg.p_lucky) < 0.1
+    assert t["noise"].std() == pytest.approx(cfg.noise_sd, rel=0.2)
+
+
+def test_signals_are_user_conditional(data):
+    _, df, truth, signals = data
+    t = df.join(truth, on="post_id")
+    users = signals["users"]
+    assert len(users) == 10  # 400 posts / 40
+    for r in t.iter_rows(named=True):
+        mine = users[r["user_id"]]
+        assert r["object_hit"] == (r["shown_object"] == mine["lucky_object"])
+        assert r["word_hit"] == (r["signal_word"] == mine["lucky_word"])
+        words = (r["title"] + " " + r["text"]).split()
+        assert [w for w in words if w in SIGNAL_WORDS] == [r["signal_word"]]
+    # every object is shown on posts of users it is not lucky for, where it adds nothing
+    off = t.filter(~pl.col("object_hit"))
+    assert off["shown_object"].n_unique() == 8
+
+
+def test_hisave_leaves_most_planted_variance(data):
+    """Per-user means (what HisAve learns) on the first 70 % miss the user-conditional bonuses."""
+    _, df, truth, _ = data
+    t = df.join(truth, on="post_id").sort("posted_at")
+    cut = int(0.7 * t.height)
+    train, test = t[:cut], t[cut:]
+    means = train.group_by("user_id").agg(m=pl.col("score").mean())
+    pred = test.join(means, on="user_id", how="left")["m"].fill_null(train["score"].mean())
+    hisave = ((test["score"] - pred) ** 2).mean()
+    oracle = (test["noise"] ** 2).mean()
+    assert hisave > 5 * oracle
+
+
+def test_vocabulary_words_appear_at_least_five_times(data):
+    _, df, _, _ = data
+    counts = Counter(w for s in (df["title"] + " " + df["text"]) for w in re.findall(r"[a-z]+", s.lower()))
+    assert min(counts.values()) >= 5
+    assert all(counts[w] >= 5 for w in SIGNAL_WORDS)
+
+
+def test_near_duplicates_share_image_bytes_and_user(data):
+    out, df, truth, _ = data
+    dups = truth.filter(pl.col("duplicate_of").is_not_null())
+    assert dups.height == round(400 * SynthConfig().near_duplicates)
+    rows = {r["post_id"]: r for r in df.iter_rows(named=True)}
+    for d in dups.iter_rows(named=True):
+        a, b = rows[d["post_id"]], rows[d["duplicate_of"]]
+        assert (out / a["image"]).read_bytes() == (out / b["image"]).read_bytes()
+        assert a["user_id"] == b["user_id"] and a["post_id"] != b["post_id"]
+        assert (a["title"], a["text"]) != (b["title"], b["text"])
+        assert 0 < (a["posted_at"] - b["posted_at"]).total_seconds() <= 48 * 3600
+
+
+def test_followers_grow_over_time_per_user(data):
+    _, df, _, _ = data
+    for _, g in df.sort("posted_at").group_by("user_id"):
+        assert g["user_followers"].diff().drop_nulls().min() >= 0
+    assert math.isfinite(df["user_followers"].max())
