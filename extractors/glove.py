@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from extractors import register
+from extractors._weights import file_sha256
 from extractors.base import Extractor
 from pipeline.errors import PipeError
 from pipeline.specs import FeatureSpec
-from pipeline.store import sha256_file
 
 WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punctuation dropped
 
@@ -28,12 +27,6 @@ WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punct
 @dataclass
 class GloveConfig:
     path: str | None = None  # GloVe text file, one "word v1 ... vd" line per word (required)
-
-
-@lru_cache(maxsize=8)
-def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of the file, hashed once per process (size and mtime key the cache)."""
-    return sha256_file(Path(path))
 
 
 def _split(line: str) -> list[str]:
@@ -104,10 +97,8 @@ class Glove(Extractor):
         return _dimension(self._path())
 
     def identity(self) -> dict[str, Any]:
-        path = self._path()
-        st = path.stat()
         # The file's content, not its location, decides the output.
-        return {"name": self.name, "sha256": _fingerprint(str(path.resolve()), st.st_size, st.st_mtime_ns),
+        return {"name": self.name, "sha256": file_sha256(self._path()),
                 "dim": self.dim(), "lowercase": True, "pool": "mean"}
 
     def id_parts(self) -> list[str]:

@@ -192,3 +192,162 @@ def test_pixels_rows():
     assert small.extractor_id().startswith("pixels-16-")
     assert small.extractor_id() != ex.extractor_id()
     assert make("pixels").extractor_id() == ex.extractor_id()
+
+
+# -- inception_v3 --------------------------------------------------------------------------
+def batch_of(ex, ims):
+    import torch
+
+    return torch.stack([ex.preprocess(im) for im in ims])
+
+
+def test_inception_v3_random_weights_and_ids():
+    ex = make("inception_v3", weights="random", image_size=96)
+    ex.load("cpu")
+    out = ex.forward(batch_of(ex, images()[:2]))
+    check_rows(ex, out, 2)
+    assert not np.allclose(out[0], out[1])
+    assert ex.extractor_id().startswith("inception_v3-96-")
+    assert make("inception_v3", weights="random", image_size=96).extractor_id() == ex.extractor_id()
+    for changed in ({"seed": 1}, {"image_size": 299}, {"weights": "imagenet"}):
+        assert make("inception_v3", **{"weights": "random", "image_size": 96, **changed}).extractor_id() != ex.extractor_id()
+
+
+def test_inception_v3_weights_path_roundtrip(tmp_path):
+    """At 299 px, a state dict saved from torchvision's model (aux classifier included) reproduces it."""
+    import torch
+    from torchvision.models import inception_v3
+
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        ref = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True).eval()
+    path = tmp_path / "inception.pt"
+    torch.save(ref.state_dict(), path)
+    ex = make("inception_v3", weights=str(path))
+    ex.load("cpu")
+    x = batch_of(ex, images()[:2])
+    assert x.shape == (2, 3, 299, 299) and x.dtype == torch.uint8
+    out = ex.forward(x)
+    check_rows(ex, out, 2)
+    assert ex.spec() == extractors.base.FeatureSpec("vector", (2048,), "float32")
+    ref.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        norm = (x.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        expected = ref(norm).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert ex.extractor_id().startswith("inception_v3-299-")
+    assert ex.extractor_id() != make("inception_v3", weights="random").extractor_id()
+
+
+def test_inception_v3_weight_errors(tmp_path, monkeypatch):
+    from torchvision.models._api import WeightsEnum
+
+    def offline(*a, **k):
+        raise OSError("no internet")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(PipeError, match="--weights PATH.*--weights random"):
+        make("inception_v3").load("cpu")
+    with pytest.raises(PipeError, match="not imagenet, random or an existing"):
+        make("inception_v3", weights=str(tmp_path / "nope.pt")).extractor_id()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(PipeError, match="cannot read"):
+        make("inception_v3", weights=str(bad)).load("cpu")
+    import torch
+
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(PipeError, match="not an Inception-v3 state dict"):
+        make("inception_v3", weights=str(tmp_path / "other.pt")).load("cpu")
+    with pytest.raises(PipeError, match="at least 75"):
+        make("inception_v3", image_size=64)
+
+
+# -- clip / clip_text ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip_small():
+    """A smaller open_clip ViT (63M parameters) where the default model's size adds nothing."""
+    ex = make("clip", model="ViT-S-32", weights="random")
+    ex.load("cpu")
+    return ex
+
+
+def test_clip_image_embedding_and_open_clip_preprocessing():
+    import open_clip
+    import torch
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    ex = make("clip", weights="random")  # the default model, ViT-B-32
+    ex.load("cpu")
+    ims = images()[:2]
+    x = batch_of(ex, ims)
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 224, 224)
+    out = ex.forward(x)
+    check_rows(ex, out, 2)
+    assert ex.spec() == extractors.base.FeatureSpec("vector", (512,), "float32")
+    # Exactly open_clip's own inference transform (as create_model_and_transforms builds it) and encode_image.
+    pre = image_transform_v2(PreprocessCfg(**ex.model.visual.preprocess_cfg), is_train=False)
+    ref_x = torch.stack([pre(im) for im in ims])
+    with torch.inference_mode():
+        np.testing.assert_allclose(out, ex.model.encode_image(ref_x).numpy(), rtol=1e-5, atol=1e-5)
+    assert ex.extractor_id().startswith("clip-ViT-B-32-")
+    assert make("clip", weights="random").extractor_id() == ex.extractor_id()
+    for changed in ({"seed": 1}, {"weights": "openai"}, {"output": "grid"}, {"model": "ViT-B-16"}):
+        assert make("clip", **{"weights": "random", **changed}).extractor_id() != ex.extractor_id()
+    # The pretrained tag brings its preprocessing into the id (e.g. another mean/std).
+    assert make("clip", weights="openai").preprocess_cfg()["mean"] == open_clip.OPENAI_DATASET_MEAN
+
+
+def test_clip_weights_path_roundtrip(clip_small, tmp_path):
+    import torch
+
+    path = tmp_path / "clip.pt"
+    torch.save(clip_small.model.state_dict(), path)
+    ex = make("clip", model="ViT-S-32", weights=str(path))
+    ex.load("cpu")
+    x = batch_of(ex, images()[:1])
+    np.testing.assert_array_equal(ex.forward(x), clip_small.forward(x))
+    assert ex.extractor_id().startswith("clip-ViT-S-32-") and ex.extractor_id() != clip_small.extractor_id()
+
+
+def test_clip_grid():
+    ex = make("clip", model="ViT-S-32", weights="random", output="grid")
+    ex.load("cpu")
+    out = ex.forward(batch_of(ex, images()[:1]))
+    check_rows(ex, out, 1)
+    assert ex.spec() == extractors.base.FeatureSpec("grid", (49, 384), "float16")  # 7x7 patches, width 384
+    assert ex.extractor_id().startswith("clip-ViT-S-32-grid-")
+    with pytest.raises(PipeError, match="vision transformer"):
+        make("clip", model="RN50", output="grid")
+
+
+def test_clip_text():
+    ex = make("clip_text", model="ViT-S-32", weights="random")
+    assert ex.modality == "text"
+    ex.load("cpu")
+    out = ex.transform(["a cat on the sofa", "", "a cat on the sofa", "lake " * 200])  # the last one is truncated
+    check_rows(ex, out, 4)
+    np.testing.assert_array_equal(out[0], out[2])
+    assert not np.allclose(out[0], out[1])
+    assert ex.extractor_id().startswith("clip_text-ViT-S-32-")
+    assert make("clip_text", model="ViT-S-32", weights="random").extractor_id() == ex.extractor_id()
+    assert make("clip_text", model="ViT-S-32", weights="random", seed=2).extractor_id() != ex.extractor_id()
+    assert ex.transform([]).shape == (0, 384)
+
+
+def test_clip_errors(monkeypatch, tmp_path):
+    import open_clip
+
+    def offline(*a, **k):
+        raise RuntimeError("Failed to download weights")
+
+    with pytest.raises(PipeError, match="unknown open_clip model"):
+        make("clip", model="ViT-Nope")
+    with pytest.raises(PipeError, match="embedding, grid"):
+        make("clip", output="pixels")
+    with pytest.raises(PipeError, match="pretrained tag of ViT-B-32"):
+        make("clip", weights=str(tmp_path / "nope.pt")).extractor_id()
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    with pytest.raises(PipeError, match="--weights PATH.*--weights random"):
+        make("clip_text").load("cpu")
