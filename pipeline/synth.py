@@ -24,7 +24,7 @@ Planted score of a post by user u at time t (default `SynthConfig`):
 - 8 signal words (`SIGNAL_WORDS`), assigned to users the same way, independently of the
   objects; every post contains exactly one signal word (its user's with probability 0.5),
   placed at a random position in the title or the text, among 4-7 filler words from a
-  vocabulary sized so that every word appears >= 5 times (from about 100 posts up).
+  vocabulary sized so that every word appears >= 5 times (from about 150 posts up).
 - Three-level categories (5 categories x 3 subcategories x 2 concepts); a user posts in
   a favourite category 70 % of the time. Tags: 2-4 of the concept's tags.
 - `user_followers`: the user's follower count at posting time, log10 ~ 2 + 0.5 (base - 6),
@@ -166,7 +166,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     cats = list(CATEGORIES)
     favourite = rng.integers(len(cats), size=n_users)
     cat_effect = np.linspace(-cfg.category_effect, cfg.category_effect, len(cats))
-    fillers = FILLER_WORDS[: int(np.clip(posts * 5.5 / 10, 8, len(FILLER_WORDS)))]  # ~10 uses per word
+    fillers = FILLER_WORDS[: int(np.clip(posts * 5.5 / 15, 8, len(FILLER_WORDS)))]  # ~15 uses per word
 
     users = rng.choice(n_users, size=posts, p=activity / activity.sum())
     seconds = np.sort(rng.uniform(0, YEAR_S, posts))
@@ -221,12 +221,12 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
         src = tr.pop("seed_image", i)
         render(tr.pop("obj"), image_size, np.random.default_rng(image_rngs[src])).save(out / r["image"], quality=90)
 
-    df = pl.DataFrame(rows).with_columns(
+    df = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         posted_at=((pl.col("t") + START.timestamp()) * 1e6).cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
     ).select("post_id", "user_id", "posted_at", "image", "title", "text", "tags", "category", "subcategory",
              "concept", "score", "views", "days", "user_followers")
     df.write_parquet(out / "posts.parquet")
-    pl.DataFrame(truth).write_parquet(out / "truth.parquet")
+    pl.DataFrame(truth, infer_schema_length=None).write_parquet(out / "truth.parquet")
     design = {"config": asdict(cfg), "posts": posts, "image_size": image_size, "seed": seed, "users": {
         f"u{u:02d}": {"base": round(float(base[u]), 4), "lucky_object": OBJECTS[lucky_obj[u]][0],
                       "lucky_word": SIGNAL_WORDS[lucky_word[u]]} for u in range(n_users)}}
