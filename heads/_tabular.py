@@ -60,6 +60,7 @@ class TabularFeatures:
     user_cols: list[str] = field(default_factory=list)  # numeric user_* columns seen in training
     user_fill: list[float] = field(default_factory=list)  # training median of each (transformed)
     names: list[str] = field(default_factory=list)  # column names of the table
+    blocks: list[str] = field(default_factory=list)  # block of each column: visual | text | user
 
     # -- fitting --------------------------------------------------------------------
     def fit(self, train: HeadData) -> "TabularFeatures":
@@ -127,20 +128,28 @@ class TabularFeatures:
 
     def transform(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
         """(N, F) float32 table; `leave_one_out` only for the training rows themselves."""
-        blocks, names = [], []
+        blocks, names, of = [], [], []
         for role in ("visual", "text"):
             if role in self.roles:
                 x, nm = self._role_block(data, role)
                 blocks.append(x)
                 names += nm
+                of += [role] * len(nm)
         if self.use_user:
             x, nm = self._user_block(data, leave_one_out)
             blocks.append(x)
             names += nm
+            of += ["user"] * len(nm)
         if not blocks:
             raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
-        self.names = names
+        self.names, self.blocks = names, of
         return np.hstack(blocks)
+
+    def block_weights(self) -> np.ndarray:
+        """1/sqrt(block width) per column: after standardizing, every block adds the same
+        variance to a squared distance, so 512 visual columns do not drown 4 user ones."""
+        width = {b: self.blocks.count(b) for b in set(self.blocks)}
+        return np.array([1.0 / np.sqrt(width[b]) for b in self.blocks])
 
     def unseen(self, data: HeadData) -> np.ndarray:
         return np.array([u not in self.user_count for u in data.posts["user_id"].cast(pl.Utf8).to_list()], dtype=bool)

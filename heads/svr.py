@@ -2,8 +2,11 @@
 vectors, text vectors or token statistics, and user features (see `heads/_tabular.py`).
 
 `--ablate visual` / `--ablate text` give Table 3's "SVR (w/o V)" / "SVR (w/o T)";
-`--ablate user` drops the user block. Kernel SVR is quadratic in the rows, so it fits on at
-most `max_train_rows` training posts drawn with `seed`.
+`--ablate user` drops the user block. After standardizing, each block is weighted by
+1/sqrt(its width) (`balance_blocks`): otherwise 512 pooled visual columns dominate the
+rbf distance and the few user columns, the strongest signal, are drowned. Kernel SVR is
+quadratic in the rows, so it fits on at most `max_train_rows` training posts drawn with
+`seed`.
 
 Saved without pickle: the fitted support vectors, dual coefficients, intercept, gamma and
 the standardization parameters go to `svr.npz` (loaded with allow_pickle=False), the
@@ -45,6 +48,7 @@ class SVRHead(Head):
         gamma: float | None = None  # rbf width; None = scikit-learn's "scale", 1 / (n_features * X.var())
         max_train_rows: int = 5000  # fit on at most this many training posts (kernel SVR is O(n^2))
         text_buckets: int = 64  # hashed bag-of-ids width when the text store holds tokens
+        balance_blocks: bool = True  # weight the visual, text and user blocks equally in the kernel distance
         seed: int = 0  # draws the training subsample
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
 
@@ -79,7 +83,10 @@ class SVRHead(Head):
             train = train.subset(np.sort(rng.choice(len(train), c.max_train_rows, replace=False)))
         x = self.features.transform(train, leave_one_out=True)
         scaler = StandardScaler().fit(x)
-        xs = scaler.transform(x)
+        scale = scaler.scale_.astype(np.float64)
+        if c.balance_blocks:
+            scale = scale / self.features.block_weights()  # folded into the saved scale
+        xs = (x.astype(np.float64) - scaler.mean_) / scale
         y = train.y.astype(np.float64)
         y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
         gamma = c.gamma if c.gamma is not None else 1.0 / (xs.shape[1] * (xs.var() or 1.0))
@@ -90,7 +97,7 @@ class SVRHead(Head):
             "intercept": np.asarray(model.intercept_, np.float64).reshape(1),
             "gamma": np.array([gamma], np.float64),
             "x_mean": scaler.mean_.astype(np.float64),
-            "x_scale": scaler.scale_.astype(np.float64),
+            "x_scale": scale,
             "y_mean": np.array([y_mean]),
             "y_std": np.array([y_std]),
         }

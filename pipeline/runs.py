@@ -195,10 +195,12 @@ def _split_text(s: dict[str, Any]) -> str:
     return ",".join(f"{f:g}" for f in s.get("fractions", []))
 
 
-def mean_pm_std(mean: float | None, std: float | None, digits: int = 4) -> str:
+def mean_pm_std(row: dict[str, Any], metric: str, digits: int = 4) -> str:
+    """`m ± s` of a test metric of a comparison row; the mean alone for a single repeat."""
+    mean, std = row[f"test_{metric}"], row[f"test_{metric}_std"]
     if mean is None:
         return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None and row["repeats"] > 1 else f"{mean:.{digits}f}"
 
 
 def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Path, Path]:
@@ -213,7 +215,7 @@ def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Pa
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["run"], r["head"], r["ablate"] or "—", str(r["repeats"]),
-                 *[mean_pm_std(r[f"test_{k}"], r[f"test_{k}_std"]) for k in METRICS]]
+                 *[mean_pm_std(r, k) for k in METRICS]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path

@@ -73,6 +73,12 @@ def test_svr_kernel_expansion_matches_sklearn(parts):
     xs = (h.features.transform(parts["test"]) - a["x_mean"]) / a["x_scale"]
     want = ref.predict(xs) * a["y_std"][0] + a["y_mean"][0]
     np.testing.assert_allclose(h.predict(parts["test"]), want, rtol=1e-4, atol=1e-4)
+    # balanced blocks: each block adds about the same variance to the kernel distance
+    var, raw = xt.var(axis=0), h.features.transform(parts["train"], leave_one_out=True).var(axis=0)
+    for b in ("visual", "text", "user"):
+        cols = [i for i, o in enumerate(h.features.blocks) if o == b]
+        varying = int((raw[cols] > 0).sum())
+        assert var[cols].sum() == pytest.approx(varying / len(cols), rel=1e-4), b  # block total <= 1
 
 
 def test_svr_ablations_drop_roles_and_cost_accuracy(parts):

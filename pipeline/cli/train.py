@@ -83,10 +83,10 @@ def evaluate(
 
 
 def comparison_table(runs: list[Run]) -> Table:
-    t = Table("run", "head", "ablations", "stores", "split", "repeats", *[f"test {k.upper()}" for k in METRICS],
-              title="test metrics, mean ± std over repeats")
+    """Terminal view (stores and split are in the CSV)."""
+    t = Table("run", "head", "ablate", "K", *[k.upper() for k in METRICS],
+              title="test metrics, mean ± std over K repeats")
     for r in comparison_rows(runs):
-        t.add_row(r["run"], r["head"], r["ablate"] or "—", r["stores"] or "—", r["split"],
-                  str(r["repeats"]) if r["status"] == "done" else "incomplete",
-                  *[mean_pm_std(r[f"test_{k}"], r[f"test_{k}_std"]) for k in METRICS])
+        t.add_row(r["run"], r["head"], r["ablate"] or "—", str(r["repeats"]) if r["status"] == "done" else "running?",
+                  *[mean_pm_std(r, k, 3) for k in METRICS])
     return t
