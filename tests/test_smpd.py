@@ -125,3 +125,13 @@ def test_ingest_cli_with_split_and_images_one_folder_up(tmp_path):
     df = load_posts("smpd", tmp_path / "c")
     assert df["post_id"].to_list() == ["42", "775", "776"]  # sorted by time
     assert df["image"][0] == str(root / "train" / "12@N01" / "42.jpg")
+
+
+def test_folder_detection(tmp_path):
+    d = make_smpd(tmp_path / "smpd")
+    with pytest.raises(PostsError, match="a folder; --format generic"):
+        read_posts_file(d, fmt="generic")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(PostsError, match="not in the SMPD layout"):
+        read_posts_file(tmp_path / "plain")
+    assert read_posts_file(d / "train_img_filepath.txt", fmt="smpd").height == 3
