@@ -1,0 +1,370 @@
+"""The extraction runner: posts -> (reader -> mapper -> writer) -> a sharded feature store.
+
+    reader   image paths decoded, converted and preprocessed in DataLoader worker
+             processes (pipeline/images.py); bad files come back as per-item failures
+    mapper   `extractor.forward` on batches (eval mode, inference_mode), or
+             `extractor.transform` on texts
+    writer   one shard per `ShardTask`, then its failures (StoreWriter)
+
+One shard is one unit of work: `plan` cuts the posts still to do into `ShardTask`s and
+`map_shards` turns tasks into `ShardResult`s anywhere (this process, or a dask worker
+that loaded the extractor once), so only the process holding the store lock adds them.
+What decides "still to do" is a fingerprint per post (blake2b of the image bytes, or of
+the text) compared with the newest stored row's: a rerun skips unchanged posts, extracts
+new ones and re-extracts changed ones; a killed run resumes after its last finished shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import extractors
+from extractors.base import Extractor
+from pipeline import paths
+from pipeline.errors import PipeError
+from pipeline.headconfig import coerce, config_from_dict, config_to_dict, field_types
+from pipeline.images import ImageError, fingerprint_file, fingerprint_text, load_image
+from pipeline.posts import load_posts, post_text
+from pipeline.progress import Progress
+from pipeline.store import Manifest, StoreWriter, write_shard_file
+
+NO_IMAGE = "no image"  # failure reason of posts whose `image` is null
+
+
+@dataclass
+class RunOptions:
+    """How to run an extraction; none of it changes the output (nor the extractor id)."""
+
+    batch_size: int = 32  # inputs per forward pass
+    shard_size: int = 512  # posts per shard: the unit of work, of resume and of dask tasks
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    num_workers: int | None = None  # image-decoding processes; None: min(8, CPUs - 1), at least 1
+    retry_failed: bool = False  # try recorded failures again even if their input is unchanged
+    wait: bool = False  # queue behind another writer of the store instead of refusing
+    quiet: bool = False  # no progress output
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise PipeError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise PipeError(f"num_workers must be 0 or more, got {self.num_workers}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise PipeError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise PipeError(f"--device {self.device} asked for, but torch sees no CUDA device; use --device cpu")
+        return self.device
+
+    def resolved_workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class ShardTask:
+    """One unit of work: posts to extract into shard `index`."""
+
+    index: int  # shard number in the store (shard-NNNNN.h5)
+    post_ids: list[str]
+    inputs: list[str]  # image paths (image extractors) or texts (text extractors)
+
+
+@dataclass
+class ShardResult:
+    """What a task produced: rows to store and inputs that could not be read."""
+
+    index: int
+    post_ids: list[str]  # rows that were extracted, in `features` order
+    features: np.ndarray  # (len(post_ids), *spec.shape)
+    sources: list[str]  # input fingerprint per row
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (post_id, reason, source)
+
+
+@dataclass
+class ExtractReport:
+    """What one `run_extract` did."""
+
+    extractor_id: str
+    store: Path  # the store directory
+    extracted: int  # rows written this run
+    skipped: int  # posts already stored with an unchanged input
+    failed: int  # inputs that could not be read this run (see failures.parquet)
+    skipped_failed: int  # recorded failures not retried (unchanged input, no retry_failed)
+    no_image: int  # image extractors: posts without an image (listed as failures, not extracted)
+    shards_written: int
+    seconds: float  # wall time of the whole run
+    load_seconds: float  # model build and weight loading (start-up, not throughput)
+    images_per_s: float  # inputs (extracted + failed) per second of the extraction loop
+
+
+# -- building extractors -------------------------------------------------------------
+def build_extractor(name: str, **overrides: Any) -> Extractor:
+    """The registered extractor `name` with its config defaults, overridden by every non-None value.
+
+    Values may be typed or strings (`--set max_features=3000`): each is converted to its
+    config field's annotated type.
+    """
+    try:
+        cls = extractors.get(name)
+    except KeyError:
+        raise PipeError(f"unknown backbone {name!r}; known: {', '.join(extractors.names())}") from None
+    types_ = field_types(cls.Config)
+    given = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - set(types_))
+    if unknown:
+        opts = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise PipeError(f"{name} takes no {opts}; its options: {', '.join(sorted(types_)) or 'none'}")
+    kwargs = {}
+    for k, v in given.items():
+        try:
+            kwargs[k] = coerce(v, types_[k])
+        except (ValueError, TypeError) as e:
+            raise PipeError(f"{name}: {k}={v!r} is not a valid {getattr(types_[k], '__name__', types_[k])} ({e})") from None
+    return cls(cls.Config(**kwargs))
+
+
+def extractor_from_store(store_dir: str | Path) -> Extractor:
+    """The exact extractor that wrote a store (config and fitted artifacts), e.g. to score new posts."""
+    store_dir = Path(store_dir)
+    man = Manifest.load(store_dir)
+    try:
+        cls = extractors.get(man.extractor)
+    except KeyError:
+        raise PipeError(f"{store_dir} was written by extractor {man.extractor!r}, which is not installed") from None
+    ex = cls(config_from_dict(cls.Config, man.config))
+    ex.load_artifacts(store_dir)
+    got = ex.extractor_id()
+    if got != man.extractor_id:
+        raise PipeError(
+            f"{store_dir} was written by {man.extractor_id}, but its config now gives {got} "
+            "(a weights or vocabulary file changed since?)"
+        )
+    return ex
+
+
+def is_fitted(ex: Extractor) -> bool:
+    """A fitted extractor (fit or load_artifacts ran) can hand over its artifacts; an unfitted one raises."""
+    if not ex.needs_fit:
+        return True
+    try:
+        ex.artifacts()
+    except PipeError:
+        return False
+    return True
+
+
+# -- reader and mapper ---------------------------------------------------------------
+class _Images(Dataset):
+    """Runs in DataLoader workers: read, fingerprint, decode, preprocess one image."""
+
+    def __init__(self, extractor: Extractor, items: list[tuple[str, str]]) -> None:
+        self.extractor = extractor  # pickled into workers before the model is loaded
+        self.items = items  # (post_id, path)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[str, Any, str, str | None]:
+        pid, path = self.items[i]
+        try:
+            image, source = load_image(path)
+        except ImageError as e:
+            return pid, None, e.source, e.reason
+        return pid, self.extractor.preprocess(image), source, None
+
+
+def _collate(rows: list[tuple[str, Any, str, str | None]]) -> dict[str, Any]:
+    ok = [r for r in rows if r[3] is None]
+    return {
+        "ids": [r[0] for r in ok],
+        "x": torch.stack([r[1] for r in ok]) if ok else None,  # (B, C, H, W)
+        "sources": [r[2] for r in ok],
+        "failures": [(r[0], r[3], r[2]) for r in rows if r[3] is not None],
+    }
+
+
+def _empty(ex: Extractor) -> np.ndarray:
+    spec = ex.spec()
+    return np.empty((0, *spec.shape), np.dtype(spec.dtype))
+
+
+def map_shards(
+    ex: Extractor, tasks: Sequence[ShardTask], opts: RunOptions, device: str = "cpu", progress: Progress | None = None
+) -> Iterator[ShardResult]:
+    """Tasks -> results, in order; `ex` must be loaded on `device` (`ex.load(device)`)."""
+    if ex.modality == "text":
+        for t in tasks:
+            feats = ex.transform(list(t.inputs)) if t.post_ids else _empty(ex)
+            yield ShardResult(t.index, list(t.post_ids), feats, [fingerprint_text(x) for x in t.inputs])
+            if progress:
+                progress.advance(len(t.post_ids))
+        return
+    # One loader over every task, with batches that never cross a shard, so the workers
+    # stay warm across shards and the model never waits for a new pool to start.
+    items, batches, owner = [], [], []
+    for k, t in enumerate(tasks):
+        start = len(items)
+        items += zip(t.post_ids, t.inputs)
+        for b in range(start, len(items), opts.batch_size):
+            batches.append(list(range(b, min(b + opts.batch_size, len(items)))))
+            owner.append(k)
+    workers = opts.resolved_workers()
+    loader = DataLoader(
+        _Images(ex, items), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+        pin_memory=device.startswith("cuda"),
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    batch_iter = iter(loader)
+    remaining = [sum(1 for o in owner if o == k) for k in range(len(tasks))]
+    parts: list[list[Any]] = [[] for _ in tasks]
+    for k, t in enumerate(tasks):
+        while remaining[k]:
+            b = next(batch_iter)
+            remaining[k] -= 1
+            feats = ex.forward(b["x"]) if b["x"] is not None else _empty(ex)
+            parts[k].append((b["ids"], feats, b["sources"], b["failures"]))
+            if progress:
+                progress.advance(len(b["ids"]) + len(b["failures"]))
+        got = parts[k]
+        parts[k] = []
+        yield ShardResult(
+            t.index,
+            [i for p in got for i in p[0]],
+            np.concatenate([p[1] for p in got]) if got else _empty(ex),
+            [s for p in got for s in p[2]],
+            [f for p in got for f in p[3]],
+        )
+
+
+# -- planning ------------------------------------------------------------------------
+def _fingerprints(paths_: list[str]) -> list[str]:
+    """blake2b of every image, on threads: hashing and reads release the GIL."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(fingerprint_file, paths_, chunksize=64))
+
+
+@dataclass
+class Plan:
+    tasks: list[ShardTask]
+    skipped: int
+    skipped_failed: int
+    no_image: list[str]  # post ids without an image, not yet stored
+
+
+def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptions) -> Plan:
+    """Which posts still need extracting, cut into shard tasks numbered after the store's last shard."""
+    ids = posts["post_id"].to_list()
+    no_image: list[str] = []
+    done = writer.done_sources()
+    if ex.modality == "text":
+        inputs = post_text(posts)
+        sources = [fingerprint_text(t) for t in inputs]
+    else:
+        images = posts["image"].to_list() if "image" in posts.columns else [None] * len(ids)
+        keep = [i for i, p in enumerate(images) if p]
+        no_image = [ids[i] for i, p in enumerate(images) if not p and ids[i] not in done]
+        ids = [ids[i] for i in keep]
+        inputs = [images[i] for i in keep]
+        sources = _fingerprints(inputs)
+    failed = {} if opts.retry_failed else dict(writer.failures().select("post_id", "source").iter_rows())
+    todo, skipped, skipped_failed = [], 0, 0
+    for pid, x, src in zip(ids, inputs, sources):
+        if done.get(pid) == src:
+            skipped += 1
+        elif failed.get(pid) == src:  # still the same bad input
+            skipped_failed += 1
+        else:
+            todo.append((pid, x))
+    first = writer.next_index()
+    tasks = [
+        ShardTask(first + k, [p for p, _ in chunk], [x for _, x in chunk])
+        for k, chunk in enumerate(todo[i : i + opts.shard_size] for i in range(0, len(todo), opts.shard_size))
+    ]
+    return Plan(tasks, skipped, skipped_failed, no_image)
+
+
+# -- the run -------------------------------------------------------------------------
+def _failure_frame(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"post_id": pl.Utf8, "reason": pl.Utf8, "source": pl.Utf8}, orient="row")
+
+
+def run_extract(
+    dataset: str,
+    extractor: Extractor,
+    cache: str | Path | None = None,
+    posts: pl.DataFrame | None = None,
+    **options: Any,
+) -> ExtractReport:
+    """Extract every post of `dataset` not yet in the extractor's store; options: RunOptions fields (None = default)."""
+    t_start = time.perf_counter()
+    opts = RunOptions(**{k: v for k, v in options.items() if v is not None})
+    if posts is None:
+        posts = load_posts(dataset, cache)
+    if extractor.needs_fit and not is_fitted(extractor):
+        extractor.fit(post_text(posts))
+    eid = extractor.extractor_id()
+    spec = extractor.spec()
+    store = paths.features_dir(dataset, cache) / eid
+    config = config_to_dict(extractor.config)
+    with StoreWriter(store, eid, extractor.name, spec, config, wait=opts.wait) as w:
+        for name, data in extractor.artifacts().items():  # before any shard
+            if w.manifest.artifacts.get(name) != hashlib.sha256(data).hexdigest():
+                w.save_artifact(name, data)
+        p = plan(extractor, posts, w, opts)
+        if p.no_image:
+            w.record_failures(_failure_frame([(i, NO_IMAGE, "") for i in p.no_image]))
+        extracted = failed = shards = 0
+        load_s = loop_s = 0.0
+        total = sum(len(t.post_ids) for t in p.tasks)
+        if total:
+            t0 = time.perf_counter()
+            device = opts.resolved_device()
+            extractor.load(device)
+            load_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            known_failures = set(w.failures()["post_id"].to_list())
+
+            def write(r: ShardResult) -> None:
+                """Shard, then manifest, then failures: a kill in between loses at most a redo."""
+                if r.post_ids:
+                    w.add_shard(write_shard_file(w.directory, r.index, r.post_ids, r.features, r.sources, spec))
+                ok_before = known_failures.intersection(r.post_ids)
+                if r.failures or ok_before:
+                    w.record_failures(_failure_frame(r.failures), succeeded=sorted(ok_before))
+                    known_failures.difference_update(ok_before)
+                    known_failures.update(f[0] for f in r.failures)
+
+            # One writer thread, in order: the forward pass goes on while a shard is fsynced.
+            pending: list[Future] = []
+            with ThreadPoolExecutor(max_workers=1) as disk, Progress(total, label=f"extract {eid}", quiet=opts.quiet) as prog:
+                for r in map_shards(extractor, p.tasks, opts, device, prog):
+                    while len(pending) >= 2:  # bounded: at most two shards held in memory
+                        pending.pop(0).result()
+                    pending.append(disk.submit(write, r))
+                    extracted += len(r.post_ids)
+                    failed += len(r.failures)
+                    shards += bool(r.post_ids)
+                for f in pending:
+                    f.result()
+            loop_s = time.perf_counter() - t1
+    return ExtractReport(
+        extractor_id=eid, store=store, extracted=extracted, skipped=p.skipped, failed=failed,
+        skipped_failed=p.skipped_failed, no_image=len(p.no_image), shards_written=shards,
+        seconds=time.perf_counter() - t_start, load_seconds=load_s,
+        images_per_s=(extracted + failed) / loop_s if loop_s > 0 else 0.0,
+    )
