@@ -1,0 +1,255 @@
+"""`TorchHead`: Head.fit/predict/save/load for any torch model, on top of the shared trainer.
+
+A subclass provides `Config` (a dataclass inheriting `TrainConfig`), `roles()`,
+`build_model()` (an `nn.Module` with `forward(batch) -> (B,)`, built from `self.config`
+and `self.meta`), `assemble(cols, rows)` (numpy arrays of one batch; runs in the loader
+thread) and optionally `prepare(train)` (statistics of the training part into
+`self.meta`, which must stay JSON). The base class fits the user vocabulary
+(`self.users`, row 0 = unseen user), checks roles and labels, trains, and saves
+`head.json` (config, meta, history) + `model.pt` (a state dict, loaded with
+`weights_only=True`: no pickled code is ever executed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from heads.base import Head, HeadData, Role
+from heads.encoders import UserVocab
+from pipeline.errors import PipeError
+from pipeline.trainer import Source, Trainer, TrainConfig, resolve_device
+
+META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
+
+
+@dataclass
+class Columns:
+    """Per-part columns computed once (the loader thread only indexes them)."""
+
+    data: HeadData
+    ids: list[str]  # post ids in order
+    users: np.ndarray  # (N,) int64 user rows, 0 = not seen in training
+    y: np.ndarray | None  # (N,) float32 targets, None when predicting
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from JSON (lists back to tuples); unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(values) - names)
+    if extra:
+        raise PipeError(f"{cls.__qualname__} has no field(s) {extra}; fields: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class TorchHead(Head):
+    Config = TrainConfig
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config if config is not None else self.Config())
+        self.model: nn.Module | None = None
+        self.meta: dict[str, Any] = {}  # fitted on the training part; JSON-ready
+        self.users: UserVocab | None = None
+        self.history: list[dict[str, Any]] = []  # validation curve: step, valid_mse, train_loss, seconds
+        self.train_info: dict[str, Any] = {}  # best_step, steps, stop_reason, samples_per_s, ...
+        self.progress: Callable[[dict[str, Any]], None] | None = None  # called after each evaluation
+        self.check_config()
+
+    # -- what a subclass provides -----------------------------------------------------
+    def check_config(self) -> None:
+        """Raise PipeError for an invalid configuration (e.g. an unknown ablation)."""
+
+    def prepare(self, train: HeadData) -> None:
+        """Fit training-part statistics into self.meta (vocabulary sizes, scales, ...)."""
+
+    @abstractmethod
+    def build_model(self) -> nn.Module: ...
+
+    @abstractmethod
+    def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    def read(self, cols: Columns, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows of `role` for rows (zeros where the store has none) and the present mask."""
+        return cols.data.features(role, [cols.ids[i] for i in rows])
+
+    def base_batch(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The fields every head gets: `user` rows and, when known, `y`."""
+        out = {"user": cols.users[rows]}
+        if cols.y is not None:
+            out["y"] = cols.y[rows]
+        return out
+
+    def columns(self, data: HeadData, with_y: bool) -> Columns:
+        self._check_roles(data)
+        assert self.users is not None, "fit() or load() first"
+        y = None
+        if with_y:
+            y = data.y
+            bad = ~np.isfinite(y)
+            if bad.any():
+                ids = [data.ids[i] for i in np.nonzero(bad)[0][:5]]
+                raise PipeError(f"{int(bad.sum())} posts have no finite score (column `score`), e.g. {ids}")
+        return Columns(data, data.ids, self.users.encode(data.posts["user_id"].to_list()), y)
+
+    def source(self, data: HeadData, with_y: bool) -> Source:
+        cols = self.columns(data, with_y)
+        return Source(len(data), lambda rows: self.assemble(cols, rows), cols.y)
+
+    def _check_roles(self, data: HeadData) -> None:
+        for role, spec in self.roles().items():
+            store = data.stores.get(role)
+            if store is None:
+                if spec.required:
+                    raise PipeError(f"head {self.name!r} needs a store for role {role!r} ({'|'.join(spec.kinds)})")
+                continue
+            if store.spec.kind not in spec.kinds:
+                raise PipeError(
+                    f"head {self.name!r}: role {role!r} takes {'|'.join(spec.kinds)} features, "
+                    f"but {store.extractor_id} holds {store.spec.kind}"
+                )
+
+    # -- Head interface ---------------------------------------------------------------------
+    def fit(self, train: HeadData, valid: HeadData) -> "TorchHead":
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.users = UserVocab.fit(train.posts["user_id"].to_list())
+        train_src, valid_src = self.source(train, True), self.source(valid, True)
+        self.meta = {"users": self.users.to_json(), "y_mean": float(train_src.y.mean()) if len(train) else 0.0}
+        self.prepare(train)
+        self.model = self.build_model()
+        result = Trainer(c, progress=self.progress).fit(self.model, train_src, valid_src)
+        self.history = result.history
+        self.train_info = {k: v for k, v in result.to_json().items() if k != "history"}
+        return self
+
+    def predict(self, data: HeadData) -> np.ndarray:
+        if self.model is None:
+            raise PipeError(f"head {self.name!r} is not trained; fit() or load() first")
+        if len(data) == 0:
+            return np.zeros(0, np.float32)
+        trainer = Trainer(self.config)
+        self.model.to(trainer.device)
+        return trainer.predict(self.model, self.source(data, False))
+
+    def unseen_users(self, data: HeadData) -> np.ndarray:
+        """True for posts whose user was not in the training part (they get the unknown-user row)."""
+        assert self.users is not None, "fit() or load() first"
+        return self.users.encode(data.posts["user_id"].to_list()) == 0
+
+    def save(self, directory: Path) -> None:
+        if self.model is None:
+            raise PipeError(f"head {self.name!r} is not trained; nothing to save")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, d / WEIGHTS_FILE)
+        doc = {
+            "head": self.name,
+            "config": dataclasses.asdict(self.config),
+            "meta": self.meta,
+            "history": self.history,
+            "train": self.train_info,
+        }
+        (d / META_FILE).write_text(json.dumps(doc, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> "TorchHead":
+        d = Path(directory)
+        try:
+            doc = json.loads((d / META_FILE).read_text())
+        except FileNotFoundError:
+            raise PipeError(f"no saved {cls.name!r} head in {d} (missing {META_FILE})") from None
+        if doc.get("head") != cls.name:
+            raise PipeError(f"{d} holds a {doc.get('head')!r} head, not {cls.name!r}")
+        head = cls(config_from_dict(cls.Config, doc["config"]))
+        head.meta, head.history, head.train_info = doc["meta"], doc.get("history", []), doc.get("train", {})
+        head.users = UserVocab.from_json(head.meta["users"])
+        head.model = head.build_model()
+        state = torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        head.model.load_state_dict(state)
+        head.model.eval()
+        return head
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+
+class VisualTextHead(TorchHead):
+    """A TorchHead reading a `visual` store (grid/vector), a `text` tokens store and the user.
+
+    Batches carry `user`, `y`, `visual` (B, *shape) with `visual_present` (B,) (zeros and
+    False for a post without a usable image) and `tokens` (B, L). `prepare` records the
+    grid shape, the token ids the store can hold and those the training posts use, and, when the config asks for
+    it, `visual_scale`: 1 / RMS of the training grids (a train-only scalar that keeps
+    tanh projections out of saturation whatever the backbone's output range).
+    A role named in the config's `ablate` is not read at all. `text_encoder()` builds the
+    shared LSTM encoder from this meta.
+    """
+
+    visual_role = Role(("grid",), "vgg16-pool5-448")
+    text_role = Role(("tokens",), "tokens")
+    ABLATIONS: tuple[str, ...] = ("visual", "text")
+
+    def ablated(self, what: str) -> bool:
+        return what in getattr(self.config, "ablate", ())
+
+    def check_config(self) -> None:
+        bad = [a for a in getattr(self.config, "ablate", ()) if a not in self.ABLATIONS]
+        if bad:
+            raise PipeError(f"head {self.name!r}: unknown ablation(s) {bad}; choose from {list(self.ABLATIONS)}")
+        if self.ablated("visual") and self.ablated("text"):
+            raise PipeError(f"head {self.name!r}: ablating both visual and text leaves no modality")
+
+    def roles(self) -> dict[str, Role]:
+        out = {}
+        if not self.ablated("visual"):
+            out["visual"] = self.visual_role
+        if not self.ablated("text"):
+            out["text"] = self.text_role
+        return out
+
+    def prepare(self, train: HeadData) -> None:
+        from heads.encoders import known_tokens, text_vocab_size
+
+        roles = self.roles()
+        if "visual" in roles:
+            store = train.stores["visual"]
+            self.meta["visual_shape"] = list(store.spec.shape)
+            scale = 1.0
+            if getattr(self.config, "normalize_visual", False):
+                rng = np.random.default_rng(self.config.seed)
+                ids = [p for p in train.ids if p in store]
+                sample = [ids[i] for i in np.sort(rng.permutation(len(ids))[:256])]
+                if sample:
+                    ms = float(np.mean(np.square(store.read(sample).astype(np.float64))))
+                    scale = 1.0 / np.sqrt(ms) if ms > 0 else 1.0
+            self.meta["visual_scale"] = scale
+        if "text" in roles:
+            tokens, _ = train.features("text")
+            self.meta["vocab_size"] = text_vocab_size(train.stores["text"], tokens)
+            self.meta["known_tokens"] = known_tokens(tokens)
+
+    def text_encoder(self, dim: int) -> "nn.Module | None":
+        from heads.encoders import TextEncoder
+
+        if "vocab_size" not in self.meta:
+            return None
+        return TextEncoder(self.meta["vocab_size"], dim, self.meta["known_tokens"])
+
+    def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.base_batch(cols, rows)
+        roles = self.roles()
+        if "visual" in roles:
+            out["visual"], out["visual_present"] = self.read(cols, "visual", rows)
+        if "text" in roles:
+            out["tokens"] = self.read(cols, "text", rows)[0]
+        return out

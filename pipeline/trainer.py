@@ -1,0 +1,295 @@
+"""The one training loop every torch head shares (UHAN's protocol).
+
+Adam; evaluate the validation MSE every `eval_every` batches (and once before the first
+step, so "no training helps" is a possible answer); stop after `patience` evaluations
+without improvement or at `max_steps`; restore the best weights. Batches are assembled
+by a background thread (`Prefetcher`) from the feature stores' memory maps, `prefetch`
+batches ahead, so the model never waits on I/O even when the grids are far larger than
+RAM. On CPU a fixed seed gives bit-identical runs: one producer thread draws the batch
+order from `numpy.random.default_rng(seed)` and the model's own randomness comes from
+`torch.manual_seed(seed)`.
+"""
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import PipeError
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Trainer fields; every torch head's Config inherits them (`--set key=value`)."""
+
+    lr: float = 1e-3  # Adam learning rate (other Adam settings at their defaults, as UHAN)
+    weight_decay: float = 0.0  # Adam L2 penalty
+    batch_size: int = 128  # posts per training batch (UHAN: 128)
+    eval_every: int = 64  # training batches between two validation evaluations (UHAN: 64)
+    patience: int = 20  # evaluations without improvement before stopping (UHAN: 20)
+    max_steps: int | None = None  # hard cap on training batches; None = until patience runs out
+    seed: int = 0  # seeds weight init, batch order and any training-time masking
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    prefetch: int = 4  # batches the loader thread assembles ahead; 0 = assemble inline
+
+
+@dataclass
+class Source:
+    """`n` examples; `assemble(rows)` returns one batch of numpy arrays for those rows.
+
+    `assemble` runs in the loader thread, so it must only read (stores, arrays), never
+    touch the model. A batch holds a float32 `y` when the source is used for training.
+    """
+
+    n: int  # number of examples
+    assemble: Callable[[np.ndarray], dict[str, np.ndarray]]  # rows -> one batch of arrays
+    y: np.ndarray | None = None  # (n,) targets, needed for validation without re-reading features
+
+    def materialize(self) -> "Source":
+        """The same examples held in memory as tensors (the benchmark's upper bound)."""
+        full = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.assemble(np.arange(self.n)).items()}
+        return Source(self.n, lambda rows: {k: v[torch.from_numpy(rows)] for k, v in full.items()}, self.y)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]  # one entry per evaluation: step, valid_mse, train_loss, seconds
+    best_step: int  # training batches done when the restored weights were evaluated
+    best_valid_mse: float  # validation MSE of the restored weights
+    steps: int  # training batches done in all
+    stop_reason: str  # "patience" or "max_steps"
+    train_seconds: float  # wall time inside training steps (batch wait included, evaluations not)
+    samples_per_s: float  # training samples seen / train_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PipeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
+    return dev
+
+
+def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> Batch:
+    """numpy -> torch in the loader thread; float16 becomes float32 there on CPU, on the GPU after the copy."""
+    out = {}
+    for k, v in arrays.items():
+        t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+        if device.type == "cpu":
+            out[k] = t.float() if t.dtype == torch.float16 else t
+        else:
+            out[k] = t.pin_memory()
+    return out
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    out = {}
+    for k, t in batch.items():
+        t = t.to(device, non_blocking=True)
+        out[k] = t.float() if t.dtype == torch.float16 else t
+    return out
+
+
+class Prefetcher:
+    """Iterate assembled batches for `row_batches`, built by one background thread `depth` ahead.
+
+    One producer keeps the order deterministic; errors in the thread re-raise in the
+    consumer; `close()` (or leaving a `with` block) stops the thread promptly.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Source, row_batches: Iterable[np.ndarray], device: torch.device, depth: int) -> None:
+        self.source, self.rows, self.device, self.depth = source, row_batches, device, depth
+        self._stop = threading.Event()
+        self._q: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._thread: threading.Thread | None = None
+
+    def _produce(self) -> None:
+        try:
+            for rows in self.rows:
+                item = _to_tensors(self.source.assemble(rows), self.device)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._put_final(self._END)
+        except BaseException as e:  # handed to the consumer
+            self._put_final(e)
+
+    def _put_final(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.depth <= 0:  # inline: no thread
+            for rows in self.rows:
+                yield to_device(_to_tensors(self.source.assemble(rows), self.device), self.device)
+            return
+        self._thread = threading.Thread(target=self._produce, name="pipe-loader", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = self._q.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield to_device(item, self.device)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
+    for i in range(0, n, size):
+        yield np.arange(i, min(i + size, n))
+
+
+def _epochs(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless shuffled passes over n examples (the last batch of a pass may be short)."""
+    while True:
+        perm = rng.permutation(n)
+        for i in range(0, n, size):
+            yield perm[i : i + size]
+
+
+def mse_loss(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.mse_loss(pred, batch["y"])
+
+
+@dataclass
+class Trainer:
+    """Fit a model `model(batch) -> (B,) predictions` on a training Source, early-stopped on a valid one."""
+
+    config: TrainConfig
+    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss
+    progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
+    device: torch.device = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        for name in ("batch_size", "eval_every", "patience"):
+            if getattr(c, name) < 1:
+                raise PipeError(f"trainer setting {name} must be >= 1, got {getattr(c, name)}")
+        if c.max_steps is not None and c.max_steps < 0:
+            raise PipeError(f"trainer setting max_steps must be >= 0 or None, got {c.max_steps}")
+        self.device = resolve_device(c.device)
+
+    def predict(self, model: nn.Module, source: Source) -> np.ndarray:
+        """Predictions for every example of `source`, in order (float32)."""
+        model.eval()
+        outs = []
+        with torch.no_grad(), Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, self.config.prefetch) as pf:
+            for batch in pf:
+                outs.append(model(batch).float().cpu())
+        return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros(0, np.float32)
+
+    def _valid_mse(self, model: nn.Module, valid: Source, y: np.ndarray) -> float:
+        pred = self.predict(model, valid)
+        return float(np.mean((pred.astype(np.float64) - y) ** 2))
+
+    def fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
+        c = self.config
+        if train.n == 0 or valid.n == 0:
+            raise PipeError(f"cannot train: the training part has {train.n} posts and the validation part {valid.n}")
+        if valid.y is None or len(valid.y) != valid.n:
+            raise ValueError("the validation Source needs y, one target per example")
+        valid_y = np.asarray(valid.y, np.float64)
+        model.to(self.device)
+        opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        rng = np.random.default_rng(c.seed)
+        t0 = time.perf_counter()
+        history: list[dict[str, Any]] = []
+
+        def evaluate(step: int, losses: list[float]) -> float:
+            mse = self._valid_mse(model, valid, valid_y)
+            entry = {
+                "step": step,
+                "valid_mse": mse,
+                "train_loss": float(torch.stack(losses).mean()) if losses else None,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            history.append(entry)
+            if self.progress is not None:
+                self.progress(entry)
+            return mse
+
+        best = evaluate(0, [])
+        best_step, best_state, bad = 0, copy.deepcopy(model.state_dict()), 0
+        step, seen, losses, train_s, stop = 0, 0, [], 0.0, "max_steps"
+        if c.max_steps != 0:
+            with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, c.prefetch) as pf:
+                it = iter(pf)
+                while True:
+                    ts = time.perf_counter()
+                    batch = next(it)
+                    model.train()
+                    opt.zero_grad(set_to_none=True)
+                    loss = self.loss_fn(model(batch), batch)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.detach())  # no host sync per step
+                    step += 1
+                    seen += len(batch["y"])
+                    train_s += time.perf_counter() - ts
+                    at_cap = c.max_steps is not None and step >= c.max_steps
+                    if step % c.eval_every == 0 or at_cap:
+                        mse = evaluate(step, losses)
+                        losses = []
+                        if mse < best:
+                            best, best_step, bad = mse, step, 0
+                            best_state = copy.deepcopy(model.state_dict())
+                        else:
+                            bad += 1
+                        if bad >= c.patience:
+                            stop = "patience"
+                            break
+                    if at_cap:
+                        break
+        model.load_state_dict(best_state)
+        model.eval()
+        return TrainResult(
+            history=history,
+            best_step=best_step,
+            best_valid_mse=best,
+            steps=step,
+            stop_reason=stop,
+            train_seconds=train_s,
+            samples_per_s=(seen / train_s) if train_s > 0 else 0.0,
+        )

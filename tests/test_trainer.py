@@ -1,0 +1,142 @@
+"""The shared trainer: early stopping, best-weight restore, determinism, the loader thread."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import PipeError
+from pipeline.trainer import Prefetcher, Source, Trainer, TrainConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one torch thread (two OpenMP threads on a busy 2-core machine run ~10x slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class Linear(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, 1)
+
+    def forward(self, b):
+        return self.lin(b["x"]).squeeze(-1)
+
+
+def source(x: np.ndarray, y: np.ndarray, log: list | None = None) -> Source:
+    def assemble(rows):
+        if log is not None:
+            log.append(threading.current_thread().name)
+        return {"x": x[rows], "y": y[rows]}
+
+    return Source(len(x), assemble, y)
+
+
+def data(n=64, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w = np.arange(1, d + 1, dtype=np.float32)
+    return x, (x @ w).astype(np.float32)
+
+
+def fit(cfg, train, valid, seed=0):
+    torch.manual_seed(seed)
+    model = Linear(train[0].shape[1])
+    res = Trainer(cfg).fit(model, source(*train), source(*valid))
+    return model, res
+
+
+def test_fits_and_records_the_curve():
+    cfg = TrainConfig(lr=0.05, batch_size=16, eval_every=5, patience=3, max_steps=200)
+    model, res = fit(cfg, data(), data(seed=1))
+    h = res.history
+    assert h[0]["step"] == 0 and h[0]["train_loss"] is None
+    assert [e["step"] for e in h] == list(range(0, res.steps + 1, 5))
+    assert all(set(e) == {"step", "valid_mse", "train_loss", "seconds"} for e in h)
+    assert h[-1]["valid_mse"] < 0.05 * h[0]["valid_mse"]
+    assert res.samples_per_s > 0 and res.steps <= 200
+
+
+def test_early_stopping_restores_best_weights():
+    """Valid targets are the negated train targets: training only makes valid worse after a while."""
+    x, y = data()
+    xv, yv = data(seed=1)
+    cfg = TrainConfig(lr=0.05, batch_size=16, eval_every=4, patience=3, max_steps=500)
+    model, res = fit(cfg, (x, y), (xv, -yv))
+    mses = [e["valid_mse"] for e in res.history]
+    assert res.stop_reason == "patience"
+    assert res.best_valid_mse == min(mses) < mses[-1]
+    # stopped exactly `patience` evaluations after the best one
+    assert res.steps == res.best_step + cfg.patience * cfg.eval_every
+    pred = Trainer(cfg).predict(model, source(xv, -yv))
+    assert np.mean((pred.astype(np.float64) - (-yv)) ** 2) == pytest.approx(res.best_valid_mse, rel=1e-6)
+
+
+def test_max_steps_evaluates_at_the_cap():
+    cfg = TrainConfig(lr=0.05, batch_size=16, eval_every=5, patience=100, max_steps=7)
+    _, res = fit(cfg, data(), data(seed=1))
+    assert res.steps == 7 and res.stop_reason == "max_steps"
+    assert [e["step"] for e in res.history] == [0, 5, 7]
+
+
+def test_deterministic_for_a_seed_and_prefetch_independent():
+    cfg = TrainConfig(lr=0.05, batch_size=8, eval_every=5, patience=2, max_steps=40, seed=3)
+    m1, r1 = fit(cfg, data(), data(seed=1))
+    m2, r2 = fit(cfg, data(), data(seed=1))
+    m3, r3 = fit(TrainConfig(**{**cfg.__dict__, "prefetch": 0}), data(), data(seed=1))
+    for a, b in ((m1, m2), (m1, m3)):
+        for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+            assert torch.equal(p, q)
+    assert [e["valid_mse"] for e in r1.history] == [e["valid_mse"] for e in r2.history]
+    _, r4 = fit(TrainConfig(**{**cfg.__dict__, "seed": 4}), data(), data(seed=1))
+    assert [e["valid_mse"] for e in r4.history] != [e["valid_mse"] for e in r1.history]
+
+
+def test_batches_are_assembled_in_the_loader_thread():
+    log: list[str] = []
+    x, y = data()
+    before = threading.active_count()
+    torch.manual_seed(0)
+    Trainer(TrainConfig(batch_size=16, eval_every=3, max_steps=6)).fit(Linear(4), source(x, y, log), source(*data(seed=1)))
+    assert log and set(log) == {"pipe-loader"}
+    assert threading.active_count() == before  # every loader thread joined
+
+
+def test_loader_errors_reach_the_caller_and_the_thread_stops():
+    def bad(rows):
+        if rows[0] >= 16:
+            raise ValueError("corrupt row 16")
+        return {"x": np.zeros((len(rows), 2), np.float32)}
+
+    before = threading.active_count()
+    batches = (np.arange(i, i + 8) for i in range(0, 64, 8))
+    with pytest.raises(ValueError, match="corrupt row 16"):
+        list(Prefetcher(Source(64, bad), batches, torch.device("cpu"), depth=2))
+    pf = Prefetcher(Source(64, bad), (np.arange(8) for _ in range(10**6)), torch.device("cpu"), depth=2)
+    for _ in zip(range(3), pf):  # the consumer stops early
+        pass
+    pf.close()
+    assert threading.active_count() == before
+
+
+def test_materialize_gives_the_same_batches():
+    x, y = data()
+    src = source(x, y)
+    mem = src.materialize()
+    rows = np.array([5, 1, 9])
+    np.testing.assert_array_equal(mem.assemble(rows)["x"].numpy(), src.assemble(rows)["x"])
+
+
+def test_bad_settings_and_empty_parts_are_clear_errors():
+    with pytest.raises(PipeError, match="eval_every"):
+        Trainer(TrainConfig(eval_every=0))
+    with pytest.raises(PipeError, match="validation part 0"):
+        x, y = data()
+        Trainer(TrainConfig()).fit(Linear(4), source(x, y), source(x[:0], y[:0]))
