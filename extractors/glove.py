@@ -85,7 +85,7 @@ class Glove(Extractor):
     def _path(self) -> Path:
         if not self.config.path:
             raise PipeError(
-                "glove needs a GloVe text file (path), e.g. glove.twitter.27B.100d.txt "
+                "glove needs a GloVe text file: --set path=FILE, e.g. glove.twitter.27B.100d.txt "
                 "from https://nlp.stanford.edu/projects/glove/"
             )
         path = Path(self.config.path).expanduser()

@@ -47,8 +47,12 @@ class InceptionV3Config:
 
 
 def _architecture() -> Inception3:
-    """torchvision's pretrained layout without the auxiliary classifier."""
-    return Inception3(aux_logits=False, transform_input=True, init_weights=True)
+    """torchvision's pretrained layout without the auxiliary classifier.
+
+    PyTorch's default init, not Inception's truncated normal: 6x faster to build, and its
+    random-weight activations stay near 1 where the truncated normal's reach 1e11.
+    """
+    return Inception3(aux_logits=False, transform_input=True, init_weights=False)
 
 
 @register
