@@ -216,38 +216,35 @@ def map_shards(
         return
     # One loader over every task, with batches that never cross a shard, so the workers
     # stay warm across shards and the model never waits for a new pool to start.
-    items, batches, owner = [], [], []
-    for k, t in enumerate(tasks):
+    items: list[tuple[str, str]] = []
+    batches: list[list[int]] = []
+    per_task: list[int] = []  # batches of each task
+    for t in tasks:
         start = len(items)
         items += zip(t.post_ids, t.inputs)
-        for b in range(start, len(items), opts.batch_size):
-            batches.append(list(range(b, min(b + opts.batch_size, len(items)))))
-            owner.append(k)
+        cuts = range(start, len(items), opts.batch_size)
+        batches += [list(range(c, min(c + opts.batch_size, len(items)))) for c in cuts]
+        per_task.append(len(cuts))
     workers = opts.resolved_workers()
     loader = DataLoader(
         _Images(ex, items), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        pin_memory=device.startswith("cuda"),
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        pin_memory=device.startswith("cuda"), prefetch_factor=4 if workers else None,
     )
     batch_iter = iter(loader)
-    remaining = [sum(1 for o in owner if o == k) for k in range(len(tasks))]
-    parts: list[list[Any]] = [[] for _ in tasks]
-    for k, t in enumerate(tasks):
-        while remaining[k]:
+    for t, n in zip(tasks, per_task):
+        got = []
+        for _ in range(n):
             b = next(batch_iter)
-            remaining[k] -= 1
             feats = ex.forward(b["x"]) if b["x"] is not None else _empty(ex)
-            parts[k].append((b["ids"], feats, b["sources"], b["failures"]))
+            got.append((b["ids"], feats, b["sources"], b["failures"]))
             if progress:
                 progress.advance(len(b["ids"]) + len(b["failures"]))
-        got = parts[k]
-        parts[k] = []
         yield ShardResult(
             t.index,
-            [i for p in got for i in p[0]],
-            np.concatenate([p[1] for p in got]) if got else _empty(ex),
-            [s for p in got for s in p[2]],
-            [f for p in got for f in p[3]],
+            [i for g in got for i in g[0]],
+            np.concatenate([g[1] for g in got]) if got else _empty(ex),
+            [s for g in got for s in g[2]],
+            [f for g in got for f in g[3]],
         )
 
 
@@ -255,7 +252,7 @@ def map_shards(
 def _fingerprints(paths_: list[str]) -> list[str]:
     """blake2b of every image, on threads: hashing and reads release the GIL."""
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(fingerprint_file, paths_, chunksize=64))
+        return list(pool.map(fingerprint_file, paths_))
 
 
 @dataclass
@@ -313,6 +310,7 @@ def run_extract(
     """Extract every post of `dataset` not yet in the extractor's store; options: RunOptions fields (None = default)."""
     t_start = time.perf_counter()
     opts = RunOptions(**{k: v for k, v in options.items() if v is not None})
+    device = opts.resolved_device()  # a bad --device fails before any work
     if posts is None:
         posts = load_posts(dataset, cache)
     if extractor.needs_fit and not is_fitted(extractor):
@@ -333,7 +331,6 @@ def run_extract(
         total = sum(len(t.post_ids) for t in p.tasks)
         if total:
             t0 = time.perf_counter()
-            device = opts.resolved_device()
             extractor.load(device)
             load_s = time.perf_counter() - t0
             t1 = time.perf_counter()
@@ -351,7 +348,8 @@ def run_extract(
 
             # One writer thread, in order: the forward pass goes on while a shard is fsynced.
             pending: list[Future] = []
-            with ThreadPoolExecutor(max_workers=1) as disk, Progress(total, label=f"extract {eid}", quiet=opts.quiet) as prog:
+            unit = "images" if extractor.modality == "image" else "posts"
+            with ThreadPoolExecutor(max_workers=1) as disk, Progress(total, f"extract {eid}", unit, opts.quiet) as prog:
                 for r in map_shards(extractor, p.tasks, opts, device, prog):
                     while len(pending) >= 2:  # bounded: at most two shards held in memory
                         pending.pop(0).result()

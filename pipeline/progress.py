@@ -34,7 +34,7 @@ class _RateColumn(ProgressColumn):
 
 
 class Progress:
-    """`with Progress(total, ...) as p: p.advance(n)`; rate and ETA count from the first advance."""
+    """`with Progress(total, ...) as p: p.advance(n)`; rate and ETA count from entering the block."""
 
     def __init__(
         self,
@@ -52,12 +52,13 @@ class Progress:
         self.interval = interval  # seconds between plain log lines
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
-        self._t0: float | None = None  # first advance: model loading is not throughput
+        self._t0: float | None = None  # set on entering: enter after loading the model
         self._last = 0.0
         self._bar: RichProgress | None = None
         self._task: Any = None
 
     def __enter__(self) -> "Progress":
+        self._t0 = self._last = time.perf_counter()
         if self.quiet or self.total == 0:
             return self
         console = Console(file=self.stream)
@@ -80,8 +81,6 @@ class Progress:
 
     def advance(self, n: int) -> None:
         now = time.perf_counter()
-        if self._t0 is None:
-            self._t0 = self._last = now
         self.done += n
         if self._bar is not None:
             self._bar.advance(self._task, n)
