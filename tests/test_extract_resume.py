@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 import h5py
+import pytest
+import torch
+import torchvision
 from typer.testing import CliRunner
 
 from _extract_data import image_posts, pipe, write_posts
@@ -18,8 +21,19 @@ _load_commands()
 runner = CliRunner()
 
 
-def _args(cache: Path, *extra: str) -> list[str]:
-    return ["extract", "--dataset", "d", "--backbone", "vgg16", "--image-size", "64", "--weights", "random",
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    """A features-only VGG16 state dict: loading it is much quicker than a random init in every process."""
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items() if k.startswith("features.")}
+    g = torch.Generator().manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vgg16-features.pt"
+    torch.save({k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}, path)
+    return str(path)
+
+
+def _args(cache: Path, weights: str, *extra: str) -> list[str]:
+    return ["extract", "--dataset", "d", "--backbone", "vgg16", "--image-size", "64", "--weights", weights,
             "--cache", str(cache), *extra]
 
 
@@ -36,12 +50,12 @@ def _shard_ids(store: Path) -> list[str]:
     return ids
 
 
-def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
+def test_sigkill_mid_run_then_rerun_resumes(tmp_path, weights):
     cache = tmp_path / "cache"
     rows = image_posts(cache, "d", 24)
     write_posts(cache, "d", rows)
     # 64 px at batch 1 is quick per image, but shard writes (fsync, manifest) leave room to kill mid-run
-    p = pipe(*_args(cache, "--shard-size", "2", "--batch-size", "1", "--num-workers", "1"))
+    p = pipe(*_args(cache, weights, "--shard-size", "2", "--batch-size", "1", "--num-workers", "1"))
     features = cache / "d" / "features"
     deadline = time.monotonic() + 120
     while not list(features.glob("*/shard-00000.h5")):
@@ -55,7 +69,7 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path):
     kept = {f.name: f.read_bytes() for f in store.glob("shard-*.h5")}  # complete by construction (renamed)
     assert 1 <= len(kept) < 12, "the kill came too late to test a resume"
 
-    r = run_extract("d", build_extractor("vgg16", image_size=64, weights="random"), cache=cache, shard_size=2,
+    r = run_extract("d", build_extractor("vgg16", image_size=64, weights=weights), cache=cache, shard_size=2,
                     num_workers=0, quiet=True)
     assert r.store == store and r.extracted == len(rows) - 2 * len(kept) and r.skipped == 2 * len(kept)
     assert all((store / n).read_bytes() == b for n, b in kept.items())  # finished shards untouched
@@ -72,18 +86,18 @@ def _blocked_on_lock(pid: int) -> bool:
     return any("->" in line and f" {pid} " in line for line in Path("/proc/locks").read_text().splitlines())
 
 
-def test_second_extract_refuses_or_waits(tmp_path):
+def test_second_extract_refuses_or_waits(tmp_path, weights):
     cache = tmp_path / "cache"
     write_posts(cache, "d", image_posts(cache, "d", 3))
-    store = run_extract("d", build_extractor("vgg16", image_size=64, weights="random"), cache=cache,
+    store = run_extract("d", build_extractor("vgg16", image_size=64, weights=weights), cache=cache,
                         num_workers=0, quiet=True).store
 
     with store_lock(store):  # this process is now "the first extraction" holding the store
-        res = runner.invoke(app, _args(cache))  # a second lock on the file, even from this process, is refused
+        res = runner.invoke(app, _args(cache, weights))  # a second lock on the file, even from this process, is refused
         assert res.exit_code == 2, res.output
         assert f"another process (pid {os.getpid()}) is writing to" in res.output and "--wait" in res.output
         assert "Traceback" not in res.output
-        waiter = pipe(*_args(cache, "--wait"))
+        waiter = pipe(*_args(cache, weights, "--wait"))
         deadline = time.monotonic() + 120
         while not _blocked_on_lock(waiter.pid):
             assert waiter.poll() is None, waiter.communicate()
