@@ -6,11 +6,13 @@ trains the same UHAN (same seed, same initial weights) with the shared trainer, 
 alternating between:
   store          batches gathered from the stores' memory maps by the loader thread
   memory         the same batches indexed from tensors materialized in RAM (upper bound)
-  store-inline   the store path with prefetch=0 (what the background thread buys)
+  store-inline   (with --inline) the store path with prefetch=0: what the thread buys
 and reports training samples/s (best of --rounds; evaluation time excluded) and the
 ratio store / memory (goal >= 0.9). Prints a table and writes JSON.
 
-    python benchmarks/train_loader.py [--posts 2000] [--steps 6] [--rounds 2] [--dim 512]
+    python benchmarks/train_loader.py [--posts 1000] [--steps 3] [--rounds 3] [--dim 512] [--inline]
+
+The machine's load average is recorded: other processes on the cores slow every mode.
 """
 from __future__ import annotations
 
@@ -63,21 +65,24 @@ def build(root: Path, n: int, shard: int, users: int, vocab: int) -> HeadData:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posts", type=int, default=2000)
+    ap.add_argument("--posts", type=int, default=1000)
     ap.add_argument("--shard-size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=6, help="training batches per measurement")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3, help="training batches per measurement")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--inline", action="store_true", help="also time the store path without the loader thread")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "train_loader.json")
     a = ap.parse_args()
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         data = build(Path(tmp), a.posts, a.shard_size, users=128, vocab=5000)
         built_s = time.perf_counter() - t0
         train, valid = data.subset(slice(0, a.posts - 32)), data.subset(slice(a.posts - 32, a.posts))
-        head = UHAN(UHAN.Config(dim=a.dim, batch_size=a.batch, eval_every=10**9, max_steps=a.steps, device=a.device))
+        head = UHAN(UHAN.Config(dim=a.dim, batch_size=a.batch, eval_every=10**9, max_steps=a.steps, device=a.device,
+                                 threads=a.threads))
         head.users = UserVocab.fit(train.posts["user_id"].to_list())
         head.meta = {"users": head.users.to_json(), "y_mean": float(train.y.mean())}
         head.prepare(train)
@@ -85,7 +90,8 @@ def main() -> None:
         t = time.perf_counter()
         sources["memory"] = (sources["store"][0].materialize(), head.config)
         materialize_s = time.perf_counter() - t
-        sources["store-inline"] = (sources["store"][0], dataclasses.replace(head.config, prefetch=0))
+        if a.inline:
+            sources["store-inline"] = (sources["store"][0], dataclasses.replace(head.config, prefetch=0))
         vsrc = head.source(valid, True)
         best: dict[str, float] = {}
         for _ in range(a.rounds):  # alternate so noise from other processes hits every mode alike
@@ -103,18 +109,19 @@ def main() -> None:
         "steps": a.steps,
         "rounds": a.rounds,
         "device": str(Trainer(head.config).device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": a.threads or torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "samples_per_s": best,
         "ratio_store_vs_memory": best["store"] / best["memory"],
-        "ratio_inline_vs_memory": best["store-inline"] / best["memory"],
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "build_stores_s": round(built_s, 1),
         "materialize_s": round(materialize_s, 1),
         "total_s": round(time.perf_counter() - t0, 1),
     }
     print(f"UHAN dim {a.dim}, batch {a.batch}, {a.posts} posts of {GRID[0]}x{GRID[1]} float16 + {L} tokens, "
-          f"{a.steps} steps x best of {a.rounds}, device {out['device']}, {out['torch_threads']} torch threads")
+          f"{a.steps} steps x best of {a.rounds}, device {out['device']}, {out['torch_threads']} torch threads, "
+          f"load average {out['load_average'][0]} -> {out['load_average'][1]}")
     print(f"{'mode':<13} {'samples/s':>10} {'vs memory':>10}")
     for mode, v in best.items():
         print(f"{mode:<13} {v:>10.1f} {v / best['memory']:>10.3f}")

@@ -78,7 +78,11 @@ class TorchHead(Head):
     # -- helpers for subclasses -----------------------------------------------------------
     def read(self, cols: Columns, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feature rows of `role` for rows (zeros where the store has none) and the present mask."""
-        return cols.data.features(role, [cols.ids[i] for i in rows])
+        ids = [cols.ids[i] for i in rows]
+        store = cols.data.stores[role]
+        if all(p in store for p in ids):  # the common case: one gather straight from the memory maps
+            return store.read(ids), np.ones(len(ids), bool)
+        return cols.data.features(role, ids)
 
     def base_batch(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The fields every head gets: `user` rows and, when known, `y`."""

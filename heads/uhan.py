@@ -56,6 +56,13 @@ def _guide(lin: nn.Linear, x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
     return torch.where(ok.unsqueeze(-1), g, torch.ones_like(g))
 
 
+def _scores(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """W_1 (tanh(W x_m) * guides) for every m, computed as x_m . (W_1 * guides): the product
+    of the (B, M, dim) projections with the guides is never materialized.
+    x: (B, M, dim) tanh projections; g: (B, dim) W_1 times the guide factors -> (B, M)."""
+    return torch.bmm(x, g.unsqueeze(-1)).squeeze(-1)
+
+
 class UHANModel(nn.Module):
     def __init__(self, dim: int, n_users: int, text: nn.Module | None, visual_shape: list[int] | None,
                  visual_scale: float, user_dropout: float, ablate: tuple[str, ...]) -> None:
@@ -108,22 +115,24 @@ class UHANModel(nn.Module):
             v_bar = V.mean(1)  # eq 12, (B, dim); zero without an image
         if self.v:
             if self.intra:
-                f = torch.tanh(self.W_Vv1(V))  # (B, M, dim)
+                g = self.W_V1.weight.expand(len(V), -1)  # (B, dim)
                 if self.u:
-                    f = f * torch.tanh(self.W_Vu1(u)).unsqueeze(1)
+                    g = g * torch.tanh(self.W_Vu1(u))
                 if self.t:
-                    f = f * _guide(self.W_Vt1, h_bar, t_ok).unsqueeze(1)
-                v_dot, out["alpha_V"] = attend(self.W_V1(f).squeeze(-1), V, vmask)  # eqs 9-11
+                    g = g * _guide(self.W_Vt1, h_bar, t_ok)
+                r = _scores(torch.tanh(self.W_Vv1(V)), g)  # eq 9, (B, M)
+                v_dot, out["alpha_V"] = attend(r, V, vmask)  # eqs 10-11
             else:
                 v_dot = masked_mean(V, vmask)
         if self.t:
             if self.intra:
-                f = torch.tanh(self.W_Tt1(H))  # (B, L', dim)
+                g = self.W_T1.weight.expand(len(H), -1)  # (B, dim)
                 if self.u:
-                    f = f * torch.tanh(self.W_Tu1(u)).unsqueeze(1)
+                    g = g * torch.tanh(self.W_Tu1(u))
                 if self.v:
-                    f = f * _guide(self.W_Tv1, v_bar, v_ok).unsqueeze(1)
-                h_dot, out["alpha_T"] = attend(self.W_T1(f).squeeze(-1), H, tmask)  # eqs 13-15
+                    g = g * _guide(self.W_Tv1, v_bar, v_ok)
+                r = _scores(torch.tanh(self.W_Tt1(H)), g)  # eq 13, (B, L')
+                h_dot, out["alpha_T"] = attend(r, H, tmask)  # eqs 14-15
             else:
                 h_dot = h_bar
         if self.v and self.t:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import queue
+from contextlib import contextmanager
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class TrainConfig:
     seed: int = 0  # seeds weight init, batch order and any training-time masking
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     prefetch: int = 4  # batches the loader thread assembles ahead; 0 = assemble inline
+    threads: int | None = None  # torch CPU threads while training/predicting; None = torch's default
+    # (1 can be several times faster for small heads or on cores other processes also use)
 
 
 @dataclass
@@ -56,9 +59,10 @@ class Source:
     y: np.ndarray | None = None  # (n,) targets, needed for validation without re-reading features
 
     def materialize(self) -> "Source":
-        """The same examples held in memory as tensors (the benchmark's upper bound)."""
-        full = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.assemble(np.arange(self.n)).items()}
-        return Source(self.n, lambda rows: {k: v[torch.from_numpy(rows)] for k, v in full.items()}, self.y)
+        """The same examples held in memory (the benchmark's upper bound): batches are plain
+        in-RAM gathers, converted to tensors exactly as the store's batches are."""
+        full = {k: np.ascontiguousarray(v) for k, v in self.assemble(np.arange(self.n)).items()}
+        return Source(self.n, lambda rows: {k: v[rows] for k, v in full.items()}, self.y)
 
 
 @dataclass
@@ -84,15 +88,28 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with n torch CPU threads, restoring the previous count afterwards."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> Batch:
-    """numpy -> torch in the loader thread; float16 becomes float32 there on CPU, on the GPU after the copy."""
+    """numpy -> torch in the loader thread. On CPU float16 becomes float32 here with numpy
+    (single-threaded: no second OpenMP team competing with the model's); on a GPU it is
+    copied as float16 from pinned memory and converted there."""
     out = {}
     for k, v in arrays.items():
-        t = v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
         if device.type == "cpu":
-            out[k] = t.float() if t.dtype == torch.float16 else t
+            out[k] = torch.from_numpy(np.ascontiguousarray(v, np.float32 if v.dtype == np.float16 else None))
         else:
-            out[k] = t.pin_memory()
+            out[k] = torch.from_numpy(np.ascontiguousarray(v)).pin_memory()
     return out
 
 
@@ -204,6 +221,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         c = self.config
+        if c.threads is not None and c.threads < 1:
+            raise PipeError(f"trainer setting threads must be >= 1 or None, got {c.threads}")
         for name in ("batch_size", "eval_every", "patience"):
             if getattr(c, name) < 1:
                 raise PipeError(f"trainer setting {name} must be >= 1, got {getattr(c, name)}")
@@ -215,7 +234,7 @@ class Trainer:
         """Predictions for every example of `source`, in order (float32)."""
         model.eval()
         outs = []
-        with torch.no_grad(), Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, self.config.prefetch) as pf:
+        with torch_threads(self.config.threads), torch.no_grad(), Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, self.config.prefetch) as pf:
             for batch in pf:
                 outs.append(model(batch).float().cpu())
         return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros(0, np.float32)
@@ -225,6 +244,10 @@ class Trainer:
         return float(np.mean((pred.astype(np.float64) - y) ** 2))
 
     def fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
+        with torch_threads(self.config.threads):
+            return self._fit(model, train, valid)
+
+    def _fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
         c = self.config
         if train.n == 0 or valid.n == 0:
             raise PipeError(f"cannot train: the training part has {train.n} posts and the validation part {valid.n}")

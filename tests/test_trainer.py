@@ -131,7 +131,7 @@ def test_materialize_gives_the_same_batches():
     src = source(x, y)
     mem = src.materialize()
     rows = np.array([5, 1, 9])
-    np.testing.assert_array_equal(mem.assemble(rows)["x"].numpy(), src.assemble(rows)["x"])
+    np.testing.assert_array_equal(mem.assemble(rows)["x"], src.assemble(rows)["x"])
 
 
 def test_bad_settings_and_empty_parts_are_clear_errors():
@@ -140,3 +140,21 @@ def test_bad_settings_and_empty_parts_are_clear_errors():
     with pytest.raises(PipeError, match="validation part 0"):
         x, y = data()
         Trainer(TrainConfig()).fit(Linear(4), source(x, y), source(x[:0], y[:0]))
+
+
+def test_threads_setting_applies_while_training_and_is_restored():
+    seen = []
+
+    class Spy(Linear):
+        def forward(self, b):
+            seen.append(torch.get_num_threads())
+            return super().forward(b)
+
+    x, y = data()
+    torch.set_num_threads(2)
+    try:
+        Trainer(TrainConfig(batch_size=16, eval_every=2, max_steps=2, threads=1)).fit(Spy(4), source(x, y), source(x, y))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
