@@ -24,18 +24,21 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torchvision.transforms import Compose, Normalize, ToTensor
+from torchvision.transforms import CenterCrop, Compose, Normalize, Resize, ToTensor
 from torchvision.transforms.v2 import functional as F
 
 from extractors import register
 from extractors._weights import (download_failed, file_fingerprint, random_fingerprint, seeded,
                                  weights_file)
 from extractors.base import Extractor
+from pipeline import gpu
 from pipeline.errors import PipeError
 from pipeline.specs import FeatureSpec
 
 OUTPUTS = ("embedding", "grid")
 TEXT_BATCH = 256  # texts per encode_text call: bounds memory on a 512-post shard
+TENSOR_STEPS = (Resize, CenterCrop)  # open_clip geometric steps that work on tensors as on PIL images
+MODE_STEPS = ("MaybeConvertMode", "function")  # colour-mode steps: RGB already after decoding
 # open_clip is imported where it is used: it costs seconds, and every `pipe` command
 # imports the whole extractor registry.
 
@@ -128,7 +131,7 @@ class _Clip(Extractor):
 
     def load(self, device: str) -> None:
         self.device = device
-        self.model = self._build().eval().to(device)
+        self.model = gpu.prepare_model(self._build(), device)  # channels_last on CUDA (the patch convolution)
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers only preprocess; never ship the model to them.
@@ -193,10 +196,29 @@ class Clip(_Clip):
             raise PipeError(f"clip: unexpected open_clip transform layout {full}")
         return Compose(full[:cut]), full[-1]
 
-    def preprocess(self, image: Any) -> torch.Tensor:
-        if self._geometric is None:
+    @property
+    def accepts_tensors(self) -> bool:
+        """Whether preprocess takes a decoded (3, H, W) uint8 tensor (GPU decoding): open_clip's
+        geometric steps are all resizes and crops, which torchvision applies to tensors alike."""
+        steps = self._geometric_compose().transforms
+        return all(isinstance(t, TENSOR_STEPS) or type(t).__name__ in MODE_STEPS for t in steps)
+
+    def _geometric_compose(self) -> Compose:
+        if self._geometric is None:  # built once per process (DataLoader workers included)
             self._geometric = self._transforms()[0]
-        return F.pil_to_tensor(self._geometric(image))  # (3, H, W) uint8
+        return self._geometric
+
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """PIL image (CPU path) or (3, H, W) uint8 tensor (decoded on the GPU) -> (3, H, W) uint8.
+
+        On tensors the colour-mode step is skipped (decoding gave RGB already); torchvision's
+        antialiased tensor bicubic follows PIL's to within a few grey levels (rounding)."""
+        if isinstance(image, torch.Tensor):
+            for t in self._geometric_compose().transforms:
+                if isinstance(t, TENSOR_STEPS):
+                    image = t(image)
+            return image
+        return F.pil_to_tensor(self._geometric_compose()(image))  # (3, H, W) uint8
 
     def load(self, device: str) -> None:
         super().load(device)
@@ -209,7 +231,7 @@ class Clip(_Clip):
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         model = self._require_model()
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).float().div_(255)
+            x = gpu.to_device(batch, self.device).div_(255)
             x = (x - self._mean) / self._std  # (B, 3, H, W), as ToTensor + Normalize give
             if self.config.output == "grid":
                 _, tokens = model.visual(x)  # (B, grid², width), e.g. (B, 49, 768)

@@ -14,7 +14,7 @@ are ignored (neither touches the pooled vector).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from extractors import register
 from extractors._weights import (download_failed, file_fingerprint, random_fingerprint, read_state_dict, seeded,
                                  weights_file)
 from extractors.base import Extractor
+from pipeline import gpu
 from pipeline.errors import PipeError
 from pipeline.specs import FeatureSpec
 
@@ -60,6 +61,7 @@ class InceptionV3(Extractor):
     name = "inception_v3"
     modality = "image"
     Config = InceptionV3Config
+    accepts_tensors: ClassVar[bool] = True  # preprocess takes a decoded (3, H, W) uint8 tensor too (GPU decoding)
 
     def __init__(self, config: InceptionV3Config) -> None:
         super().__init__(config)
@@ -97,7 +99,7 @@ class InceptionV3(Extractor):
         model = self._build()
         model.fc = nn.Identity()  # (B, 2048) after the average pool and (eval: inactive) dropout
         self.device = device
-        self.model = model.eval().to(device)
+        self.model = gpu.prepare_model(model, device)  # channels_last on CUDA
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
@@ -138,14 +140,16 @@ class InceptionV3(Extractor):
 
     # -- running --------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:
+        """PIL image (CPU path) or (3, H, W) uint8 tensor (decoded on the GPU) -> (3, s, s) uint8."""
         s = self.config.image_size
         image = F.resize(image, [s, s], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        return F.pil_to_tensor(image)  # (3, s, s) uint8: a quarter of float32's bytes between processes
+        # uint8: a quarter of float32's bytes between processes
+        return image if isinstance(image, torch.Tensor) else F.pil_to_tensor(image)
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         if self.model is None:
             raise PipeError("inception_v3: call load(device) before forward")
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).float().div_(255)
+            x = gpu.to_device(batch, self.device).div_(255)
             x = (x - self._mean) / self._std  # (B, 3, s, s)
             return self.model(x).float().cpu().numpy()  # (B, 2048)

@@ -13,7 +13,7 @@ the file cannot run code. For pool5 a state dict of the `features.*` tensors suf
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from extractors import register
 from extractors._weights import (download_failed, file_fingerprint, random_fingerprint, read_state_dict, seeded,
                                  weights_file)
 from extractors.base import Extractor
+from pipeline import gpu
 from pipeline.errors import PipeError
 from pipeline.specs import FeatureSpec
 
@@ -49,6 +50,7 @@ class Vgg16(Extractor):
     name = "vgg16"
     modality = "image"
     Config = Vgg16Config
+    accepts_tensors: ClassVar[bool] = True  # preprocess takes a decoded (3, H, W) uint8 tensor too (GPU decoding)
 
     def __init__(self, config: Vgg16Config) -> None:
         super().__init__(config)
@@ -97,8 +99,8 @@ class Vgg16(Extractor):
         else:
             model.classifier = model.classifier[:5]  # fc6, relu, dropout, fc7, relu
         self.device = device
-        self.model = model.eval().to(device, memory_format=torch.channels_last)
         # channels_last: measured faster on CPU at 224 and 448 px (and the GPU's layout)
+        self.model = gpu.prepare_model(model, device, channels_last=True)
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
@@ -141,15 +143,17 @@ class Vgg16(Extractor):
 
     # -- running --------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:
+        """PIL image (CPU path) or (3, H, W) uint8 tensor (decoded on the GPU) -> (3, s, s) uint8."""
         s = self.config.image_size
         image = F.resize(image, [s, s], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        return F.pil_to_tensor(image)  # (3, s, s) uint8: a quarter of float32's bytes between processes
+        # uint8: a quarter of float32's bytes between processes
+        return image if isinstance(image, torch.Tensor) else F.pil_to_tensor(image)
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         if self.model is None:
             raise PipeError("vgg16: call load(device) before forward")
         with torch.inference_mode():
-            x = batch.to(self.device, non_blocking=True).float().div_(255)
+            x = gpu.to_device(batch, self.device).div_(255)
             x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)  # (B, 3, s, s)
             if self.config.layer == "fc7":
                 return self.model(x).float().cpu().numpy()  # (B, 4096)

@@ -12,6 +12,11 @@ that loaded the extractor once), so only the process holding the store lock adds
 What decides "still to do" is a fingerprint per post (blake2b of the image bytes, or of
 the text) compared with the newest stored row's: a rerun skips unchanged posts, extracts
 new ones and re-extracts changed ones; a killed run resumes after its last finished shard.
+
+Writing is split the same way: `write_result` (the shard file; pure, runs where the
+features are: the writer thread here, or the dask worker) and `ShardLedger.record` (the
+manifest and failures; only in the lock holder), so the local and the dask paths
+(pipeline/distributed.py) write the same store through the same two steps.
 """
 from __future__ import annotations
 
@@ -30,13 +35,14 @@ from torch.utils.data import DataLoader, Dataset
 
 import extractors
 from extractors.base import Extractor
-from pipeline import paths
+from pipeline import gpu, paths
 from pipeline.errors import PipeError
 from pipeline.headconfig import coerce, config_from_dict, config_to_dict, field_types
 from pipeline.images import ImageError, fingerprint_file, fingerprint_text, load_image
 from pipeline.posts import load_posts, post_text
 from pipeline.progress import Progress
-from pipeline.store import Manifest, StoreWriter, write_shard_file
+from pipeline.specs import FeatureSpec
+from pipeline.store import Manifest, StoreWriter, finished_shard, write_shard_file
 
 NO_IMAGE = "no image"  # failure reason of posts whose `image` is null
 
@@ -45,22 +51,34 @@ NO_IMAGE = "no image"  # failure reason of posts whose `image` is null
 class RunOptions:
     """How to run an extraction; none of it changes the output (nor the extractor id)."""
 
-    batch_size: int = 32  # inputs per forward pass
+    batch_size: int | None = None  # inputs per forward pass; None: 32 on CPU, 256 on CUDA (halved on out-of-memory)
     shard_size: int = 512  # posts per shard: the unit of work, of resume and of dask tasks
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    num_workers: int | None = None  # image-decoding processes; None: min(8, CPUs - 1), at least 1
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    num_workers: int | None = None  # image-decoding processes; None: min(8, CPUs - 1), at least 1 (0 in dask workers)
     retry_failed: bool = False  # try recorded failures again even if their input is unchanged
     wait: bool = False  # queue behind another writer of the store instead of refusing
     quiet: bool = False  # no progress output
+    decode: str = "auto"  # auto: JPEGs decoded and resized on CUDA devices | cpu: always PIL in workers | device
+    amp: bool = True  # CUDA: autocast to bfloat16 (float16 without bf16 support); False: float32 throughout
+    dask_workers: int | None = None  # run the shards on a local dask cluster of this many worker processes
+    scheduler: str | None = None  # run the shards on the dask cluster at this address (tcp://host:8786)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "shard_size"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "shard_size", "dask_workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PipeError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.num_workers is not None and self.num_workers < 0:
             raise PipeError(f"num_workers must be 0 or more, got {self.num_workers}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise PipeError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.decode not in gpu.DECODES:
+            raise PipeError(f"decode must be one of {', '.join(gpu.DECODES)}, got {self.decode!r}")
+        if self.dask_workers is not None and self.scheduler:
+            raise PipeError("give --dask-workers (a local cluster) or --scheduler (an existing one), not both")
+
+    @property
+    def on_dask(self) -> bool:
+        return bool(self.dask_workers or self.scheduler)
 
     def resolved_device(self) -> str:
         if self.device == "auto":
@@ -73,6 +91,11 @@ class RunOptions:
         if self.num_workers is not None:
             return self.num_workers
         return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+    def resolved_batch_size(self, device: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return 256 if gpu.is_cuda(device) else 32
 
 
 @dataclass
@@ -93,6 +116,17 @@ class ShardResult:
     features: np.ndarray  # (len(post_ids), *spec.shape)
     sources: list[str]  # input fingerprint per row
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (post_id, reason, source)
+
+
+@dataclass
+class ShardOutcome:
+    """A written shard, as the store's lock holder needs it: small enough to come back from a dask worker."""
+
+    index: int
+    entry: dict[str, Any] | None  # manifest entry of the shard file; None when no row was extracted
+    post_ids: list[str]  # rows in the shard
+    failures: list[tuple[str, str, str]]  # (post_id, reason, source)
+    load_seconds: float = 0.0  # model load this task paid (on dask: a worker's first task)
 
 
 @dataclass
@@ -209,33 +243,44 @@ def map_shards(
     """Tasks -> results, in order; `ex` must be loaded on `device` (`ex.load(device)`)."""
     if ex.modality == "text":
         for t in tasks:
-            feats = ex.transform(list(t.inputs)) if t.post_ids else _empty(ex)
+            with gpu.autocast(device, opts.amp):
+                feats = ex.transform(list(t.inputs)) if t.post_ids else _empty(ex)
             yield ShardResult(t.index, list(t.post_ids), feats, [fingerprint_text(x) for x in t.inputs])
             if progress:
                 progress.advance(len(t.post_ids))
         return
     # One loader over every task, with batches that never cross a shard, so the workers
     # stay warm across shards and the model never waits for a new pool to start.
+    batch_size = opts.resolved_batch_size(device)
     items: list[tuple[str, str]] = []
     batches: list[list[int]] = []
     per_task: list[int] = []  # batches of each task
     for t in tasks:
         start = len(items)
         items += zip(t.post_ids, t.inputs)
-        cuts = range(start, len(items), opts.batch_size)
-        batches += [list(range(c, min(c + opts.batch_size, len(items)))) for c in cuts]
+        cuts = range(start, len(items), batch_size)
+        batches += [list(range(c, min(c + batch_size, len(items)))) for c in cuts]
         per_task.append(len(cuts))
+    on_device = gpu.decodes_on_device(ex, device, opts.decode)  # JPEG bytes to the GPU, decoded there
     workers = opts.resolved_workers()
     loader = DataLoader(
-        _Images(ex, items), batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-        pin_memory=device.startswith("cuda"), prefetch_factor=4 if workers else None,
+        gpu.RawImages(ex, items) if on_device else _Images(ex, items), batch_sampler=batches, num_workers=workers,
+        collate_fn=gpu.collate_raw if on_device else _collate, pin_memory=gpu.is_cuda(device),
+        prefetch_factor=4 if workers else None,
     )
+    fitted = gpu.FittedBatch(batch_size)  # halves on CUDA out-of-memory, for every later batch too
     batch_iter = iter(loader)
     for t, n in zip(tasks, per_task):
         got = []
         for _ in range(n):
             b = next(batch_iter)
-            feats = ex.forward(b["x"]) if b["x"] is not None else _empty(ex)
+            if on_device:
+                b = gpu.decode_batch(ex, b, device)
+            if b["x"] is None:
+                feats = _empty(ex)
+            else:
+                with gpu.autocast(device, opts.amp):
+                    feats = fitted(ex.forward, b["x"])
             got.append((b["ids"], feats, b["sources"], b["failures"]))
             if progress:
                 progress.advance(len(b["ids"]) + len(b["failures"]))
@@ -246,6 +291,40 @@ def map_shards(
             [s for g in got for s in g[2]],
             [f for g in got for f in g[3]],
         )
+
+
+# -- writing -------------------------------------------------------------------------
+def write_result(directory: Path, r: ShardResult, spec: FeatureSpec) -> ShardOutcome:
+    """The shard file of one result (temp file, rename), wherever the result is: pure, so a dask
+    worker runs it. A retried task whose shard is already in place with its ids gets that entry back."""
+    entry = None
+    if r.post_ids:
+        entry = finished_shard(directory, r.index, r.post_ids) or write_shard_file(
+            directory, r.index, r.post_ids, r.features, r.sources, spec
+        )
+    return ShardOutcome(r.index, entry, list(r.post_ids), list(r.failures))
+
+
+class ShardLedger:
+    """The lock holder's half of writing: finished shards into the manifest, failures into failures.parquet."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.known_failures = set(writer.failures()["post_id"].to_list())  # ids listed in failures.parquet
+        self.extracted = self.failed = self.shards = 0
+
+    def record(self, o: ShardOutcome) -> None:
+        """Shard, then manifest, then failures: a kill in between loses at most a redo."""
+        if o.entry is not None:
+            self.writer.add_shard(o.entry)
+        ok_before = self.known_failures.intersection(o.post_ids)
+        if o.failures or ok_before:
+            self.writer.record_failures(_failure_frame(o.failures), succeeded=sorted(ok_before))
+            self.known_failures.difference_update(ok_before)
+            self.known_failures.update(f[0] for f in o.failures)
+        self.extracted += len(o.post_ids)
+        self.failed += len(o.failures)
+        self.shards += o.entry is not None
 
 
 # -- planning ------------------------------------------------------------------------
@@ -310,7 +389,7 @@ def run_extract(
     """Extract every post of `dataset` not yet in the extractor's store; options: RunOptions fields (None = default)."""
     t_start = time.perf_counter()
     opts = RunOptions(**{k: v for k, v in options.items() if v is not None})
-    device = opts.resolved_device()  # a bad --device fails before any work
+    device = opts.device if opts.on_dask else opts.resolved_device()  # a bad --device fails before any work
     if posts is None:
         posts = load_posts(dataset, cache)
     if extractor.needs_fit and not is_fitted(extractor):
@@ -326,43 +405,42 @@ def run_extract(
         p = plan(extractor, posts, w, opts)
         if p.no_image:
             w.record_failures(_failure_frame([(i, NO_IMAGE, "") for i in p.no_image]))
-        extracted = failed = shards = 0
+        ledger = ShardLedger(w)
         load_s = loop_s = 0.0
         total = sum(len(t.post_ids) for t in p.tasks)
-        if total:
+        unit = "images" if extractor.modality == "image" else "posts"
+        if total and opts.on_dask:
+            from pipeline.distributed import dask_client, run_shards  # dask only when asked for
+
+            t0 = time.perf_counter()
+            with dask_client(opts.scheduler, opts.dask_workers, opts.num_workers) as client:
+                cluster_s = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                with Progress(total, f"extract {eid} on dask", unit, opts.quiet) as prog:
+                    for o in run_shards(client, extractor, p.tasks, opts, w.directory):
+                        ledger.record(o)
+                        load_s = max(load_s, o.load_seconds)
+                        prog.advance(len(o.post_ids) + len(o.failures))
+                loop_s = time.perf_counter() - t1
+            load_s += cluster_s
+        elif total:
             t0 = time.perf_counter()
             extractor.load(device)
             load_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            known_failures = set(w.failures()["post_id"].to_list())
-
-            def write(r: ShardResult) -> None:
-                """Shard, then manifest, then failures: a kill in between loses at most a redo."""
-                if r.post_ids:
-                    w.add_shard(write_shard_file(w.directory, r.index, r.post_ids, r.features, r.sources, spec))
-                ok_before = known_failures.intersection(r.post_ids)
-                if r.failures or ok_before:
-                    w.record_failures(_failure_frame(r.failures), succeeded=sorted(ok_before))
-                    known_failures.difference_update(ok_before)
-                    known_failures.update(f[0] for f in r.failures)
-
             # One writer thread, in order: the forward pass goes on while a shard is fsynced.
             pending: list[Future] = []
-            unit = "images" if extractor.modality == "image" else "posts"
             with ThreadPoolExecutor(max_workers=1) as disk, Progress(total, f"extract {eid}", unit, opts.quiet) as prog:
                 for r in map_shards(extractor, p.tasks, opts, device, prog):
                     while len(pending) >= 2:  # bounded: at most two shards held in memory
                         pending.pop(0).result()
-                    pending.append(disk.submit(write, r))
-                    extracted += len(r.post_ids)
-                    failed += len(r.failures)
-                    shards += bool(r.post_ids)
+                    pending.append(disk.submit(lambda r: ledger.record(write_result(w.directory, r, spec)), r))
                 for f in pending:
                     f.result()
             loop_s = time.perf_counter() - t1
     return ExtractReport(
-        extractor_id=eid, store=store, extracted=extracted, skipped=p.skipped, failed=failed,
-        skipped_failed=p.skipped_failed, no_image=len(p.no_image), shards_written=shards,
+        extractor_id=eid, store=store, extracted=ledger.extracted, skipped=p.skipped, failed=ledger.failed,
+        skipped_failed=p.skipped_failed, no_image=len(p.no_image), shards_written=ledger.shards,
         seconds=time.perf_counter() - t_start, load_seconds=load_s,
-        images_per_s=(extracted + failed) / loop_s if loop_s > 0 else 0.0,
+        images_per_s=(ledger.extracted + ledger.failed) / loop_s if loop_s > 0 else 0.0,
     )

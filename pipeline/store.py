@@ -109,6 +109,21 @@ def write_shard_file(
     return {"file": final.name, "rows": int(len(post_ids)), "sha256": digest}
 
 
+def finished_shard(directory: Path, index: int, post_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The manifest entry of shard `index` when it is already in place holding exactly `post_ids`.
+
+    For a retried task (a dask worker killed after its rename): the shard is returned, not
+    rewritten. None when the shard is absent; StoreError when it holds other rows.
+    """
+    final = Path(directory) / shard_name(index)
+    if not final.exists():
+        return None
+    ids = _read_shard_meta(final)[0]
+    if ids != list(post_ids):
+        raise StoreError(f"{final} already exists with other rows ({len(ids)} posts); finished shards are never rewritten")
+    return {"file": final.name, "rows": len(ids), "sha256": sha256_file(final)}
+
+
 def _read_shard_meta(path: Path) -> tuple[list[str], list[str], int | None, tuple[int, ...], str]:
     with h5py.File(path, "r") as f:
         ids = [s.decode() if isinstance(s, bytes) else s for s in f["post_id"][()]]

@@ -21,10 +21,14 @@ def extract(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels (vgg16: 448)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, random, or PATH of a state dict."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other extractor config field, key=value (repeatable)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per forward pass (32)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per forward pass (32 on CPU, 256 on CUDA; halved on GPU out-of-memory)."),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Posts per shard, the unit of resume (512)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (auto)."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Image-decoding processes (CPUs - 1, at most 8)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (auto)."),
+    decode: Optional[str] = typer.Option(None, "--decode", help="auto (JPEGs decoded and resized on the GPU under CUDA), cpu or device."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="CUDA: bfloat16/float16 autocast (default) or float32."),
+    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Run the shards on a local dask cluster of N processes."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run the shards on the dask cluster at ADDRESS (tcp://host:8786)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Image-decoding processes (CPUs - 1, at most 8; 0 in each dask worker)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Try recorded failures again."),
     wait: bool = typer.Option(False, "--wait", help="Wait for another extraction of this store instead of refusing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -43,7 +47,8 @@ def extract(
     ex = build_extractor(backbone, **{**sets, **{k: v for k, v in named.items() if v is not None}})
     r = run_extract(
         dataset, ex, cache=cache, batch_size=batch_size, shard_size=shard_size, device=device,
-        num_workers=num_workers, retry_failed=retry_failed, wait=wait, quiet=quiet,
+        num_workers=num_workers, retry_failed=retry_failed, wait=wait, quiet=quiet, decode=decode, amp=amp,
+        dask_workers=dask_workers, scheduler=scheduler,
     )
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"store: {escape(str(r.store))}")
