@@ -6,10 +6,18 @@ A user unseen in training gets a missing category (LightGBM's missing-value bran
 the global training mean as `user_mean`; `unseen_users` flags them. The model is saved
 with `Booster.save_model` (text, truncated at the best iteration), the feature statistics
 and config as JSON: nothing is unpickled on load.
+
+With `scheduler` (or `dask_workers`) the table never sits on one machine: the statistics
+are fitted on the driver from the posts table, each partition of `partition_rows` posts
+is built on a worker from the stores (a filesystem the workers share), and
+`lightgbm.DaskLGBMRegressor` trains on them. lightgbm.dask has no early stopping, so it
+runs all `n_estimators` rounds and keeps the best on the validation part, whose l2 curve
+is summed over partitions on the workers (`_valid_sq_errors`).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +53,16 @@ class LightGBMHead(Head):
         n_jobs: int | None = None  # threads; None = LightGBM's default (all cores)
         seed: int = 0  # LightGBM's random seed (column sampling)
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
-        scheduler: str | None = None  # dask scheduler address for distributed training (not yet supported)
+        scheduler: str | None = None  # dask scheduler address: train with lightgbm.dask on that cluster
+        dask_workers: int | None = None  # or on a local dask cluster of this many processes
+        partition_rows: int = 50_000  # posts per partition of the dask feature table (built on a worker)
 
         def __post_init__(self) -> None:
             bad = [a for a in self.ablate if a not in ABLATIONS]
             if bad:
                 raise ValueError(f"unknown ablation {bad}; lightgbm knows {list(ABLATIONS)}")
+            if self.dask_workers is not None and self.dask_workers < 1:
+                raise ValueError(f"dask_workers must be at least 1, got {self.dask_workers}")
 
     def __init__(self, config: "LightGBMHead.Config | None" = None) -> None:
         super().__init__(config or self.Config())
@@ -80,35 +92,85 @@ class LightGBMHead(Head):
     def _names(self) -> list[str]:
         return self.features.names + (["user_id"] if self.config.user_categorical else [])
 
-    def fit(self, train: HeadData, valid: HeadData) -> "LightGBMHead":
-        c = self.config
-        if c.scheduler:
-            raise PipeError("lightgbm on a dask scheduler (--scheduler) is not supported yet; train without it")
+    def _fit_features(self, train: HeadData) -> None:
         self.features.fit(train)
         self.users = {u: i for i, u in enumerate(sorted(set(train.posts["user_id"].cast(pl.Utf8).to_list())))}
+
+    def _params(self) -> dict:
+        c = self.config
+        return dict(n_estimators=c.n_estimators, learning_rate=c.learning_rate, num_leaves=c.num_leaves,
+                    min_child_samples=c.min_child_samples, colsample_bytree=c.colsample_bytree, random_state=c.seed,
+                    n_jobs=c.n_jobs, deterministic=True, force_row_wise=True, verbose=-1)
+
+    def _keep_best(self, booster: lgb.Booster, curve: list[float]) -> None:
+        """History from the valid l2 curve; the booster truncated at its best round, through the text format save() writes."""
+        self.history = [{"step": i + 1, "valid_mse": float(v)} for i, v in enumerate(curve)]
+        best = int(np.argmin(curve)) + 1 if curve else booster.current_iteration()
+        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+    def fit(self, train: HeadData, valid: HeadData) -> "LightGBMHead":
+        c = self.config
+        if c.scheduler or c.dask_workers:
+            return self._fit_dask(train, valid)
+        self._fit_features(train)
         xt, xv = self._table(train, leave_one_out=True), self._table(valid)
-        names = self._names()
-        model = lgb.LGBMRegressor(
-            n_estimators=c.n_estimators, learning_rate=c.learning_rate, num_leaves=c.num_leaves,
-            min_child_samples=c.min_child_samples, colsample_bytree=c.colsample_bytree, random_state=c.seed,
-            n_jobs=c.n_jobs, deterministic=True, force_row_wise=True, verbose=-1,
-        )
+        model = lgb.LGBMRegressor(**self._params())
         model.fit(
             xt, train.y, eval_X=(xv,), eval_y=(valid.y,), eval_names=["valid"], eval_metric="l2",
-            feature_name=names, categorical_feature=["user_id"] if c.user_categorical else "auto",
+            feature_name=self._names(), categorical_feature=["user_id"] if c.user_categorical else "auto",
             callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
         )
-        curve = model.evals_result_["valid"]["l2"]
-        self.history = [{"step": i + 1, "valid_mse": float(v)} for i, v in enumerate(curve)]
-        best = model.best_iteration_ or len(curve)
-        # Keep only the best rounds, through the same text format that save() writes.
-        self.booster = lgb.Booster(model_str=model.booster_.model_to_string(num_iteration=best))
+        self._keep_best(model.booster_, model.evals_result_["valid"]["l2"])  # the patience rounds stay in the history
+        return self
+
+    # -- on dask ------------------------------------------------------------------------
+    def _parts(self, data: HeadData) -> list[HeadData]:
+        rows = self.config.partition_rows
+        return [data.subset(slice(i, i + rows)) for i in range(0, len(data), rows)]
+
+    def _dask_table(self, data: HeadData, leave_one_out: bool = False):
+        """(N, F) dask array: one block per partition, built where it is computed."""
+        import dask.array as da
+        from dask import delayed
+
+        width = self._table(data.subset(slice(0, 1)), leave_one_out).shape[1]  # also sets the column names
+        blocks = [da.from_delayed(delayed(self._table)(p, leave_one_out), shape=(len(p), width), dtype=np.float32)
+                  for p in self._parts(data)]
+        return da.concatenate(blocks)  # (N, F)
+
+    def _fit_dask(self, train: HeadData, valid: HeadData) -> "LightGBMHead":
+        import dask.array as da
+        from lightgbm.dask import DaskLGBMRegressor
+
+        from pipeline.distributed import dask_client
+
+        c = self.config
+        if c.partition_rows < 1:
+            raise PipeError(f"lightgbm: partition_rows must be at least 1, got {c.partition_rows}")
+        self._fit_features(train)
+        x = self._dask_table(train, leave_one_out=True)
+        y = da.from_array(train.y, chunks=(x.chunks[0],))
+        with dask_client(c.scheduler, c.dask_workers) as client:
+            params = {k: v for k, v in self._params().items() if k != "n_jobs"}  # threads: each worker's own
+            model = DaskLGBMRegressor(client=client, **params)
+            with warnings.catch_warnings():  # lightgbm.dask always sets threads per worker, and says so
+                warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+                model.fit(x, y, feature_name=self._names(),
+                          categorical_feature=[len(self._names()) - 1] if c.user_categorical else "auto")
+            booster = model.booster_
+            text = client.scatter(booster.model_to_string(), broadcast=True)
+            parts = self._parts(valid)
+            sums = client.gather([client.submit(_valid_sq_errors, text, self, p, pure=False) for p in parts])
+        curve = (np.sum(sums, axis=0) / max(len(valid), 1)).tolist() if parts else []
+        self._keep_best(booster, curve)
         return self
 
     def predict(self, data: HeadData) -> np.ndarray:
+        """Partition by partition: the table of a large dataset is never whole in memory."""
         if self.booster is None:
             raise PipeError("lightgbm: predict before fit/load")
-        return np.asarray(self.booster.predict(self._table(data)), dtype=np.float32)
+        out = [np.asarray(self.booster.predict(self._table(p)), dtype=np.float32) for p in self._parts(data)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def unseen_users(self, data: HeadData) -> np.ndarray:
         """True for users without a training post: missing category, global mean as user_mean."""
@@ -131,3 +193,38 @@ class LightGBMHead(Head):
         head.users = {u: i for i, u in enumerate(state["users"])}
         head.booster = lgb.Booster(model_file=str(directory / "lightgbm.txt"))
         return head
+
+
+def _leaf_values(booster: lgb.Booster) -> list[np.ndarray]:
+    """Per tree, the output of each leaf by leaf index (a one-leaf tree has index 0)."""
+    out = []
+    for tree in booster.dump_model()["tree_info"]:
+        values: dict[int, float] = {}
+        stack = [tree["tree_structure"]]
+        while stack:
+            node = stack.pop()
+            if "leaf_value" in node:
+                values[node.get("leaf_index", 0)] = node["leaf_value"]
+            else:
+                stack += [node["left_child"], node["right_child"]]
+        out.append(np.array([values[i] for i in range(len(values))]))
+    return out
+
+
+def _valid_sq_errors(model_text: str, head: LightGBMHead, part: HeadData, rows: int = 4096) -> np.ndarray:
+    """Sum over the partition's posts of the squared error after each round: (rounds,).
+
+    Runs on a dask worker. A regression prediction is the sum of one leaf per tree (the
+    average label is folded into the first tree), so the cumulative sum over trees of
+    each post's leaves is its prediction after every round: the whole curve in one pass.
+    """
+    booster = lgb.Booster(model_str=model_text)
+    values = _leaf_values(booster)
+    x, y = head._table(part), part.y.astype(np.float64)
+    total = np.zeros(len(values))
+    for i in range(0, len(y), rows):
+        leaves = booster.predict(x[i : i + rows], pred_leaf=True).astype(np.int64)  # (n, rounds)
+        contrib = np.column_stack([v[leaves[:, t]] for t, v in enumerate(values)])  # (n, rounds)
+        pred = np.cumsum(contrib, axis=1)  # prediction after each round
+        total += ((pred - y[i : i + rows, None]) ** 2).sum(axis=0)
+    return total

@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import socket
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import torch
 
@@ -52,6 +54,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, loader
     if scheduler and workers:
         raise PipeError("give --dask-workers (a local cluster) or --scheduler (an existing one), not both")
     if scheduler:
+        _check_host(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as e:
@@ -65,6 +68,16 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, loader
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
             yield client
+
+
+def _check_host(address: str) -> None:
+    """A host name that does not resolve fails now, not after the connect timeout."""
+    host = urlsplit(address if "://" in address else f"tcp://{address}").hostname
+    if host:
+        try:
+            socket.getaddrinfo(host, None)
+        except (socket.gaierror, UnicodeError) as e:
+            raise PipeError(f"cannot reach the dask scheduler at {address}: unknown host {host!r} ({e})") from None
 
 
 def _workers_offer(client: "Client", resource: str) -> bool:

@@ -112,6 +112,7 @@ class TrainOptions:
     runs: str | Path | None = None  # runs root
     cache: str | Path | None = None  # store root
     scheduler: str | None = None  # dask scheduler address (heads whose config has `scheduler`)
+    dask_workers: int | None = None  # or a local dask cluster of this many processes (same heads)
 
 
 def _labelled(posts: pl.DataFrame, dataset: str) -> tuple[pl.DataFrame, int]:
@@ -141,10 +142,15 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
         raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
     cls = head_class(opts.head)
     sets = list(opts.sets)
-    if opts.scheduler:
-        if not any(f.name == "scheduler" for f in dataclasses.fields(cls.Config)):
-            raise PipeError(f"--scheduler is for heads that train on dask (lightgbm); {opts.head!r} does not")
-        sets.append(f"scheduler={opts.scheduler}")
+    if opts.scheduler and opts.dask_workers is not None:
+        raise PipeError("give --dask-workers (a local cluster) or --scheduler (an existing one), not both")
+    for option, value in (("scheduler", opts.scheduler), ("dask_workers", opts.dask_workers)):
+        if value is None or value == "":
+            continue
+        if not any(f.name == option for f in dataclasses.fields(cls.Config)):
+            raise PipeError(f"--{option.replace('_', '-')} is for heads that train on dask (lightgbm); "
+                            f"{opts.head!r} does not")
+        sets.append(f"{option}={value}")
     known = getattr(cls, "ABLATIONS", None)
     bad = [a for a in opts.ablate if known is not None and a not in known]
     if bad:

@@ -42,7 +42,8 @@ def train(
     ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Train K seeds (seed, seed+1, ...); report mean ± std. Default 1."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: head, ablations, timestamp)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (lightgbm; not supported yet)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Train on the dask cluster at ADDRESS (lightgbm)."),
+    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm)."),
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
 ) -> None:
@@ -53,7 +54,7 @@ def train(
     opts = TrainOptions(
         dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
         ablate=list(ablate or []), repeats=1 if repeats is None else repeats, name=name, runs=runs, cache=cache,
-        scheduler=scheduler,
+        scheduler=scheduler, dask_workers=dask_workers,
     )
     run_dir = run_training(opts, say=lambda m: console.print(m, highlight=False, markup=False))
     Console().print(comparison_table([load_run(run_dir)]))
