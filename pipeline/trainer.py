@@ -67,12 +67,12 @@ class Source:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, Any]]  # one entry per evaluation: step, valid_mse, train_loss, seconds
+    history: list[dict[str, Any]]  # per evaluation: step, valid_mse, train_loss, seconds (None: not finite / none yet)
     best_step: int  # training batches done when the restored weights were evaluated
     best_valid_mse: float  # validation MSE of the restored weights
     steps: int  # training batches done in all
     stop_reason: str  # "patience" or "max_steps"
-    train_seconds: float  # wall time inside training steps (batch wait included, evaluations not)
+    train_seconds: float  # wall time of the training loop minus evaluations (batch waits included)
     samples_per_s: float  # training samples seen / train_seconds
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +217,7 @@ class Trainer:
     config: TrainConfig
     loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
+    on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
@@ -259,23 +260,34 @@ class Trainer:
         rng = np.random.default_rng(c.seed)
         t0 = time.perf_counter()
         history: list[dict[str, Any]] = []
+        eval_s = 0.0
 
-        def evaluate(step: int, losses: list[float]) -> float:
+        def finite(v: float) -> float | None:
+            return v if np.isfinite(v) else None  # the history stays strict JSON
+
+        def evaluate(step: int, losses: list[torch.Tensor]) -> float:
+            """Validation MSE (inf when not finite, so a diverged model never counts as best)."""
+            nonlocal eval_s
+            te = time.perf_counter()
             mse = self._valid_mse(model, valid, valid_y)
+            mse = mse if np.isfinite(mse) else float("inf")
             entry = {
                 "step": step,
-                "valid_mse": mse,
-                "train_loss": float(torch.stack(losses).mean()) if losses else None,
+                "valid_mse": finite(mse),
+                "train_loss": finite(float(torch.stack(losses).mean())) if losses else None,
                 "seconds": round(time.perf_counter() - t0, 3),
             }
             history.append(entry)
             if self.progress is not None:
                 self.progress(entry)
+            eval_s += time.perf_counter() - te
             return mse
 
         best = evaluate(0, [])
         best_step, best_state, bad = 0, copy.deepcopy(model.state_dict()), 0
-        step, seen, losses, train_s, stop = 0, 0, [], 0.0, "max_steps"
+        step, seen, losses, stop = 0, 0, [], "max_steps"
+        sync = torch.cuda.synchronize if self.device.type == "cuda" and self.on_step is not None else None
+        t_train, eval_before = time.perf_counter(), eval_s
         if c.max_steps != 0:
             with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, c.prefetch) as pf:
                 it = iter(pf)
@@ -290,7 +302,10 @@ class Trainer:
                     losses.append(loss.detach())  # no host sync per step
                     step += 1
                     seen += len(batch["y"])
-                    train_s += time.perf_counter() - ts
+                    if self.on_step is not None:
+                        if sync is not None:
+                            sync()
+                        self.on_step(len(batch["y"]), time.perf_counter() - ts)
                     at_cap = c.max_steps is not None and step >= c.max_steps
                     if step % c.eval_every == 0 or at_cap:
                         mse = evaluate(step, losses)
@@ -305,6 +320,8 @@ class Trainer:
                             break
                     if at_cap:
                         break
+        # Evaluations end with a host copy, so this wall time also counts queued GPU work.
+        train_s = time.perf_counter() - t_train - (eval_s - eval_before)
         model.load_state_dict(best_state)
         model.eval()
         return TrainResult(

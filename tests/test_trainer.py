@@ -158,3 +158,22 @@ def test_threads_setting_applies_while_training_and_is_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_a_non_finite_evaluation_never_counts_as_best():
+    class NanFirst(Linear):  # the step-0 evaluation is NaN, later ones are finite
+        calls = 0
+
+        def forward(self, b):
+            out = super().forward(b)
+            if not self.training and NanFirst.calls == 0:
+                return out * float("nan")
+            NanFirst.calls += self.training
+            return out
+
+    x, y = data()
+    torch.manual_seed(0)
+    res = Trainer(TrainConfig(lr=0.05, batch_size=16, eval_every=2, patience=2, max_steps=20)).fit(
+        NanFirst(4), source(x, y), source(*data(seed=1)))
+    assert res.history[0]["valid_mse"] is None  # recorded as JSON null
+    assert res.best_step > 0 and res.best_valid_mse < float("inf")
