@@ -14,6 +14,9 @@ excluded; the first batch's wait included in its step) and the ratio store / mem
     python benchmarks/train_loader.py [--posts 1000] [--steps 3] [--rounds 3] [--dim 512] [--inline]
 
 The machine's load average is recorded: other processes on the cores slow every mode.
+One torch thread by default: with two OpenMP threads on two cores that other processes
+also use, a step can run several times slower and vary wildly (`--threads 0` for torch's
+own choice on a quiet machine).
 """
 from __future__ import annotations
 
@@ -71,7 +74,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="training batches per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--inline", action="store_true", help="also time the store path without the loader thread")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: steady on cores other processes share; 0 = torch's choice)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--device", default="auto")
@@ -83,7 +87,7 @@ def main() -> None:
         built_s = time.perf_counter() - t0
         train, valid = data.subset(slice(0, a.posts - 32)), data.subset(slice(a.posts - 32, a.posts))
         head = UHAN(UHAN.Config(dim=a.dim, batch_size=a.batch, eval_every=10**9, max_steps=a.steps, device=a.device,
-                                 threads=a.threads))
+                                 threads=a.threads or None))
         head.users = UserVocab.fit(train.posts["user_id"].to_list())
         head.meta = {"users": head.users.to_json(), "y_mean": float(train.y.mean())}
         head.prepare(train)
