@@ -2,36 +2,12 @@
 from __future__ import annotations
 
 from extractors.base import Extractor
+from pipeline.registry import Registry
 
-REGISTRY: dict[str, type[Extractor]] = {}
-
-
-def register(cls: type[Extractor]) -> type[Extractor]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get(name: str) -> type[Extractor]:
-    _load_all()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown backbone {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name]
-
-
-def names() -> list[str]:
-    _load_all()
-    return sorted(REGISTRY)
-
-
-def _load_all() -> None:
-    import importlib
-    import pkgutil
-
-    import extractors
-
-    for m in pkgutil.iter_modules(extractors.__path__):
-        if m.name != "base" and not m.name.startswith("_"):
-            importlib.import_module(f"extractors.{m.name}")
-
+_registry: Registry[Extractor] = Registry("extractors", "backbone")
+REGISTRY = _registry.classes
+register = _registry.register
+get = _registry.get
+names = _registry.names
 
 __all__ = ["Extractor", "REGISTRY", "register", "get", "names"]

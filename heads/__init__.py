@@ -2,36 +2,12 @@
 from __future__ import annotations
 
 from heads.base import Head, HeadData, Role
+from pipeline.registry import Registry
 
-REGISTRY: dict[str, type[Head]] = {}
-
-
-def register(cls: type[Head]) -> type[Head]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get(name: str) -> type[Head]:
-    _load_all()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown head {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name]
-
-
-def names() -> list[str]:
-    _load_all()
-    return sorted(REGISTRY)
-
-
-def _load_all() -> None:
-    import importlib
-    import pkgutil
-
-    import heads
-
-    for m in pkgutil.iter_modules(heads.__path__):
-        if m.name not in ("base",) and not m.name.startswith("_"):
-            importlib.import_module(f"heads.{m.name}")
-
+_registry: Registry[Head] = Registry("heads", "head")
+REGISTRY = _registry.classes
+register = _registry.register
+get = _registry.get
+names = _registry.names
 
 __all__ = ["Head", "HeadData", "Role", "REGISTRY", "register", "get", "names"]
