@@ -1,9 +1,11 @@
 """The extraction runner: posts -> (reader -> mapper -> writer) -> a sharded feature store.
 
     reader   image paths decoded, converted and preprocessed in DataLoader worker
-             processes (pipeline/images.py); bad files come back as per-item failures
-    mapper   `extractor.forward` on batches (eval mode, inference_mode), or
-             `extractor.transform` on texts
+             processes (pipeline/images.py); bad files come back as per-item failures.
+             On CUDA the workers read JPEG bytes and the device decodes and resizes
+             them (pipeline/gpu.py)
+    mapper   `extractor.forward` on batches (eval mode, inference_mode; autocast and
+             a batch size fitted to memory on CUDA), or `extractor.transform` on texts
     writer   one shard per `ShardTask`, then its failures (StoreWriter)
 
 One shard is one unit of work: `plan` cuts the posts still to do into `ShardTask`s and
