@@ -54,12 +54,16 @@ def autocast(device: str, enabled: bool = True) -> Any:
     return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
 
 
+def _channels_last(device: str, asked: bool | None) -> bool:
+    return is_cuda(device) if asked is None else asked
+
+
 def prepare_model(model: nn.Module, device: str, channels_last: bool | None = None) -> nn.Module:
     """Eval mode on `device`; channels_last on CUDA (tensor-core convolutions) unless told otherwise."""
     if is_cuda(device):
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
     model = model.eval()
-    if channels_last if channels_last is not None else is_cuda(device):
+    if _channels_last(device, channels_last):
         return model.to(device, memory_format=torch.channels_last)
     return model.to(device)
 
@@ -67,7 +71,7 @@ def prepare_model(model: nn.Module, device: str, channels_last: bool | None = No
 def to_device(batch: torch.Tensor, device: str, channels_last: bool | None = None) -> torch.Tensor:
     """(B, C, H, W) uint8 batch -> float on `device` (non-blocking from pinned memory), channels_last on CUDA."""
     x = batch.to(device, non_blocking=True).float()
-    if channels_last if channels_last is not None else is_cuda(device):
+    if _channels_last(device, channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
