@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -269,6 +270,8 @@ def map_shards(
         gpu.RawImages(ex, items) if on_device else _Images(ex, items), batch_sampler=batches, num_workers=workers,
         collate_fn=gpu.collate_raw if on_device else _collate, pin_memory=gpu.is_cuda(device),
         prefetch_factor=4 if workers else None,
+        # fork on Linux, also inside dask workers (whose default is spawn: a fresh interpreter per shard)
+        multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
     )
     fitted = gpu.FittedBatch(batch_size)  # halves on CUDA out-of-memory, for every later batch too
     batch_iter = iter(loader)
