@@ -198,7 +198,7 @@ class Clip(_Clip):
 
     @property
     def accepts_tensors(self) -> bool:
-        """Whether preprocess takes a decoded (3, H, W) uint8 tensor (GPU decoding): open_clip's
+        """Whether preprocess takes decoded (..., 3, H, W) uint8 tensors (GPU decoding): open_clip's
         geometric steps are all resizes and crops, which torchvision applies to tensors alike."""
         steps = self._geometric_compose().transforms
         return all(isinstance(t, TENSOR_STEPS) or type(t).__name__ in MODE_STEPS for t in steps)
@@ -209,7 +209,7 @@ class Clip(_Clip):
         return self._geometric
 
     def preprocess(self, image: Any) -> torch.Tensor:
-        """PIL image (CPU path) or (3, H, W) uint8 tensor (decoded on the GPU) -> (3, H, W) uint8.
+        """PIL image (CPU path) -> (3, H, W) uint8; or a (..., 3, H', W') uint8 tensor (decoded on the GPU).
 
         On tensors the colour-mode step is skipped (decoding gave RGB already); torchvision's
         antialiased tensor bicubic follows PIL's to within a few grey levels (rounding)."""

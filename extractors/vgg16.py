@@ -50,7 +50,7 @@ class Vgg16(Extractor):
     name = "vgg16"
     modality = "image"
     Config = Vgg16Config
-    accepts_tensors: ClassVar[bool] = True  # preprocess takes a decoded (3, H, W) uint8 tensor too (GPU decoding)
+    accepts_tensors: ClassVar[bool] = True  # preprocess takes decoded (..., 3, H, W) uint8 tensors too (GPU decoding)
 
     def __init__(self, config: Vgg16Config) -> None:
         super().__init__(config)
@@ -143,7 +143,8 @@ class Vgg16(Extractor):
 
     # -- running --------------------------------------------------------------------
     def preprocess(self, image: Any) -> torch.Tensor:
-        """PIL image (CPU path) or (3, H, W) uint8 tensor (decoded on the GPU) -> (3, s, s) uint8."""
+        """PIL image (CPU path) -> (3, s, s) uint8; or a (..., 3, H, W) uint8 tensor (decoded on the GPU)
+        -> (..., 3, s, s)."""
         s = self.config.image_size
         image = F.resize(image, [s, s], interpolation=InterpolationMode.BILINEAR, antialias=True)
         # uint8: a quarter of float32's bytes between processes

@@ -6,7 +6,8 @@ the bottleneck (a peer tool tops out near 2,500 images/s per A100 on CPU resizin
 on CUDA the DataLoader workers only read bytes, fingerprint them and check the JPEG
 header; the main process decodes a whole batch with nvjpeg (`torchvision.io.decode_jpeg`
 on the device) and resizes on the device with the extractor's own `preprocess`, which
-accepts a uint8 tensor as well as a PIL image (`accepts_tensors`). Anything nvjpeg should
+accepts a (..., 3, H, W) uint8 tensor (a stack of same-size images) as well as a PIL
+image (`accepts_tensors`). Anything nvjpeg should
 not or cannot take (PNG and other formats, CMYK, EXIF-rotated or truncated JPEGs, a
 decode error) goes the CPU way (`pipeline.images`), in the worker or, after a device
 decode error, in the main process, with the same failure reasons as the CPU path.
@@ -183,17 +184,31 @@ def _decode_jpegs(datas: list[torch.Tensor], device: str) -> list[torch.Tensor |
             return out
 
 
+def _resize_on_device(ex: Any, decoded: dict[int, torch.Tensor | None]) -> dict[int, torch.Tensor]:
+    """The extractor's preprocess on every decoded image, one call per image size: photos of
+    one camera share a size, so a batch costs a few resize kernels, not one per image."""
+    sizes: dict[tuple[int, ...], list[int]] = {}
+    for i, img in decoded.items():
+        if img is not None:
+            sizes.setdefault(tuple(img.shape), []).append(i)
+    out: dict[int, torch.Tensor] = {}
+    for idx in sizes.values():
+        out.update(zip(idx, ex.preprocess(torch.stack([decoded[i] for i in idx]))))  # (n, 3, h, w) uint8
+    return out
+
+
 def decode_batch(ex: Any, b: dict[str, Any], device: str) -> dict[str, Any]:
     """A `collate_raw` batch -> the CPU path's batch: ids, x (B, 3, h, w) uint8 on `device`, sources,
     failures. JPEGs are decoded and preprocessed on the device; a JPEG the device cannot decode is
     decoded on the CPU, and recorded as a failure with the CPU path's reason if that fails too."""
     jpegs = [i for i, k in enumerate(b["kinds"]) if k == "jpeg"]
     decoded = dict(zip(jpegs, _decode_jpegs([b["payloads"][i] for i in jpegs], device)))
+    resized = _resize_on_device(ex, decoded)
     ids, xs, sources, failures = [], [], [], list(b["failures"])
     for i, (pid, payload, source) in enumerate(zip(b["ids"], b["payloads"], b["sources"])):
-        if i in decoded and decoded[i] is not None:
-            x = ex.preprocess(decoded[i])  # (3, h, w) uint8, resized on the device
-        elif i in decoded:
+        if i in resized:
+            x = resized[i]
+        elif i in decoded:  # the device could not decode it
             try:
                 x = cpu_preprocess(ex, payload.numpy().tobytes(), source)
             except ImageError as e:
@@ -205,4 +220,3 @@ def decode_batch(ex: Any, b: dict[str, Any], device: str) -> dict[str, Any]:
         xs.append(x.to(device, non_blocking=True))
         sources.append(source)
     return {"ids": ids, "x": torch.stack(xs) if xs else None, "sources": sources, "failures": failures}
-
