@@ -34,6 +34,12 @@ Planted score of a post by user u at time t (default `SynthConfig`):
 - Near-duplicates: 2 % of posts re-post an earlier post of the same user: an identical
   image file, the same object and word, one filler word changed, 1-48 h later, own noise.
 
+Learnable as intended (measured once, 1,500 posts at 224 px, seed 0, random-weight VGG16
+pool5 grids, 70/10/20 chronological split, test MSE): HisAve 1.29; a small user-guided
+attention model over regions and words 0.58, without user 1.87, without visual 0.87,
+without text 1.12. It needed regularisation (dropout 0.5 on grid and word inputs, weight
+decay 0.01, lr 3e-3): unregularised it overfits the 49x512 grids (test 1.13).
+
 Files written: `OUT/posts.parquet` (image paths relative to it), `OUT/images/*.jpg`,
 `OUT/truth.parquet` (per post: base, shown object, lucky flags, trend, noise) and
 `OUT/signals.json` (the design and each user's lucky object and word).
