@@ -47,6 +47,7 @@ class UHANConfig(TrainConfig):
     dim: int = 512  # word embedding, LSTM hidden, user embedding and attention size (paper: 512)
     user_dropout: float = 0.05  # share of training posts whose user is replaced by the unknown-user row
     normalize_visual: bool = True  # scale grids by 1/RMS of the training grids (a train-only scalar)
+    dropout: float = 0.0  # dropout on regions and word states in training (not in the paper: 0 keeps it faithful)
     ablate: tuple[str, ...] = ()  # any of intra | inter | shortcut | user | visual | text
 
 
@@ -65,8 +66,9 @@ def _scores(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 class UHANModel(nn.Module):
     def __init__(self, dim: int, n_users: int, text: nn.Module | None, visual_shape: list[int] | None,
-                 visual_scale: float, user_dropout: float, ablate: tuple[str, ...]) -> None:
+                 visual_scale: float, user_dropout: float, ablate: tuple[str, ...], dropout: float = 0.0) -> None:
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.v, self.t = visual_shape is not None, text is not None
         self.u, self.intra = "user" not in ablate, "intra" not in ablate
         self.inter = "inter" not in ablate and self.v and self.t
@@ -106,10 +108,11 @@ class UHANModel(nn.Module):
         u = self.user(b["user"]) if self.u else None  # (B, dim)
         if self.t:
             H, tmask = self.text(b["tokens"])  # (B, L', dim), (B, L')
+            H = self.drop(H)
             t_ok = tmask.any(1)  # (B,)
             h_bar = masked_mean(H, tmask)  # eq 8, (B, dim)
         if self.v:
-            V = self.visual(b["visual"])  # (B, M, dim)
+            V = self.drop(self.visual(b["visual"]))  # (B, M, dim)
             v_ok = b["visual_present"].bool()  # (B,)
             vmask = v_ok.unsqueeze(1).expand(V.shape[:2])  # (B, M)
             v_bar = V.mean(1)  # eq 12, (B, dim); zero without an image
@@ -171,6 +174,7 @@ class UHAN(VisualTextHead):
             visual_scale=m.get("visual_scale", 1.0),
             user_dropout=c.user_dropout,
             ablate=tuple(c.ablate),
+            dropout=c.dropout,
         )
         with torch.no_grad():
             model.W_F2.bias.fill_(m["y_mean"])  # start at the training mean: fewer steps spent on the offset
