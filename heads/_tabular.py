@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from heads.base import HeadData
+from heads.base import Head, HeadData, Role
 from pipeline.errors import PipeError
 from pipeline.posts import user_feature_columns
 
@@ -161,3 +161,25 @@ class TabularFeatures:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TabularFeatures":
         return cls(**d)
+
+
+ABLATIONS = ("visual", "text", "user")
+VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False)
+TEXT = Role(("vector", "tokens"), default="tfidf", required=False)
+
+
+class TabularHead(Head):
+    """Base of the heads that read the feature table (svr, lightgbm): roles and features
+    follow the config's `ablate` and `text_buckets`."""
+
+    ABLATIONS = ABLATIONS
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        c = self.config
+        self.features = TabularFeatures("visual" not in c.ablate, "text" not in c.ablate, "user" not in c.ablate,
+                                        c.text_buckets)
+        self.history: list[dict] = []
+
+    def roles(self) -> dict[str, Role]:
+        return {role: r for role, r in (("visual", VISUAL), ("text", TEXT)) if role not in self.config.ablate}

@@ -26,19 +26,16 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads._tabular import TabularFeatures
-from heads.base import Head, HeadData, Role
-from heads.svr import TEXT, VISUAL
+from heads._tabular import ABLATIONS, TabularFeatures, TabularHead
+from heads.base import HeadData
 from pipeline.errors import PipeError
 from pipeline.headconfig import config_from_dict, config_to_dict
 
-ABLATIONS = ("visual", "text", "user")
 
 
 @register
-class LightGBMHead(Head):
+class LightGBMHead(TabularHead):
     name = "lightgbm"
-    ABLATIONS = ABLATIONS
 
     @dataclass
     class Config:
@@ -66,20 +63,8 @@ class LightGBMHead(Head):
 
     def __init__(self, config: "LightGBMHead.Config | None" = None) -> None:
         super().__init__(config or self.Config())
-        c = self.config
-        self.features = TabularFeatures("visual" not in c.ablate, "text" not in c.ablate, "user" not in c.ablate,
-                                        c.text_buckets)
         self.users: dict[str, int] = {}  # training user -> category code
         self.booster: lgb.Booster | None = None
-        self.history: list[dict] = []
-
-    def roles(self) -> dict[str, Role]:
-        out = {}
-        if "visual" not in self.config.ablate:
-            out["visual"] = VISUAL
-        if "text" not in self.config.ablate:
-            out["text"] = TEXT
-        return out
 
     def _table(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
         x = self.features.transform(data, leave_one_out)

@@ -25,20 +25,16 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from heads import register
-from heads._tabular import CHUNK, TabularFeatures
-from heads.base import Head, HeadData, Role
+from heads._tabular import ABLATIONS, CHUNK, TabularFeatures, TabularHead
+from heads.base import HeadData
 from pipeline.errors import PipeError
 from pipeline.headconfig import config_from_dict, config_to_dict
 
-ABLATIONS = ("visual", "text", "user")
-VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False)
-TEXT = Role(("vector", "tokens"), default="tfidf", required=False)
 
 
 @register
-class SVRHead(Head):
+class SVRHead(TabularHead):
     name = "svr"
-    ABLATIONS = ABLATIONS
 
     @dataclass
     class Config:
@@ -61,19 +57,7 @@ class SVRHead(Head):
 
     def __init__(self, config: "SVRHead.Config | None" = None) -> None:
         super().__init__(config or self.Config())
-        c = self.config
-        self.features = TabularFeatures("visual" not in c.ablate, "text" not in c.ablate, "user" not in c.ablate,
-                                        c.text_buckets)
         self.arrays: dict[str, np.ndarray] = {}
-        self.history: list[dict] = []
-
-    def roles(self) -> dict[str, Role]:
-        out = {}
-        if "visual" not in self.config.ablate:
-            out["visual"] = VISUAL
-        if "text" not in self.config.ablate:
-            out["text"] = TEXT
-        return out
 
     def fit(self, train: HeadData, valid: HeadData) -> "SVRHead":
         c = self.config
