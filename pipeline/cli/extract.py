@@ -19,7 +19,9 @@ def extract(
     backbone: str = typer.Option(..., "--backbone", help="Registered extractor: vgg16, tokens, ..."),
     layer: Optional[str] = typer.Option(None, "--layer", help="vgg16: pool5 (region grid) or fc7 (4096-d)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input side in pixels (vgg16: 448)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, random, or PATH of a state dict."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, random, or PATH of a state dict (clip: a pretrained tag such as openai)."),
+    model: Optional[str] = typer.Option(None, "--model", help="clip / clip_text: open_clip model name (ViT-B-32)."),
+    max_features: Optional[int] = typer.Option(None, "--max-features", help="tfidf / bow: vocabulary cap (2000)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other extractor config field, key=value (repeatable)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per forward pass (32 on CPU, 256 on CUDA; halved on GPU out-of-memory)."),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Posts per shard, the unit of resume (512)."),
@@ -43,7 +45,7 @@ def extract(
         if not eq or not key.strip():
             raise PipeError(f"--set {item!r}: expected key=value")
         sets[key.strip()] = value
-    named = {"layer": layer, "image_size": image_size, "weights": weights}
+    named = {"layer": layer, "image_size": image_size, "weights": weights, "model": model, "max_features": max_features}
     ex = build_extractor(backbone, **{**sets, **{k: v for k, v in named.items() if v is not None}})
     r = run_extract(
         dataset, ex, cache=cache, batch_size=batch_size, shard_size=shard_size, device=device,
