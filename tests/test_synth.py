@@ -119,3 +119,14 @@ def test_followers_grow_over_time_per_user(data):
     for _, g in df.sort("posted_at").group_by("user_id"):
         assert g["user_followers"].diff().drop_nulls().min() >= 0
     assert math.isfinite(df["user_followers"].max())
+
+
+def test_cli_users_option_sets_the_number_of_users(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--posts", "400", "--users", "5", "--image-size", "32"])
+    assert res.exit_code == 0, res.output
+    assert pl.read_parquet(tmp_path / "s" / "posts.parquet")["user_id"].n_unique() == 5

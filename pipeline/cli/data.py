@@ -18,11 +18,14 @@ def synth_cmd(
     posts: Optional[int] = typer.Option(None, "--posts", help="Number of posts (default 1500)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Side of the square JPEGs in pixels (default 64)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; the same seed gives the same files (default 0)."),
+    users: Optional[int] = typer.Option(None, "--users", help="Number of users (default 24; fewer below 960 posts)."),
 ) -> None:
     """Write a synthetic dataset with planted signals (see pipeline/synth.py for the design)."""
-    from pipeline.synth import DEFAULT_POSTS, synth
+    from pipeline.synth import DEFAULT_POSTS, SynthConfig, synth
 
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
+    if users is not None:
+        kw["config"] = SynthConfig(users=users)
     t0 = time.perf_counter()
     path = synth(out, posts if posts is not None else DEFAULT_POSTS, **kw)
     console.print(f"wrote {path} ({posts or DEFAULT_POSTS} posts, images under {out / 'images'}) "
