@@ -51,3 +51,16 @@ def pipe(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def vgg16_features_weights(path: Path, scale: float) -> str:
+    """A features-only VGG16 state dict of N(0, scale) tensors: loading it is much quicker
+    than a random init in every process, and `scale` keeps pool5 in float16's range."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items() if k.startswith("features.")}
+    g = torch.Generator().manual_seed(0)
+    torch.save({k: torch.randn(s, generator=g) * scale for k, s in shapes.items()}, path)
+    return str(path)

@@ -82,3 +82,14 @@ def make_dataset(cache: Path, name: str = "tiny", n: int = 80, seed: int = 0, st
         spec, sids, rows = all_stores[eid]
         write_store(cache, name, eid, spec, sids, rows)
     return posts
+
+
+def split_parts(cache: Path, n: int, seed: int, visual: str, text: str) -> dict:
+    """A tiny dataset's default chronological split as HeadData parts, with two stores."""
+    from heads import HeadData
+    from pipeline.splits import assign_split, parse_split
+    from pipeline.store import open_store
+
+    split = assign_split(make_dataset(cache, n=n, seed=seed), parse_split(None))
+    stores = {"visual": open_store("tiny", visual, cache), "text": open_store("tiny", text, cache)}
+    return {p: HeadData(split.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}

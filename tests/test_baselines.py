@@ -14,17 +14,11 @@ from heads.lightgbm import LightGBMHead
 from heads.svr import SVRHead
 from pipeline.errors import PipeError
 from pipeline.metrics import regression_metrics
-from pipeline.splits import assign_split, parse_split
-from pipeline.store import open_store
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    posts = tiny.make_dataset(cache, n=300, seed=1)
-    split = assign_split(posts, parse_split(None))
-    stores = {"visual": open_store("tiny", tiny.GRID, cache), "text": open_store("tiny", tiny.TOKENS, cache)}
-    return {p: HeadData(split.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
+    return tiny.split_parts(tmp_path_factory.mktemp("cache"), 300, 1, tiny.GRID, tiny.TOKENS)
 
 
 def _mse(head, data):

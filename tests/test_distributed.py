@@ -9,11 +9,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import torchvision
 from distributed import LocalCluster
 from typer.testing import CliRunner
 
-from _extract_data import image_posts, post, write_posts
+from _extract_data import image_posts, post, vgg16_features_weights, write_posts
 from extractors.pixels import Pixels, PixelsConfig
 from pipeline.cli import _load_commands, app
 from pipeline.errors import PipeError
@@ -34,13 +33,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    """A features-only VGG16 state dict scaled so pool5 stays near 1 (float16 steps of ~1e-4 there)."""
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items() if k.startswith("features.")}
-    g = torch.Generator().manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "vgg16-features.pt"
-    torch.save({k: torch.randn(s, generator=g) * 0.025 for k, s in shapes.items()}, path)
-    return str(path)
+    """Scaled so pool5 stays near 1 (float16 steps of ~1e-4 there)."""
+    return vgg16_features_weights(tmp_path_factory.mktemp("weights") / "vgg16-features.pt", 0.025)
 
 
 def _dataset(cache: Path, n: int) -> list[dict]:

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-import torch
-import torchvision
 from typer.testing import CliRunner
 
-from _extract_data import image_posts, pipe, write_posts
+from _extract_data import image_posts, pipe, vgg16_features_weights, write_posts
 from pipeline.cli import _load_commands, app
 from pipeline.extract import build_extractor, run_extract
 from pipeline.store import FeatureStore, store_lock
@@ -23,13 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> str:
-    """A features-only VGG16 state dict: loading it is much quicker than a random init in every process."""
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items() if k.startswith("features.")}
-    g = torch.Generator().manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "vgg16-features.pt"
-    torch.save({k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}, path)
-    return str(path)
+    return vgg16_features_weights(tmp_path_factory.mktemp("weights") / "vgg16-features.pt", 0.05)
 
 
 def _args(cache: Path, weights: str, *extra: str) -> list[str]:

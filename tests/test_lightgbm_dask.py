@@ -5,20 +5,13 @@ import numpy as np
 import pytest
 
 import _tiny_data as tiny
-from heads import HeadData
 from heads.lightgbm import LightGBMHead, _valid_sq_errors
 from pipeline.errors import PipeError
-from pipeline.splits import assign_split, parse_split
-from pipeline.store import open_store
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    posts = tiny.make_dataset(cache, n=240, seed=3)
-    split = assign_split(posts, parse_split(None))
-    stores = {"visual": open_store("tiny", tiny.GRID, cache), "text": open_store("tiny", tiny.TEXTVEC, cache)}
-    return {p: HeadData(split.filter(split["split"] == p).drop("split"), stores) for p in ("train", "valid", "test")}
+    return tiny.split_parts(tmp_path_factory.mktemp("cache"), 240, 3, tiny.GRID, tiny.TEXTVEC)
 
 
 def test_trains_on_a_local_cluster_and_round_trips(parts, tmp_path):

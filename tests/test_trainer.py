@@ -12,13 +12,7 @@ from pipeline.errors import PipeError
 from pipeline.trainer import Prefetcher, Source, Trainer, TrainConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread (two OpenMP threads on a busy 2-core machine run ~10x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Linear(nn.Module):

@@ -20,13 +20,7 @@ M, C, L, VOCAB, USERS = 4, 8, 50, 20, 4
 SMALL = dict(dim=16, batch_size=32, eval_every=10, patience=4, lr=3e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one torch thread (two OpenMP threads on a busy 2-core machine run ~10x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted(root, n=240, seed=0, no_image=10, vocab_artifact=True) -> HeadData:
