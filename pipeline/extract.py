@@ -55,7 +55,7 @@ class RunOptions:
     """How to run an extraction; none of it changes the output (nor the extractor id)."""
 
     batch_size: int | None = None  # inputs per forward pass; None: 32 on CPU, 256 on CUDA (halved on out-of-memory)
-    shard_size: int = 512  # posts per shard: the unit of work, of resume and of dask tasks
+    shard_size: int | None = None  # posts per shard (unit of work, resume, dask task); None: 512 images, 8192 texts
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     num_workers: int | None = None  # image-decoding processes; None: min(8, CPUs - 1), at least 1 (0 in dask workers)
     retry_failed: bool = False  # try recorded failures again even if their input is unchanged
@@ -372,9 +372,11 @@ def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptio
         else:
             todo.append((pid, x))
     first = writer.next_index()
+    # Text rows are small and cheap: bigger shards keep the per-shard fsync off the critical path.
+    size = opts.shard_size or (512 if ex.modality == "image" else 8192)
     tasks = [
         ShardTask(first + k, [p for p, _ in chunk], [x for _, x in chunk])
-        for k, chunk in enumerate(todo[i : i + opts.shard_size] for i in range(0, len(todo), opts.shard_size))
+        for k, chunk in enumerate(todo[i : i + size] for i in range(0, len(todo), size))
     ]
     return Plan(tasks, skipped, skipped_failed, no_image)
 

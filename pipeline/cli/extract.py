@@ -24,7 +24,7 @@ def extract(
     max_features: Optional[int] = typer.Option(None, "--max-features", help="tfidf / bow: vocabulary cap (2000)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other extractor config field, key=value (repeatable)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per forward pass (32 on CPU, 256 on CUDA; halved on GPU out-of-memory)."),
-    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Posts per shard, the unit of resume (512)."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Posts per shard, the unit of resume (512 for images, 8192 for texts)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (auto)."),
     decode: Optional[str] = typer.Option(None, "--decode", help="auto (JPEGs decoded and resized on the GPU under CUDA), cpu or device."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="CUDA: bfloat16/float16 autocast (default) or float32."),
