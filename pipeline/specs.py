@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("grid", "vector", "tokens", "pixels")
@@ -41,7 +41,3 @@ def config_hash(identity: dict[str, Any], n: int = 8) -> str:
 def make_extractor_id(name: str, parts: list[str], identity: dict[str, Any]) -> str:
     """`vgg16-pool5-448-1a2b3c4d`: registry name, readable parts, then the content hash."""
     return "-".join([name, *[str(p) for p in parts if p not in (None, "")], config_hash(identity)])
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)
