@@ -99,16 +99,24 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def parse_sets(items: list[str] | None) -> dict[str, str]:
+    """`--set key=value` items -> {key: raw value}; dashes in keys read as underscores."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, eq, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise PipeError(f"--set {item!r}: expected key=value")
+        out[key] = raw
+    return out
+
+
 def build_config(head_name: str, config_cls: type, sets: list[str] | None = None,
                  ablate: list[str] | None = None) -> Any:
     """The head's Config with `key=value` overrides and ablations; PipeError on bad input."""
     types_ = field_types(config_cls)
     kwargs: dict[str, Any] = {}
-    for item in sets or []:
-        key, eq, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or not key:
-            raise PipeError(f"--set {item!r}: expected key=value")
+    for key, raw in parse_sets(sets).items():
         if key not in types_:
             raise PipeError(f"--set {key}: head {head_name!r} has no such setting; valid keys: {', '.join(types_)}")
         try:

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.cli.app import CacheOpt, app, friendly
-from pipeline.errors import PipeError
 
 
 @app.command()
@@ -38,13 +37,9 @@ def extract(
 ) -> None:
     """Extract features of every post not yet in the store (a rerun resumes; changed inputs are redone)."""
     from pipeline.extract import build_extractor, run_extract  # torch import only when extracting
+    from pipeline.headconfig import parse_sets
 
-    sets = {}
-    for item in set_ or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise PipeError(f"--set {item!r}: expected key=value")
-        sets[key.strip()] = value
+    sets = parse_sets(set_)
     named = {"layer": layer, "image_size": image_size, "weights": weights, "model": model, "max_features": max_features}
     ex = build_extractor(backbone, **{**sets, **{k: v for k, v in named.items() if v is not None}})
     r = run_extract(
