@@ -123,8 +123,8 @@ def measure(key: str, device: str, images: int | None, batch: int | None, work: 
     import torch
 
     import extractors
+    from pipeline.data.ingest import ingest
     from pipeline.extract import RunOptions, build_extractor, run_extract
-    from pipeline.posts import ingest
 
     extractors.names()  # `pipe extract` imports every registered extractor's module
     name, over, cpu_batch, cpu_batches = BACKBONES[key]
@@ -175,7 +175,7 @@ def _bare(ex, name: str, device: str, paths: list[str], texts: list[str], batch:
     import torch
 
     from pipeline import gpu
-    from pipeline.images import load_image
+    from pipeline.extract.images import load_image
 
     def timed(step) -> float:
         t = time.perf_counter()

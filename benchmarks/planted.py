@@ -15,12 +15,12 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.data.ingest import ingest
+from pipeline.data.synth import SynthConfig, synth
 from pipeline.demo import DemoOptions, extract_vgg16
 from pipeline.extract import build_extractor, run_extract
-from pipeline.posts import ingest
-from pipeline.runs import load_run
-from pipeline.synth import SynthConfig, synth
-from pipeline.training import TrainOptions, train
+from pipeline.train.run import TrainOptions, train
+from pipeline.train.rundir import load_run
 
 # CPU-sized trainer settings, the same for UHAN and its ablations (and the other torch heads).
 TORCH = ["dim=256", "batch_size=64", "eval_every=16", "patience=15", "max_steps=800", "lr=0.0003", "threads=1"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.specs import FeatureSpec
+from pipeline.core.specs import FeatureSpec
 from pipeline.store import FeatureStore, StoreWriter
 
 SHAPE = (196, 512)

@@ -36,9 +36,9 @@ import torch
 from heads.base import HeadData
 from heads.encoders import UserVocab
 from heads.uhan import UHAN
-from pipeline.specs import FeatureSpec
+from pipeline.core.specs import FeatureSpec
 from pipeline.store import FeatureStore, StoreWriter
-from pipeline.trainer import Trainer
+from pipeline.train.loop import Trainer
 
 GRID = (196, 512)
 L = 50

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from extractors.base import Extractor
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 _registry: Registry[Extractor] = Registry("extractors", "backbone")
 REGISTRY = _registry.classes

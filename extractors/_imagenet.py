@@ -15,11 +15,17 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from extractors._weights import (download_failed, file_fingerprint, random_fingerprint, read_state_dict, seeded,
-                                 weights_file)
+from extractors._weights import (
+    download_failed,
+    file_fingerprint,
+    random_fingerprint,
+    read_state_dict,
+    seeded,
+    weights_file,
+)
 from extractors.base import Extractor
-from pipeline import gpu
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
+from pipeline.nn.device import images_to_device, prepare_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,7 +97,7 @@ class ImageNetCNN(Extractor):
 
     def install(self, model: nn.Module, device: str, channels_last: bool | None = None) -> None:
         self.device = device
-        self.model = gpu.prepare_model(model, device, channels_last=channels_last)
+        self.model = prepare_model(model, device, channels_last=channels_last)
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
@@ -111,5 +117,5 @@ class ImageNetCNN(Extractor):
         """(B, 3, s, s) uint8 on any device -> float on the model's device, ImageNet mean/std."""
         if self.model is None:
             raise PipeError(f"{self.name}: call load(device) before forward")
-        x = gpu.to_device(batch, self.device).div_(255)
+        x = images_to_device(batch, self.device).div_(255)
         return (x - self._mean) / self._std  # (B, 3, s, s)

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from extractors.base import Extractor
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 
 ARTIFACT = "vocabulary.json"
 

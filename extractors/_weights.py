@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import torch
 
-from pipeline.errors import PipeError
-from pipeline.store import sha256_file
+from pipeline.core.errors import PipeError
+from pipeline.core.io import sha256_file
 
 
 @lru_cache(maxsize=16)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.specs import FeatureSpec, make_extractor_id
+from pipeline.core.specs import FeatureSpec, make_extractor_id
 
 
 class Extractor(ABC):

@@ -28,12 +28,11 @@ from torchvision.transforms import CenterCrop, Compose, Normalize, Resize, ToTen
 from torchvision.transforms.v2 import functional as F
 
 from extractors import register
-from extractors._weights import (download_failed, file_fingerprint, random_fingerprint, seeded,
-                                 weights_file)
+from extractors._weights import download_failed, file_fingerprint, random_fingerprint, seeded, weights_file
 from extractors.base import Extractor
-from pipeline import gpu
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
+from pipeline.nn.device import images_to_device, prepare_model
 
 OUTPUTS = ("embedding", "grid")
 TEXT_BATCH = 256  # texts per encode_text call: bounds memory on a 512-post shard
@@ -131,7 +130,7 @@ class _Clip(Extractor):
 
     def load(self, device: str) -> None:
         self.device = device
-        self.model = gpu.prepare_model(self._build(), device)  # channels_last on CUDA (the patch convolution)
+        self.model = prepare_model(self._build(), device)  # channels_last on CUDA (the patch convolution)
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers only preprocess; never ship the model to them.
@@ -231,7 +230,7 @@ class Clip(_Clip):
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         model = self._require_model()
         with torch.inference_mode():
-            x = gpu.to_device(batch, self.device).div_(255)
+            x = images_to_device(batch, self.device).div_(255)
             x = (x - self._mean) / self._std  # (B, 3, H, W), as ToTensor + Normalize give
             if self.config.output == "grid":
                 _, tokens = model.visual(x)  # (B, grid², width), e.g. (B, 49, 768)

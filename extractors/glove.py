@@ -18,8 +18,8 @@ import numpy as np
 from extractors import register
 from extractors._weights import file_sha256
 from extractors.base import Extractor
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 
 WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punctuation dropped
 

@@ -24,8 +24,8 @@ from torchvision.models.inception import Inception3
 
 from extractors import register
 from extractors._imagenet import ImageNetCNN
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 
 # Part of the id: a change here changes every output, so it must change the hash too.
 PREPROCESSING = "resize-square-bilinear-antialias/uint8/imagenet-mean-std/transform_input"

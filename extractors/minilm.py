@@ -16,8 +16,8 @@ import numpy as np
 
 from extractors import register
 from extractors.base import Extractor
-from pipeline.specs import FeatureSpec
-from pipeline.store import sha256_file
+from pipeline.core.io import sha256_file
+from pipeline.core.specs import FeatureSpec
 
 DIM = 384  # all-MiniLM-L6-v2 sentence embedding width
 

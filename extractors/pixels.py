@@ -15,8 +15,8 @@ from torchvision.transforms.v2 import functional as F
 
 from extractors import register
 from extractors.base import Extractor
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 
 
 @dataclass

@@ -24,8 +24,8 @@ import numpy as np
 
 from extractors import register
 from extractors.base import Extractor
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 
 ARTIFACT = "vocab.json"
 PAD, UNK = 0, 1

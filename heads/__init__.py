@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from heads.base import Head, HeadData, Role
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 _registry: Registry[Head] = Registry("heads", "head")
 REGISTRY = _registry.classes

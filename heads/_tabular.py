@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 
 from heads.base import Head, HeadData, Role
-from pipeline.errors import PipeError
-from pipeline.posts import user_feature_columns
+from pipeline.core.errors import PipeError
+from pipeline.data.contract import user_feature_columns
 
 CHUNK = 2048  # posts read from a store at a time: bounds memory for 196x512 grids
 

@@ -21,7 +21,7 @@ from heads import register
 from heads.base import Role
 from heads.encoders import UserEncoder, VisualInput, masked_mean
 from heads.torch_head import VisualTextHead
-from pipeline.trainer import TrainConfig
+from pipeline.train.loop import TrainConfig
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import nn
 from heads import register
 from heads.encoders import UserEncoder, VisualInput, attend
 from heads.torch_head import VisualTextHead
-from pipeline.trainer import TrainConfig
+from pipeline.train.loop import TrainConfig
 
 
 @dataclass

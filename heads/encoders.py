@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import PipeError
-from pipeline.store import FeatureStore, StoreError
+from pipeline.core.errors import PipeError, StoreError
+from pipeline.store import FeatureStore
 
 PAD, UNK = 0, 1  # token ids fixed by the tokens extractor
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from heads import register
 from heads.base import Head, HeadData, Role
-from pipeline.headconfig import config_from_dict, config_to_dict
+from pipeline.core.config import config_from_dict, config_to_dict
 
 
 @register

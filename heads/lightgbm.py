@@ -28,9 +28,8 @@ import polars as pl
 from heads import register
 from heads._tabular import ABLATIONS, TabularFeatures, TabularHead
 from heads.base import HeadData
-from pipeline.errors import PipeError
-from pipeline.headconfig import config_from_dict, config_to_dict
-
+from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.errors import PipeError
 
 
 @register
@@ -127,7 +126,7 @@ class LightGBMHead(TabularHead):
         import dask.array as da
         from lightgbm.dask import DaskLGBMRegressor
 
-        from pipeline.distributed import dask_client
+        from pipeline.core.cluster import dask_client
 
         c = self.config
         if c.partition_rows < 1:

@@ -27,9 +27,8 @@ from sklearn.svm import SVR
 from heads import register
 from heads._tabular import ABLATIONS, CHUNK, TabularFeatures, TabularHead
 from heads.base import HeadData
-from pipeline.errors import PipeError
-from pipeline.headconfig import config_from_dict, config_to_dict
-
+from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.errors import PipeError
 
 
 @register

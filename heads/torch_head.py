@@ -24,8 +24,9 @@ from torch import nn
 
 from heads.base import Head, HeadData, Role
 from heads.encoders import UserVocab
-from pipeline.errors import PipeError
-from pipeline.trainer import Source, Trainer, TrainConfig, resolve_device
+from pipeline.core.device import resolve_device
+from pipeline.core.errors import PipeError
+from pipeline.train.loop import Source, TrainConfig, Trainer
 
 META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
 

@@ -37,7 +37,7 @@ from torch import nn
 from heads import register
 from heads.encoders import UserEncoder, VisualInput, attend, masked_mean, masked_softmax
 from heads.torch_head import VisualTextHead
-from pipeline.trainer import TrainConfig
+from pipeline.train.loop import TrainConfig
 
 ABLATIONS = ("intra", "inter", "shortcut", "user", "visual", "text")
 

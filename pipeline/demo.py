@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 # CPU-sized trainer settings: the paper's protocol (eval every 64 batches, patience 20)
 # needs far more steps than a few-minute demo allows.
@@ -48,10 +48,10 @@ def extract_vgg16(dataset: str, opts: DemoOptions, cache: Path, say: Callable[[s
 
 def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> list[Path]:
     """Steps 1-4; returns the run folders it trained."""
+    from pipeline.data.ingest import ingest
+    from pipeline.data.synth import synth
     from pipeline.extract import build_extractor, run_extract
-    from pipeline.posts import ingest
-    from pipeline.synth import synth
-    from pipeline.training import TrainOptions, train
+    from pipeline.train.run import TrainOptions, train
 
     w = opts.workdir
     cache, runs = w / "cache", w / "runs"
@@ -75,8 +75,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> list[Path]:
 
 def score_new(opts: DemoOptions, run_dir: Path, say: Callable[[str], None]) -> None:
     """Score posts the run has never seen (new synth seed) with the run's exact extractors."""
-    from pipeline.scoring import score
-    from pipeline.synth import synth
+    from pipeline.data.synth import synth
+    from pipeline.score import score
 
     w = opts.workdir
     new_file = synth(w / "new", max(40, opts.posts // 10), image_size=opts.image_size, seed=opts.seed + 1)

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from pipeline import paths
+from pipeline.core import paths
 
 SCHEMA = {
     "post_id": pl.Utf8, "user_id": pl.Utf8, "posted_at": pl.Datetime("us", "UTC"), "image": pl.Utf8,

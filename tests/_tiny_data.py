@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import paths
-from pipeline.specs import FeatureSpec
+from pipeline.core import paths
+from pipeline.core.specs import FeatureSpec
 from pipeline.store import StoreWriter
 
 GRID = "vgg16-pool5-64-aaaa1111"
@@ -87,7 +87,7 @@ def make_dataset(cache: Path, name: str = "tiny", n: int = 80, seed: int = 0, st
 def split_parts(cache: Path, n: int, seed: int, visual: str, text: str) -> dict:
     """A tiny dataset's default chronological split as HeadData parts, with two stores."""
     from heads import HeadData
-    from pipeline.splits import assign_split, parse_split
+    from pipeline.data.splits import assign_split, parse_split
     from pipeline.store import open_store
 
     split = assign_split(make_dataset(cache, n=n, seed=seed), parse_split(None))

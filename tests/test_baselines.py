@@ -1,19 +1,19 @@
 """The classic baselines: hisave, svr, lightgbm, and their shared feature table."""
 from __future__ import annotations
 
+import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.svm import SVR
 
-import _tiny_data as tiny
 from heads import HeadData
 from heads._tabular import TabularFeatures, token_stats
 from heads.hisave import HisAve
 from heads.lightgbm import LightGBMHead
 from heads.svr import SVRHead
-from pipeline.errors import PipeError
-from pipeline.metrics import regression_metrics
+from pipeline.core.errors import PipeError
+from pipeline.train.metrics import regression_metrics
 
 
 @pytest.fixture(scope="module")

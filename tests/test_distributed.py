@@ -9,16 +9,19 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _extract_data import image_posts, post, vgg16_features_weights, write_posts
 from distributed import LocalCluster
 from typer.testing import CliRunner
 
-from _extract_data import image_posts, post, vgg16_features_weights, write_posts
 from extractors.pixels import Pixels, PixelsConfig
 from pipeline.cli import _load_commands, app
-from pipeline.errors import PipeError
-from pipeline.extract import RunOptions, ShardResult, build_extractor, run_extract, write_result
-from pipeline.specs import FeatureSpec
-from pipeline.store import FeatureStore, StoreError, read_failures, sha256_file, verify_store
+from pipeline.core.errors import PipeError, StoreError
+from pipeline.core.io import sha256_file
+from pipeline.core.specs import FeatureSpec
+from pipeline.extract import RunOptions, build_extractor, run_extract
+from pipeline.extract.options import ShardResult
+from pipeline.extract.writer import write_result
+from pipeline.store import FeatureStore, read_failures, verify_store
 
 _load_commands()
 runner = CliRunner()

@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 import torch
 import torchvision
+from _extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 from torchvision import transforms as T
 from typer.testing import CliRunner
 
-from _extract_data import image_posts, post, save_image, write_posts
 from extractors._weights import seeded
 from pipeline.cli import _load_commands, app
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 from pipeline.extract import build_extractor, extractor_from_store, run_extract
 from pipeline.store import FeatureStore, read_failures, verify_store
 
@@ -254,7 +254,7 @@ def test_set_reaches_any_config_field_with_its_type(tmp_path):
 def test_progress_plain_lines_off_a_terminal_and_quiet():
     import io
 
-    from pipeline.progress import Progress
+    from pipeline.core.progress import Progress
 
     buf = io.StringIO()
     with Progress(4, label="extract x", interval=0, stream=buf) as p:

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import extractors
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 TEXTS = [
     "Sunset over the lake, golden light",

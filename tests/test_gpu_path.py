@@ -8,13 +8,13 @@ import io
 import numpy as np
 import pytest
 import torch
+from _extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 
-from _extract_data import image_posts, post, save_image, write_posts
-from pipeline import gpu
-from pipeline.errors import PipeError
-from pipeline.extract import RunOptions, build_extractor, run_extract
-from pipeline.posts import load_posts
+from pipeline.core.errors import PipeError
+from pipeline.data.contract import load_posts
+from pipeline.extract import RunOptions, build_extractor, reader, run_extract
+from pipeline.nn import device as nn_device
 from pipeline.store import FeatureStore, read_failures
 
 
@@ -28,20 +28,20 @@ def _jpeg(mode: str = "RGB", size: tuple[int, int] = (40, 30), **save: object) -
 
 def _rotated_jpeg() -> bytes:
     exif = Image.Exif()
-    exif[gpu.EXIF_ORIENTATION] = 6  # rotate 90: PIL's exif_transpose turns it, nvjpeg would not
+    exif[reader.EXIF_ORIENTATION] = 6  # rotate 90: PIL's exif_transpose turns it, nvjpeg would not
     return _jpeg(exif=exif.tobytes())
 
 
 def test_only_plain_complete_jpegs_go_to_the_device():
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, "PNG")
-    assert gpu.device_decodable(_jpeg())
-    assert gpu.device_decodable(_jpeg("L"))  # grey decodes to RGB on the device as in PIL
-    assert not gpu.device_decodable(_jpeg("CMYK"))
-    assert not gpu.device_decodable(_rotated_jpeg())
-    assert not gpu.device_decodable(_jpeg()[:-40])  # truncated: the CPU path names it
-    assert not gpu.device_decodable(png.getvalue())
-    assert not gpu.device_decodable(b"\xff\xd8\xff\xe0 not really a jpeg\xff\xd9")
+    assert reader.device_decodable(_jpeg())
+    assert reader.device_decodable(_jpeg("L"))  # grey decodes to RGB on the device as in PIL
+    assert not reader.device_decodable(_jpeg("CMYK"))
+    assert not reader.device_decodable(_rotated_jpeg())
+    assert not reader.device_decodable(_jpeg()[:-40])  # truncated: the CPU path names it
+    assert not reader.device_decodable(png.getvalue())
+    assert not reader.device_decodable(b"\xff\xd8\xff\xe0 not really a jpeg\xff\xd9")
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_decode_batch_falls_back_to_the_cpu_per_image():
             ("b", torch.frombuffer(bytearray(broken), dtype=torch.uint8), "s2", None, "jpeg"),
             ("r", torch.zeros(3, 32, 32, dtype=torch.uint8), "s3", None, "ready"),
             ("m", None, "missing", "missing file: x", "failed")]
-    out = gpu.decode_batch(ex, gpu.collate_raw(rows), "cpu")
+    out = reader.decode_batch(ex, reader.collate_raw(rows), "cpu")
     assert out["ids"] == ["g", "r"] and out["sources"] == ["s1", "s3"]
     assert out["x"].shape == (2, 3, 32, 32) and out["x"].dtype == torch.uint8
     assert [f[0] for f in out["failures"]] == ["m", "b"] and out["failures"][1][2] == "s2"
@@ -106,7 +106,7 @@ def test_batch_halves_on_out_of_memory_and_stays_halved():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return x.numpy() * 2
 
-    fit = gpu.FittedBatch(8)
+    fit = nn_device.FittedBatch(8)
     x = torch.arange(10.0)
     np.testing.assert_array_equal(fit(forward, x), x.numpy() * 2)
     assert fit.size == 2 and calls[:3] == [8, 4, 2]
@@ -114,23 +114,23 @@ def test_batch_halves_on_out_of_memory_and_stays_halved():
     fit(forward, torch.arange(5.0))
     assert calls == [2, 2, 1]  # later batches start from the fitted size
     with pytest.raises(PipeError, match="batch size 1"):
-        gpu.FittedBatch(1)(lambda x: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")), x)
+        nn_device.FittedBatch(1)(lambda x: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("oom")), x)
 
 
 def test_cpu_defaults_are_unchanged():
-    assert gpu.amp_dtype("cpu") is None
-    with gpu.autocast("cpu"):
+    assert nn_device.amp_dtype("cpu") is None
+    with nn_device.autocast("cpu"):
         assert torch.get_autocast_dtype("cpu") is not None and not torch.is_autocast_enabled("cuda")
     ex = build_extractor("vgg16", image_size=32, weights="random")
-    assert not gpu.decodes_on_device(ex, "cpu", "auto") and gpu.decodes_on_device(ex, "cuda", "auto")
-    assert not gpu.decodes_on_device(build_extractor("pixels"), "cuda", "auto")  # preprocess takes PIL only
-    assert not gpu.decodes_on_device(ex, "cuda", "cpu")
+    assert not reader.decodes_on_device(ex, "cpu", "auto") and reader.decodes_on_device(ex, "cuda", "auto")
+    assert not reader.decodes_on_device(build_extractor("pixels"), "cuda", "auto")  # preprocess takes PIL only
+    assert not reader.decodes_on_device(ex, "cuda", "cpu")
     opts = RunOptions()
     assert (opts.resolved_batch_size("cpu"), opts.resolved_batch_size("cuda:1")) == (32, 256)
     assert RunOptions(batch_size=8).resolved_batch_size("cuda") == 8
     with pytest.raises(PipeError, match="decode"):
         RunOptions(decode="gpu")
-    model = gpu.prepare_model(torch.nn.Conv2d(3, 4, 3).train(), "cpu")
+    model = nn_device.prepare_model(torch.nn.Conv2d(3, 4, 3).train(), "cpu")
     assert not model.training and model.weight.is_contiguous()  # no channels_last on CPU unless asked
-    x = gpu.to_device(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "cpu")
+    x = nn_device.images_to_device(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "cpu")
     assert x.dtype == torch.float32 and x.is_contiguous()

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest
 
-import _tiny_data as tiny
 import heads
 from heads.base import HeadData
-from pipeline.headconfig import build_config
-from pipeline.splits import assign_split, parse_split
-from pipeline.training import resolve_roles
+from pipeline.core.config import build_config
+from pipeline.data.splits import assign_split, parse_split
+from pipeline.train.roles import resolve_roles
 
 TINY = {"max_steps": "6", "eval_every": "2", "patience": "2", "batch_size": "16", "device": "cpu", "dim": "16",
         "n_estimators": "20", "n_jobs": "1", "max_train_rows": "60", "min_child_samples": "5"}

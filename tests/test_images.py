@@ -1,4 +1,4 @@
-"""pipeline/images.py: every bad file becomes a reason, every odd but valid one RGB."""
+"""pipeline/extract/images.py: every bad file becomes a reason, every odd but valid one RGB."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.images import MISSING, ImageError, decode_image, fingerprint_file, load_image
+from pipeline.core.errors import ImageError
+from pipeline.extract.images import MISSING, decode_image, fingerprint_file, load_image
 
 
 def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.cli as cli
-from pipeline.posts import load_posts
+from pipeline.data.contract import load_posts
 
 cli._load_commands()
 runner = CliRunner()

@@ -1,12 +1,12 @@
 """LightGBM through lightgbm.dask on a 2-worker local cluster: the table built per partition on the workers."""
 from __future__ import annotations
 
+import _tiny_data as tiny
 import numpy as np
 import pytest
 
-import _tiny_data as tiny
 from heads.lightgbm import LightGBMHead, _valid_sq_errors
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_unreachable_scheduler_is_a_clear_error(parts):
 
 
 def test_train_plumbing(tmp_path):
-    from pipeline.training import TrainOptions, train
+    from pipeline.train.run import TrainOptions, train
 
     cache = tmp_path / "cache"
     tiny.make_dataset(cache, n=40)

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from pipeline.errors import PipeError
-from pipeline.posts import (CONTRACT, PostsError, ingest, load_posts, parse_timestamps, post_text, read_posts_file,
-                            user_feature_columns)
+from pipeline.core.errors import PipeError, PostsError
+from pipeline.data.contract import CONTRACT, load_posts, parse_timestamps, post_text, user_feature_columns
+from pipeline.data.ingest import ingest, read_posts_file
 
 HEADER = "post_id,user_id,posted_at,score\n"
 

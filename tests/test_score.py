@@ -11,12 +11,13 @@ from typer.testing import CliRunner
 from heads.hisave import HisAve
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
+from pipeline.data.contract import load_posts
+from pipeline.data.ingest import ingest
+from pipeline.data.synth import synth
 from pipeline.extract import build_extractor, run_extract
-from pipeline.posts import ingest, load_posts
-from pipeline.scoring import score
-from pipeline.synth import synth
-from pipeline.training import TrainOptions, train
+from pipeline.score import score
+from pipeline.train.run import TrainOptions, train
 
 _load_commands()
 EXTRACT = dict(quiet=True, num_workers=0, device="cpu")

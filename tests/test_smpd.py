@@ -8,7 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.cli as cli
-from pipeline.posts import PostsError, load_posts, read_posts_file, user_feature_columns
+from pipeline.core.errors import PostsError
+from pipeline.data.contract import load_posts, user_feature_columns
+from pipeline.data.ingest import read_posts_file
 
 POSTS = [  # (Uid, Pid, Postdate, label, Title, Alltags, Category, Subcategory, Concept)
     ("59@N75", "775", 1446016778, 11.18, "Morning light", "sun  sky lake", "Travel", "Lake", "lake"),

@@ -1,12 +1,12 @@
 """Splits: chronological order, fractions, the UHAN variant, determinism, bad input."""
 from __future__ import annotations
 
-import pytest
 import polars as pl
-
+import pytest
 from _tiny_data import make_posts
-from pipeline.errors import PipeError
-from pipeline.splits import assign_split, parse_split
+
+from pipeline.core.errors import PipeError
+from pipeline.data.splits import assign_split, parse_split
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.specs import FeatureSpec
-from pipeline.store import FeatureStore, StoreError, StoreLocked, StoreWriter, store_lock, verify_store
+from pipeline.core.errors import StoreError, StoreLocked
+from pipeline.core.specs import FeatureSpec
+from pipeline.store import FeatureStore, StoreWriter, store_lock, verify_store
 
 SPEC = FeatureSpec("grid", (4, 3), "float16")
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from pipeline.posts import read_posts_file
-from pipeline.synth import SIGNAL_WORDS, SynthConfig, synth
+from pipeline.data.ingest import read_posts_file
+from pipeline.data.synth import SIGNAL_WORDS, SynthConfig, synth
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 import pytest
-
 from _extract_data import post, write_posts
+
 from extractors.tokens import Tokens, TokensConfig, words
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 from pipeline.extract import build_extractor, extractor_from_store, run_extract
 from pipeline.store import FeatureStore, verify_store
 

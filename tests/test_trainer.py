@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import PipeError
-from pipeline.trainer import Prefetcher, Source, Trainer, TrainConfig
-
+from pipeline.core.errors import PipeError
+from pipeline.train.loop import Prefetcher, Source, TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,8 @@ import heads
 from heads.base import HeadData
 from heads.encoders import TextEncoder, UserVocab, known_tokens, text_vocab_size
 from heads.uhan import UHAN, UHANModel
-from pipeline.errors import PipeError
-from pipeline.specs import FeatureSpec
+from pipeline.core.errors import PipeError
+from pipeline.core.specs import FeatureSpec
 from pipeline.store import FeatureStore, StoreWriter
 
 M, C, L, VOCAB, USERS = 4, 8, 50, 20, 4

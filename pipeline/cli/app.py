@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Predict social media popularity from cached deep features.")
 console = Console(stderr=True)

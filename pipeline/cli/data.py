@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pipeline.cli.app import CacheOpt, app, console, friendly
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 
 @app.command("synth")
@@ -20,8 +20,8 @@ def synth_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed; the same seed gives the same files (default 0)."),
     users: Optional[int] = typer.Option(None, "--users", help="Number of users (default 24; fewer below 960 posts)."),
 ) -> None:
-    """Write a synthetic dataset with planted signals (see pipeline/synth.py for the design)."""
-    from pipeline.synth import DEFAULT_POSTS, SynthConfig, synth
+    """Write a synthetic dataset with planted signals (see pipeline/data/synth.py for the design)."""
+    from pipeline.data.synth import DEFAULT_POSTS, SynthConfig, synth
 
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
     if users is not None:
@@ -49,7 +49,7 @@ def ingest_cmd(
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Validate a posts file and write the dataset's posts table (replacing an older one)."""
-    from pipeline.posts import ingest
+    from pipeline.data.ingest import ingest
 
     if min_words is not None and min_words < 0:
         raise PipeError(f"--min-words must be >= 0 (got {min_words})")

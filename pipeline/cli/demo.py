@@ -22,7 +22,8 @@ def demo(
     """synth -> ingest -> extract (vgg16, tokens) -> train hisave, lightgbm, uhan -> evaluate -> score."""
     from pipeline.cli.train import comparison_table
     from pipeline.demo import DemoOptions, run_demo, score_new
-    from pipeline.runs import comparison_rows, load_run, write_comparison
+    from pipeline.evaluate.compare import comparison_rows, write_comparison
+    from pipeline.train.rundir import load_run
 
     given = {"workdir": workdir, "posts": posts, "image_size": image_size, "weights": weights}
     opts = DemoOptions(**{k: v for k, v in given.items() if v is not None})

@@ -36,8 +36,8 @@ def extract(
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Extract features of every post not yet in the store (a rerun resumes; changed inputs are redone)."""
+    from pipeline.core.config import parse_sets
     from pipeline.extract import build_extractor, run_extract  # torch import only when extracting
-    from pipeline.headconfig import parse_sets
 
     sets = parse_sets(set_)
     named = {"layer": layer, "image_size": image_size, "weights": weights, "model": model, "max_features": max_features}

@@ -25,7 +25,7 @@ def score(
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Ingest a posts file, extract only what is not cached with the run's exact extractors, predict, write scores."""
-    from pipeline.scoring import score as run_score
+    from pipeline.score import score as run_score
 
     say = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
     rep = run_score(run, posts, out, dataset=dataset, cache=cache, runs=runs, fmt=fmt or "auto", say=say,

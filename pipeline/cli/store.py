@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import paths
 from pipeline.cli.app import CacheOpt, app, console, friendly
+from pipeline.core import paths
 from pipeline.store import FeatureStore, Manifest, list_stores, read_failures, resolve_store, store_lock, verify_store
 
 store_app = typer.Typer(help="Inspect, verify and remove feature stores.", no_args_is_help=True)

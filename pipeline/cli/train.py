@@ -8,11 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import paths
 from pipeline.cli.app import CacheOpt, RunsOpt, app, console, friendly
-from pipeline.errors import PipeError
-from pipeline.metrics import METRICS
-from pipeline.runs import Run, comparison_rows, load_run, mean_pm_std, write_comparison
+from pipeline.core import paths
+from pipeline.core.errors import PipeError
+from pipeline.evaluate.compare import comparison_rows, mean_pm_std, write_comparison
+from pipeline.train.metrics import METRICS
+from pipeline.train.rundir import Run, load_run
 
 
 def _role_choices(visual: Optional[str], text: Optional[str], roles: Optional[list[str]]) -> dict[str, str]:
@@ -48,8 +49,8 @@ def train(
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Train a head on cached features; writes config, log, model, predictions and metrics to a run folder."""
-    from pipeline.training import TrainOptions
-    from pipeline.training import train as run_training
+    from pipeline.train.run import TrainOptions
+    from pipeline.train.run import train as run_training
 
     opts = TrainOptions(
         dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),

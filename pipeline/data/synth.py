@@ -55,7 +55,7 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 DEFAULT_POSTS = 1500
 # (name, RGB colour, shape, texture)

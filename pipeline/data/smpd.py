@@ -28,16 +28,12 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.postfiles import LINE, RawPosts, json_column
+from pipeline.core.errors import PostsError
+from pipeline.data.raw import LINE, RawPosts, json_column
 
 SPLITS = ("train", "test")
 _ALIASES = {"tile": "title"}
 _OFFSET = re.compile(r"^\s*([+-])(\d{1,2}):?(\d{2})\s*$")
-
-
-def _err(msg: str) -> Exception:
-    from pipeline.posts import PostsError
-    return PostsError(msg)
 
 
 def is_smpd_dir(path: Path) -> bool:
@@ -64,7 +60,7 @@ def _load_records(path: Path) -> pl.DataFrame:
         try:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as e:
-            raise _err(f"{path}: invalid JSON ({e})") from None
+            raise PostsError(f"{path}: invalid JSON ({e})") from None
     if isinstance(data, dict):
         inner = next((data[k] for k in ("data", "records", "items") if isinstance(data.get(k), list)), None)
         if inner is not None:
@@ -77,7 +73,7 @@ def _load_records(path: Path) -> pl.DataFrame:
         else:
             data = [data]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise _err(f"{path}: expected a list of records (objects with Uid, Pid, ...)")
+        raise PostsError(f"{path}: expected a list of records (objects with Uid, Pid, ...)")
     rows = [{_ALIASES.get(str(k).strip().lower(), str(k).strip().lower()): v for k, v in r.items()} for r in data]
     keys = list(dict.fromkeys(k for r in rows for k in r))
     df = pl.DataFrame({k: json_column([r.get(k) for r in rows]) for k in keys}, strict=False)
@@ -97,7 +93,7 @@ def _attach(base: pl.DataFrame, t: pl.DataFrame, path: Path, by_user: bool = Fal
                          on="user_id", how="left", suffix="_dup")
     if t.height == base.height:
         return pl.concat([base, t.drop("uid", "pid", strict=False)], how="horizontal")
-    raise _err(f"{path}: cannot match its {t.height} records to the {base.height} image paths "
+    raise PostsError(f"{path}: cannot match its {t.height} records to the {base.height} image paths "
                "(no Pid in common and a different count)")
 
 
@@ -155,17 +151,17 @@ def read_smpd(path: Path, split: str | None = None) -> RawPosts:
     if path.is_file():
         m = re.match(r"(train|test)_img_filepath\.txt$", path.name, re.I)
         if not m:
-            raise _err(f"{path}: --format smpd reads a folder or a train_/test_img_filepath.txt file")
+            raise PostsError(f"{path}: --format smpd reads a folder or a train_/test_img_filepath.txt file")
         path, split = path.parent, split or m[1].lower()
     split = split or ("train" if _find(path, "train", "img_filepath.txt") else "test")
     if split not in SPLITS:
-        raise _err(f"unknown SMPD split {split!r}; choose train or test")
+        raise PostsError(f"unknown SMPD split {split!r}; choose train or test")
     img_file = _find(path, split, "img_filepath.txt")
     if img_file is None:
-        raise _err(f"{path}: no {split}_img_filepath.txt (an SMPD folder holds train_/test_img_filepath.txt)")
+        raise PostsError(f"{path}: no {split}_img_filepath.txt (an SMPD folder holds train_/test_img_filepath.txt)")
     numbered = [(i, ln.strip()) for i, ln in enumerate(img_file.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
     if not numbered:
-        raise _err(f"{img_file}: no image paths")
+        raise PostsError(f"{img_file}: no image paths")
     images = [p.replace("\\", "/") for _, p in numbered]
     base = pl.DataFrame({LINE: [i for i, _ in numbered], "image": images}, schema_overrides={LINE: pl.Int64})
     base = base.with_columns(
@@ -178,11 +174,11 @@ def read_smpd(path: Path, split: str | None = None) -> RawPosts:
         if scores and not re.fullmatch(r"[-+.\deE]+", scores[0]):  # a header line
             scores = scores[1:]
         if len(scores) != base.height:
-            raise _err(f"{label}: {len(scores)} labels for the {base.height} image paths of {img_file.name}; they must align line by line")
+            raise PostsError(f"{label}: {len(scores)} labels for the {base.height} image paths of {img_file.name}; they must align line by line")
         base = base.with_columns(score=pl.Series(scores, dtype=pl.Utf8))
     temporal = _find(path, split, "temporalspatial_information.json")
     if temporal is None:
-        raise _err(f"{path}: no {split}_temporalspatial_information.json; posting times (Postdate) are required")
+        raise PostsError(f"{path}: no {split}_temporalspatial_information.json; posting times (Postdate) are required")
     uid_json = None
     for stem in ("category.json", "text.json", "temporalspatial_information.json"):
         f = _find(path, split, stem)

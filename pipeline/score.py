@@ -24,12 +24,13 @@ import numpy as np
 import polars as pl
 
 from heads.base import HeadData
-from pipeline import paths
-from pipeline.errors import PipeError
-from pipeline.metrics import regression_metrics
-from pipeline.posts import ingest, load_posts
-from pipeline.runs import PREDICTIONS, Run, load_run
+from pipeline.core import paths
+from pipeline.core.errors import PipeError
+from pipeline.data.contract import load_posts
+from pipeline.data.ingest import ingest
 from pipeline.store import MANIFEST, FeatureStore
+from pipeline.train.metrics import regression_metrics
+from pipeline.train.rundir import PREDICTIONS, Run, load_run
 
 
 @dataclass

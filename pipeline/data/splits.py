@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
 
 PARTS = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)

@@ -7,7 +7,7 @@ JSON files, never a made-up number.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -42,18 +42,3 @@ def mean_std(values: Iterable[dict[str, float]]) -> tuple[dict[str, float], dict
         mean[k] = float(np.mean(v)) if v.size else math.nan
         std[k] = float(np.std(v, ddof=1)) if v.size > 1 else 0.0
     return mean, std
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf -> None, recursively, so metrics files are strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.floating):
-        return json_safe(float(obj))
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -3,8 +3,9 @@
 The orchestration every head shares, neural or not: it resolves which store fills each
 of the head's roles, splits the labelled posts (chronologically by default), fits
 `repeats` copies with seeds `seed, seed+1, ...`, evaluates each on valid and test, and
-writes the run (see `pipeline/runs.py`). Heads see labels only through the `HeadData` they
+writes the run (see `pipeline/train/rundir.py`). Heads see labels only through the `HeadData` they
 are given, so statistics they compute in `fit` come from the training part.
+
 """
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ import numpy as np
 import polars as pl
 
 import heads
-from heads.base import Head, HeadData, Role
-from pipeline import paths
-from pipeline.errors import PipeError
-from pipeline.headconfig import build_config, config_to_dict, with_seed
-from pipeline.metrics import mean_std, regression_metrics
-from pipeline.posts import load_posts
-from pipeline.runs import RunWriter, default_run_name, git_revision, library_versions, now_utc
-from pipeline.splits import assign_split, parse_split, split_summary
-from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store
+from heads.base import Head
+from pipeline.core import paths
+from pipeline.core.config import build_config, config_to_dict, with_seed
+from pipeline.core.errors import PipeError
+from pipeline.data.contract import load_posts
+from pipeline.data.splits import assign_split, parse_split, split_summary
+from pipeline.train.data import HeadData
+from pipeline.train.metrics import mean_std, regression_metrics
+from pipeline.train.roles import describe_stores, resolve_roles
+from pipeline.train.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
 
 
 def head_class(name: str) -> type[Head]:
@@ -36,75 +38,12 @@ def head_class(name: str) -> type[Head]:
     except KeyError:
         raise PipeError(f"unknown head {name!r}; known heads: {', '.join(heads.names())}") from None
 
-
-# -- roles -> stores ------------------------------------------------------------------------
-def resolve_roles(
-    roles: dict[str, Role],
-    dataset: str,
-    cache: str | Path | None = None,
-    choices: dict[str, str] | None = None,
-) -> tuple[dict[str, FeatureStore], list[str]]:
-    """Which store fills each role, and notes for the user.
-
-    A role gets the store the user named (id or unique prefix), else the store whose id
-    starts with the role's paper default, else the only store of a compatible kind not
-    already taken by another role; ambiguity or a missing required store is an error
-    listing the candidates. Optional roles without a store are left out.
-    """
-    choices = dict(choices or {})
-    notes = [f"--{r} {ref} ignored: this head configuration reads no {r!r} role" for r, ref in choices.items()
-             if r not in roles]
-    specs = {eid: Manifest.load(paths.features_dir(dataset, cache) / eid).spec for eid in list_stores(dataset, cache)}
-    chosen: dict[str, str] = {}
-    for role, spec in roles.items():
-        if role in choices:
-            eid = resolve_store(dataset, choices[role], cache).name
-            if specs[eid].kind not in spec.kinds:
-                raise PipeError(f"--{role} {choices[role]}: store {eid} holds {specs[eid].kind} rows; "
-                                f"role {role!r} needs {' or '.join(spec.kinds)}")
-            chosen[role] = eid
-    order = [r for r in roles if roles[r].required] + [r for r in roles if not roles[r].required]
-    for role in order:  # paper defaults next
-        spec = roles[role]
-        if role in chosen or not spec.default:
-            continue
-        hits = [e for e, s in specs.items() if e.startswith(spec.default) and s.kind in spec.kinds]
-        if len(hits) > 1:
-            raise PipeError(f"several {spec.default} stores could fill role {role!r} in {dataset!r}: {hits}; "
-                            f"choose one with --{role}")
-        if hits:
-            chosen[role] = hits[0]
-    for role in order:  # then the only compatible store left
-        spec = roles[role]
-        if role in chosen:
-            continue
-        cands = [e for e, s in specs.items() if s.kind in spec.kinds and e not in chosen.values()]
-        if len(cands) == 1:
-            chosen[role] = cands[0]
-        elif len(cands) > 1:
-            raise PipeError(f"role {role!r} ({' or '.join(spec.kinds)}) could be filled by several stores of "
-                            f"{dataset!r}: {cands}; choose one with --{role}")
-        elif spec.required:
-            raise PipeError(f"role {role!r} needs a {' or '.join(spec.kinds)} store in {dataset!r} and there is none "
-                            f"(stores: {sorted(specs) or 'none'}); run `pipe extract --dataset {dataset} ...` first")
-        else:
-            notes.append(f"optional role {role!r} left out: no {' or '.join(spec.kinds)} store in {dataset!r}")
-    stores = {role: FeatureStore(paths.features_dir(dataset, cache) / eid) for role, eid in chosen.items()}
-    return stores, notes
-
-
-def describe_stores(stores: dict[str, FeatureStore]) -> dict[str, dict[str, Any]]:
-    return {role: {"extractor_id": s.extractor_id, "extractor": s.manifest.extractor, "spec": s.spec.to_json(),
-                   "posts": len(s)} for role, s in stores.items()}
-
-
-# -- training --------------------------------------------------------------------------------
 @dataclass
 class TrainOptions:
     dataset: str  # posts table and stores under <cache>/<dataset>/
     head: str  # registry name
     stores: dict[str, str] = field(default_factory=dict)  # role -> extractor id or unique prefix
-    split: str | None = None  # see pipeline.splits.parse_split
+    split: str | None = None  # see pipeline.data.splits.parse_split
     sets: list[str] = field(default_factory=list)  # "key=value" config overrides
     ablate: list[str] = field(default_factory=list)  # appended to the config's `ablate`
     repeats: int = 1  # seeds seed .. seed+repeats-1

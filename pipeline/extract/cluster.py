@@ -17,67 +17,24 @@ shard finished until then is kept, and a rerun resumes.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import multiprocessing
-import socket
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
-from urllib.parse import urlsplit
 
 import torch
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PipeError
+from pipeline.extract.options import RunOptions, ShardOutcome, ShardTask
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from extractors.base import Extractor
-    from pipeline.extract import RunOptions, ShardOutcome, ShardTask
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is counted by the scheduler instead)
-CONNECT_TIMEOUT = "30s"  # how long to try reaching a --scheduler address
 _LOADED: dict[tuple[str, str], Any] = {}  # per worker process: (extractor id, device) -> loaded extractor
-
-
-@contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None, loader_workers: int | None = None,
-                ) -> Iterator["Client"]:
-    """A client of the cluster at `scheduler`, or of a local cluster of `workers` processes (one
-    thread each) that lives as long as the block. `loader_workers` > 0 makes the local workers
-    non-daemonic, so that each may start its own DataLoader processes."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler and workers:
-        raise PipeError("give --dask-workers (a local cluster) or --scheduler (an existing one), not both")
-    if scheduler:
-        _check_host(scheduler)
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as e:
-            raise PipeError(f"cannot reach the dask scheduler at {scheduler}: {type(e).__name__}: {e}") from None
-        with client:
-            yield client
-        return
-    if not workers or workers < 1:
-        raise PipeError(f"--dask-workers must be at least 1, got {workers}")
-    with dask.config.set({"distributed.worker.daemon": not loader_workers}):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-            yield client
-
-
-def _check_host(address: str) -> None:
-    """A host name that does not resolve fails now, not after the connect timeout."""
-    host = urlsplit(address if "://" in address else f"tcp://{address}").hostname
-    if host:
-        try:
-            socket.getaddrinfo(host, None)
-        except (socket.gaierror, UnicodeError) as e:
-            raise PipeError(f"cannot reach the dask scheduler at {address}: unknown host {host!r} ({e})") from None
 
 
 def _workers_offer(client: "Client", resource: str) -> bool:
@@ -147,7 +104,8 @@ def _loader_workers(opts: "RunOptions") -> int:
 
 def _run_shard(ex: "Extractor", task: "ShardTask", opts: "RunOptions", directory: str) -> "ShardOutcome":
     """One shard on a dask worker: the extractor loaded once per process, the shard file written here."""
-    from pipeline.extract import map_shards, write_result
+    from pipeline.extract.mapper import map_shards
+    from pipeline.extract.writer import write_result
 
     device = worker_device(opts.device)
     key = (ex.extractor_id(), device)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import queue
-from contextlib import contextmanager
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import PipeError
+from pipeline.core.device import resolve_device, torch_threads
+from pipeline.core.errors import PipeError
+from pipeline.nn.device import batch_to_device
 
 Batch = dict[str, torch.Tensor]
 
@@ -79,27 +80,6 @@ class TrainResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PipeError(f"device {name!r} requested but CUDA is not available; use --set device=cpu")
-    return dev
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with n torch CPU threads, restoring the previous count afterwards."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> Batch:
     """numpy -> torch in the loader thread. On CPU float16 becomes float32 here with numpy
     (single-threaded: no second OpenMP team competing with the model's); on a GPU it is
@@ -110,16 +90,6 @@ def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> Batch:
             out[k] = torch.from_numpy(np.ascontiguousarray(v, np.float32 if v.dtype == np.float16 else None))
         else:
             out[k] = torch.from_numpy(np.ascontiguousarray(v)).pin_memory()
-    return out
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    out = {}
-    for k, t in batch.items():
-        t = t.to(device, non_blocking=True)
-        out[k] = t.float() if t.dtype == torch.float16 else t
     return out
 
 
@@ -165,7 +135,7 @@ class Prefetcher:
     def __iter__(self) -> Iterator[Batch]:
         if self.depth <= 0:  # inline: no thread
             for rows in self.rows:
-                yield to_device(_to_tensors(self.source.assemble(rows), self.device), self.device)
+                yield batch_to_device(_to_tensors(self.source.assemble(rows), self.device), self.device)
             return
         self._thread = threading.Thread(target=self._produce, name="pipe-loader", daemon=True)
         self._thread.start()
@@ -176,7 +146,7 @@ class Prefetcher:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield to_device(item, self.device)
+                yield batch_to_device(item, self.device)
         finally:
             self.close()
 
@@ -229,7 +199,7 @@ class Trainer:
                 raise PipeError(f"trainer setting {name} must be >= 1, got {getattr(c, name)}")
         if c.max_steps is not None and c.max_steps < 0:
             raise PipeError(f"trainer setting max_steps must be >= 0 or None, got {c.max_steps}")
-        self.device = resolve_device(c.device)
+        self.device = torch.device(resolve_device(c.device))
 
     def predict(self, model: nn.Module, source: Source) -> np.ndarray:
         """Predictions for every example of `source`, in order (float32)."""

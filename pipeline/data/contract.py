@@ -12,21 +12,20 @@ strings); naive ones are UTC. Tags may be a list or one string split on commas, 
 and JSON brackets. Column names are matched case-insensitively; unknown columns are
 dropped. Why strict by default: a silently dropped or mangled post shifts every later
 metric, so every problem is named (file, rows, columns) and `skip_invalid` is opt-in.
+
 """
 from __future__ import annotations
 
-import io
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 
-from pipeline import paths
-from pipeline.errors import PipeError
-from pipeline.postfiles import LINE, RawPosts, read_raw
+from pipeline.core import paths
+from pipeline.core.errors import PipeError, PostsError
+from pipeline.data.raw import LINE, RawPosts
 
 UTC_US = pl.Datetime("us", "UTC")
 CONTRACT: dict[str, pl.DataType] = {
@@ -43,22 +42,6 @@ _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _MAX_LISTED = 20
 _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
-
-
-class PostsError(PipeError):
-    """A posts file that breaks the contract; the message names file, rows and columns."""
-
-
-@dataclass
-class IngestReport:
-    """What `ingest` wrote."""
-    rows: int  # posts in the written table
-    rejected: int  # invalid rows left out (only with skip_invalid)
-    dropped_min_words: int  # valid posts dropped by min_words
-    path: Path  # the posts table written
-    rejected_path: Path | None = None  # rejected rows with reasons (skip_invalid only)
-    replaced: dict[str, int] | None = None  # on re-ingest: posts added / removed / changed vs the old table
-
 
 # --------------------------------------------------------------------------- parsing
 
@@ -229,93 +212,6 @@ def _is_nan(s: pl.Series) -> pl.Series:
     if s.dtype == pl.Utf8:
         return s.str.strip_chars().str.to_lowercase().is_in(["nan"]).fill_null(False)
     return pl.Series([False] * len(s))
-
-
-def _describe(raw: RawPosts, problems: pl.DataFrame) -> str:
-    """The error message: file, how many rows, then one line per problem (capped)."""
-    nrows = problems["line"].n_unique()
-    lines = [f"{raw.source}: {nrows} invalid row(s); fix them or ingest the rest with --skip-invalid:"]
-    for r in problems.head(_MAX_LISTED).iter_rows(named=True):
-        where = f"{raw.row_word} {r['line']}" + (f" (post_id {r['post_id']!r})" if r["post_id"] is not None else "")
-        val = f", value {r['value']!r}" if r["value"] is not None else ""
-        lines.append(f"  column {r['column']}: {r['reason']}: {where}{val}")
-    if problems.height > _MAX_LISTED:
-        lines.append(f"  ... and {problems.height - _MAX_LISTED} more problem(s)")
-    return "\n".join(lines)
-
-
-def _rejected_rows(raw: RawPosts, problems: pl.DataFrame) -> pl.DataFrame:
-    """One row per rejected input row: line, reasons, and the raw values as strings."""
-    reasons = (problems.with_columns(reason=pl.col("column") + ": " + pl.col("reason"))
-               .group_by("line", maintain_order=True).agg(pl.col("reason").str.join("; ")))
-    values = raw.df.select([_to_str(raw.df[c]).alias(c) for c in raw.df.columns if c != LINE] + [pl.col(LINE).alias("line")])
-    return reasons.join(values, on="line", how="left").rename({"line": raw.row_word})
-
-
-# ---------------------------------------------------------------------------- API
-
-def _read(path: Path, fmt: str, unlabelled: bool, split: str | None) -> tuple[RawPosts, pl.DataFrame, pl.DataFrame]:
-    raw = read_raw(Path(path), fmt, split)
-    table, problems = normalise(raw, unlabelled=unlabelled)
-    return raw, table, problems
-
-
-def read_posts_file(path: Path, fmt: str = "auto", *, unlabelled: bool = False, split: str | None = None) -> pl.DataFrame:
-    """Read, normalise and validate strictly: the contract table, or PostsError naming every problem."""
-    raw, table, problems = _read(path, fmt, unlabelled, split)
-    if problems.height:
-        raise PostsError(_describe(raw, problems))
-    return table
-
-
-def count_words(df: pl.DataFrame) -> pl.Series:
-    """Words (runs of letters/digits) in title + text, the count --min-words compares against."""
-    return pl.Series("words", post_text(df)).str.count_matches(r"\w+")
-
-
-def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, skip_invalid: bool = False,
-           min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None) -> IngestReport:
-    """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table."""
-    from pipeline.store import atomic_write_bytes
-
-    raw, table, problems = _read(path, fmt, unlabelled, split)
-    if problems.height and not skip_invalid:
-        raise PostsError(_describe(raw, problems))
-    dropped = 0
-    if min_words is not None:
-        keep = count_words(table) >= min_words
-        dropped = int((~keep).sum())
-        table = table.filter(keep)
-    if table.height == 0:
-        raise PostsError(f"{raw.source}: no posts left to ingest ({problems['line'].n_unique()} invalid, {dropped} below --min-words)")
-    dest = paths.posts_path(name, cache)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    rejected_path = dest.with_name(REJECTED)
-    if skip_invalid:
-        atomic_write_bytes(rejected_path, _parquet(_rejected_rows(raw, problems)))
-    else:
-        rejected_path.unlink(missing_ok=True)
-    table = table.sort("posted_at", "post_id")
-    replaced = _diff(pl.read_parquet(dest), table) if dest.exists() else None
-    atomic_write_bytes(dest, _parquet(table))
-    return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
-                        path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced)
-
-
-def _diff(old: pl.DataFrame, new: pl.DataFrame) -> dict[str, int]:
-    """Posts added, removed and changed (any column) between two tables."""
-    def keyed(df: pl.DataFrame) -> pl.DataFrame:
-        return df.select("post_id", h=df.select(sorted(df.columns)).hash_rows(seed=0))
-    both = keyed(old).join(keyed(new), on="post_id", how="full", coalesce=True)
-    return {"added": int(both["h"].is_null().sum()), "removed": int(both["h_right"].is_null().sum()),
-            "changed": int((both["h"] != both["h_right"]).sum())}
-
-
-def _parquet(df: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    return buf.getvalue()
-
 
 def load_posts(dataset: str, cache: Path | None = None) -> pl.DataFrame:
     """The ingested table of a dataset, sorted by (posted_at, post_id)."""

@@ -15,18 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import ImageError
 
 MISSING = "missing"  # fingerprint of a path that cannot be read: retried once a file appears
-
-
-class ImageError(PipeError):
-    """An input image that cannot be used; `reason` is what failures.parquet records."""
-
-    def __init__(self, reason: str, source: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.source = source  # fingerprint of the bytes that failed (or MISSING)
 
 
 def fingerprint_bytes(data: bytes) -> str:

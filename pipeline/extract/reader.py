@@ -9,99 +9,63 @@ on the device) and resizes on the device with the extractor's own `preprocess`, 
 accepts a (..., 3, H, W) uint8 tensor (a stack of same-size images) as well as a PIL
 image (`accepts_tensors`). Anything nvjpeg should
 not or cannot take (PNG and other formats, CMYK, EXIF-rotated or truncated JPEGs, a
-decode error) goes the CPU way (`pipeline.images`), in the worker or, after a device
+decode error) goes the CPU way (`pipeline.extract.images`), in the worker or, after a device
 decode error, in the main process, with the same failure reasons as the CPU path.
 
 Every helper is the plain path on CPU: CPU output is unchanged. `decode="device"` runs
 the device pipeline on CPU too (decode_jpeg on CPU), which is how the tests check it
 without a GPU.
+
+
+The CPU path (`ImageItems`, `collate`) decodes in DataLoader workers with PIL.
 """
 from __future__ import annotations
 
 import io
 import warnings
-from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import Dataset
 
-from pipeline.errors import PipeError
-from pipeline.images import ImageError, decode_image, fingerprint_bytes, read_bytes
+from extractors.base import Extractor
+from pipeline.core.device import is_cuda
+from pipeline.core.errors import ImageError, PipeError
+from pipeline.extract.images import decode_image, fingerprint_bytes, load_image, read_bytes
+from pipeline.extract.options import DECODES
 
-DECODES = ("auto", "cpu", "device")  # RunOptions.decode
 EXIF_ORIENTATION = 0x0112
 DEVICE_MODES = ("RGB", "L")  # JPEG colour modes nvjpeg decodes to RGB as PIL does (not CMYK/YCCK)
 
+class ImageItems(Dataset):
+    """Runs in DataLoader workers: read, fingerprint, decode, preprocess one image."""
 
-def is_cuda(device: str | torch.device) -> bool:
-    return str(device).startswith("cuda")
+    def __init__(self, extractor: Extractor, items: list[tuple[str, str]]) -> None:
+        self.extractor = extractor  # pickled into workers before the model is loaded
+        self.items = items  # (post_id, path)
 
+    def __len__(self) -> int:
+        return len(self.items)
 
-# -- model side -----------------------------------------------------------------------
-def amp_dtype(device: str) -> torch.dtype | None:
-    """bfloat16 where the GPU supports it (fp32's range: no overflow), else float16; None on CPU."""
-    if not is_cuda(device):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: str, enabled: bool = True) -> Any:
-    """Mixed precision around a forward pass on CUDA; nothing on CPU (CPU output unchanged)."""
-    dtype = amp_dtype(device) if enabled else None
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
-
-
-def _channels_last(device: str, asked: bool | None) -> bool:
-    return is_cuda(device) if asked is None else asked
+    def __getitem__(self, i: int) -> tuple[str, Any, str, str | None]:
+        pid, path = self.items[i]
+        try:
+            image, source = load_image(path)
+        except ImageError as e:
+            return pid, None, e.source, e.reason
+        return pid, self.extractor.preprocess(image), source, None
 
 
-def prepare_model(model: nn.Module, device: str, channels_last: bool | None = None) -> nn.Module:
-    """Eval mode on `device`; channels_last on CUDA (tensor-core convolutions) unless told otherwise."""
-    if is_cuda(device):
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
-    model = model.eval()
-    if _channels_last(device, channels_last):
-        return model.to(device, memory_format=torch.channels_last)
-    return model.to(device)
+def collate(rows: list[tuple[str, Any, str, str | None]]) -> dict[str, Any]:
+    ok = [r for r in rows if r[3] is None]
+    return {
+        "ids": [r[0] for r in ok],
+        "x": torch.stack([r[1] for r in ok]) if ok else None,  # (B, C, H, W)
+        "sources": [r[2] for r in ok],
+        "failures": [(r[0], r[3], r[2]) for r in rows if r[3] is not None],
+    }
 
-
-def to_device(batch: torch.Tensor, device: str, channels_last: bool | None = None) -> torch.Tensor:
-    """(B, C, H, W) uint8 batch -> float on `device` (non-blocking from pinned memory), channels_last on CUDA."""
-    x = batch.to(device, non_blocking=True).float()
-    if _channels_last(device, channels_last):
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-class FittedBatch:
-    """Runs `fn` on chunks of at most `size` rows; on CUDA out-of-memory halves `size`, for this
-    batch and every later one, and retries the chunk (start from the requested size)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size  # rows per forward call; only shrinks
-
-    def __call__(self, fn: Callable[[torch.Tensor], np.ndarray], x: torch.Tensor) -> np.ndarray:
-        out, i = [], 0
-        while i < len(x):
-            chunk = x[i : i + self.size]
-            try:
-                out.append(fn(chunk))
-            except torch.cuda.OutOfMemoryError:
-                if self.size == 1:
-                    raise PipeError("out of GPU memory at batch size 1: use a smaller --image-size or a larger GPU") from None
-                self.size = max(1, self.size // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            i += len(chunk)
-        return np.concatenate(out)
-
-
-# -- reader side ----------------------------------------------------------------------
 def decodes_on_device(ex: Any, device: str, decode: str) -> bool:
     """Whether images go to the device as JPEG bytes (auto: on CUDA for extractors that accept tensors)."""
     if decode not in DECODES:

@@ -3,40 +3,20 @@
 Each reader returns the columns it found plus `__line`, where each row sits in the file
 (line number for text files, 1-based row for Parquet), so that every message can point
 at it. A file whose bytes are not what its name (or --format) says is refused here.
+
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from pipeline.errors import PipeError
+from pipeline.core.errors import PostsError
+from pipeline.data.raw import LINE, RawPosts, json_column
 
-LINE = "__line"
 FORMATS = ("auto", "generic", "parquet", "csv", "jsonl", "smpd")
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-@dataclass
-class RawPosts:
-    """A posts file as read: its columns (lower-cased names) and where each row came from."""
-    df: pl.DataFrame  # columns as found, plus `__line`
-    source: Path  # the file named in messages
-    base: Path  # folder that relative image paths are resolved against
-    row_word: str = "line"  # what `__line` counts: "line" (text files), "row" (Parquet), "item" (JSON array)
-    errors: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, column, reason, value) found while reading
-
-    def errors_frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.errors, schema={"line": pl.Int64, "column": pl.Utf8, "reason": pl.Utf8, "value": pl.Utf8},
-                            orient="row").with_columns(post_id=pl.lit(None, pl.Utf8)).select("line", "post_id", "column", "reason", "value")
-
-
-def _err(msg: str) -> PipeError:
-    from pipeline.posts import PostsError
-    return PostsError(msg)
-
 
 def _sniff(path: Path) -> tuple[str, bytes]:
     """("parquet" | "binary" | "text", first bytes) from the file's content."""
@@ -68,18 +48,18 @@ def _lowercase(df: pl.DataFrame, source: Path) -> pl.DataFrame:
     names = [c.strip().lstrip("\ufeff").lower() for c in df.columns]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise _err(f"{source}: column name(s) given more than once (names are case-insensitive): {', '.join(dup)}")
+        raise PostsError(f"{source}: column name(s) given more than once (names are case-insensitive): {', '.join(dup)}")
     return df.rename(dict(zip(df.columns, names)))
 
 
 def _read_parquet(path: Path) -> RawPosts:
     kind, head = _sniff(path)
     if kind != "parquet":
-        raise _err(f"{path}: not a Parquet file ({_looks(kind, head)}); rename it or pass --format")
+        raise PostsError(f"{path}: not a Parquet file ({_looks(kind, head)}); rename it or pass --format")
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # a truncated or corrupt file: polars raises several types
-        raise _err(f"{path}: unreadable Parquet file: {e}") from None
+        raise PostsError(f"{path}: unreadable Parquet file: {e}") from None
     df = _lowercase(df, path).with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64))
     return RawPosts(df, path, path.parent, "row")
 
@@ -87,33 +67,19 @@ def _read_parquet(path: Path) -> RawPosts:
 def _read_csv(path: Path) -> RawPosts:
     kind, head = _sniff(path)
     if kind != "text":
-        raise _err(f"{path}: not a CSV file ({_looks(kind, head)}); rename it or pass --format")
+        raise PostsError(f"{path}: not a CSV file ({_looks(kind, head)}); rename it or pass --format")
     try:
         df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
     except Exception as e:  # polars raises ComputeError / NoDataError / ShapeError for bad CSV
-        raise _err(f"{path}: unreadable CSV file: {e}") from None
+        raise PostsError(f"{path}: unreadable CSV file: {e}") from None
     # line numbers: the header is line 1 (exact unless quoted fields span several lines)
     df = _lowercase(df, path).with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
     return RawPosts(df, path, path.parent, "line")
 
-
-def json_column(values: list) -> pl.Series | list:
-    """One JSON key's values -> something polars can hold: mixed scalar types become strings."""
-    kinds = {("num" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__)
-             for v in values if v is not None}
-    if len(kinds) <= 1 and "dict" not in kinds:
-        if kinds == {"num"}:
-            return [None if v is None else float(v) if any(isinstance(x, float) for x in values) else v for v in values]
-        if kinds == {"list"}:
-            return [None if v is None else [None if x is None else str(x) for x in v] for v in values]
-        return values
-    return [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values]
-
-
 def _read_jsonl(path: Path) -> RawPosts:
     kind, head = _sniff(path)
     if kind != "text":
-        raise _err(f"{path}: not a JSON Lines file ({_looks(kind, head)}); rename it or pass --format")
+        raise PostsError(f"{path}: not a JSON Lines file ({_looks(kind, head)}); rename it or pass --format")
     text = path.read_text(encoding="utf-8", errors="replace")
     records: list[dict] = []
     lines: list[int] = []
@@ -122,7 +88,7 @@ def _read_jsonl(path: Path) -> RawPosts:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
-            raise _err(f"{path}: invalid JSON: {e}") from None
+            raise PostsError(f"{path}: invalid JSON: {e}") from None
         row_word, numbered = "item", list(enumerate(items, 1))
     else:
         row_word, numbered = "line", []
@@ -139,7 +105,7 @@ def _read_jsonl(path: Path) -> RawPosts:
         else:
             errors.append((i, "(json)", "not a JSON object", json.dumps(rec)[:200]))
     if not records and errors:
-        raise _err(f"{path}: not a JSON Lines file (no line holds a JSON object; {row_word} {errors[0][0]}: {errors[0][2]})")
+        raise PostsError(f"{path}: not a JSON Lines file (no line holds a JSON object; {row_word} {errors[0][0]}: {errors[0][2]})")
     keys = list(dict.fromkeys(k for r in records for k in r))
     df = pl.DataFrame({k: json_column([r.get(k) for r in records]) for k in keys} | {LINE: lines},
                       strict=False, schema_overrides={LINE: pl.Int64})
@@ -148,31 +114,31 @@ def _read_jsonl(path: Path) -> RawPosts:
 
 def detect_format(path: Path) -> str:
     """parquet | csv | jsonl | smpd from the path (a folder holding SMPD files is smpd)."""
-    from pipeline.smpd import is_smpd_dir
+    from pipeline.data.smpd import is_smpd_dir
 
     if path.is_dir():
         if is_smpd_dir(path):
             return "smpd"
-        raise _err(f"{path}: a folder, but not in the SMPD layout (no train_img_filepath.txt or test_img_filepath.txt)")
+        raise PostsError(f"{path}: a folder, but not in the SMPD layout (no train_img_filepath.txt or test_img_filepath.txt)")
     fmt = _EXT.get(path.suffix.lower())
     if fmt is None:
-        raise _err(f"{path}: unknown file type {path.suffix!r}; use .parquet, .csv, .jsonl (or .json) or pass --format")
+        raise PostsError(f"{path}: unknown file type {path.suffix!r}; use .parquet, .csv, .jsonl (or .json) or pass --format")
     return fmt
 
 
 def read_raw(path: Path, fmt: str = "auto", split: str | None = None) -> RawPosts:
     """Read a posts file (or an SMPD folder) in the given or detected format."""
     if fmt not in FORMATS:
-        raise _err(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise PostsError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not path.exists():
-        raise _err(f"{path}: no such file or folder")
+        raise PostsError(f"{path}: no such file or folder")
     if fmt == "generic" and path.is_dir():
-        raise _err(f"{path}: a folder; --format generic reads one Parquet, CSV or JSON Lines file")
+        raise PostsError(f"{path}: a folder; --format generic reads one Parquet, CSV or JSON Lines file")
     if fmt in ("auto", "generic"):
         fmt = detect_format(path)
     if fmt == "smpd":
-        from pipeline.smpd import read_smpd
+        from pipeline.data.smpd import read_smpd
         return read_smpd(path, split)
     if path.is_dir():
-        raise _err(f"{path}: a folder; --format {fmt} reads one file")
+        raise PostsError(f"{path}: a folder; --format {fmt} reads one file")
     return {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl}[fmt](path)

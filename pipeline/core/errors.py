@@ -1,0 +1,29 @@
+"""Every error a user can act on, in one place. The CLI prints them as one message (no
+traceback) and exits with status 2.
+"""
+from __future__ import annotations
+
+
+class PipeError(Exception):
+    """Base of every user-facing error: bad input, missing store, locked store..."""
+
+
+class PostsError(PipeError):
+    """A posts file that breaks the contract; the message names file, rows and columns."""
+
+
+class StoreError(PipeError):
+    """A store problem the user can act on."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store's lock."""
+
+
+class ImageError(PipeError):
+    """An input image that cannot be used; `reason` is what failures.parquet records."""
+
+    def __init__(self, reason: str, source: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.source = source  # fingerprint of the bytes that failed (or MISSING)

@@ -1,0 +1,63 @@
+"""Which posts still need extracting (fingerprints vs the store), cut into shard tasks.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import polars as pl
+
+from extractors.base import Extractor
+from pipeline.data.contract import post_text
+from pipeline.extract.images import fingerprint_file, fingerprint_text
+from pipeline.extract.options import RunOptions, ShardTask
+from pipeline.store import StoreWriter
+
+NO_IMAGE = "no image"  # failure reason of posts whose `image` is null
+
+def _fingerprints(paths_: list[str]) -> list[str]:
+    """blake2b of every image, on threads: hashing and reads release the GIL."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(fingerprint_file, paths_))
+
+
+@dataclass
+class Plan:
+    tasks: list[ShardTask]
+    skipped: int
+    skipped_failed: int
+    no_image: list[str]  # post ids without an image, not yet stored
+
+
+def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptions) -> Plan:
+    """Which posts still need extracting, cut into shard tasks numbered after the store's last shard."""
+    ids = posts["post_id"].to_list()
+    no_image: list[str] = []
+    done = writer.done_sources()
+    if ex.modality == "text":
+        inputs = post_text(posts)
+        sources = [fingerprint_text(t) for t in inputs]
+    else:
+        images = posts["image"].to_list() if "image" in posts.columns else [None] * len(ids)
+        keep = [i for i, p in enumerate(images) if p]
+        no_image = [ids[i] for i, p in enumerate(images) if not p and ids[i] not in done]
+        ids = [ids[i] for i in keep]
+        inputs = [images[i] for i in keep]
+        sources = _fingerprints(inputs)
+    failed = {} if opts.retry_failed else dict(writer.failures().select("post_id", "source").iter_rows())
+    todo, skipped, skipped_failed = [], 0, 0
+    for pid, x, src in zip(ids, inputs, sources):
+        if done.get(pid) == src:
+            skipped += 1
+        elif failed.get(pid) == src:  # still the same bad input
+            skipped_failed += 1
+        else:
+            todo.append((pid, x))
+    first = writer.next_index()
+    # Text rows are small and cheap: bigger shards keep the per-shard fsync off the critical path.
+    size = opts.shard_size or (512 if ex.modality == "image" else 8192)
+    tasks = [
+        ShardTask(first + k, [p for p, _ in chunk], [x for _, x in chunk])
+        for k, chunk in enumerate(todo[i : i + size] for i in range(0, len(todo), size))
+    ]
+    return Plan(tasks, skipped, skipped_failed, no_image)

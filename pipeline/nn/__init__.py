@@ -1,0 +1,1 @@
+"""Networks shared by extraction and training: backbones and device helpers (torch)."""

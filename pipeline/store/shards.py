@@ -1,0 +1,82 @@
+"""Shard files: written whole (temp file, rename), never rewritten, read back by their metadata.
+
+Why HDF5 with contiguous, uncompressed `features`: the reader memory-maps the dataset at
+its byte offset, so reads run at `np.memmap` speed while the files stay self-describing
+HDF5 that any tool can open.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from pipeline.core.errors import StoreError
+from pipeline.core.io import sha256_file
+from pipeline.core.specs import FeatureSpec
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def write_shard_file(
+    directory: Path,
+    index: int,
+    post_ids: Sequence[str],
+    features: np.ndarray,
+    sources: Sequence[str],
+    spec: FeatureSpec,
+) -> dict[str, Any]:
+    """Write one complete shard (temp file, then rename) and return its manifest entry.
+
+    A pure function of its arguments, so a dask worker can call it; only the process
+    holding the lock adds the entry to the manifest.
+    """
+    features = np.ascontiguousarray(features, dtype=np.dtype(spec.dtype))
+    if features.shape[1:] != spec.shape or features.shape[0] != len(post_ids) or len(sources) != len(post_ids):
+        raise StoreError(
+            f"shard rows do not match the spec: features {features.shape}, "
+            f"{len(post_ids)} ids, {len(sources)} sources, spec shape {spec.shape}"
+        )
+    final = directory / shard_name(index)
+    if final.exists():
+        raise StoreError(f"{final} already exists; finished shards are never rewritten")
+    tmp = directory / f".tmp-{os.getpid()}-{index:05d}.h5"
+    str_dt = h5py.string_dtype("utf-8")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("post_id", data=np.array(list(post_ids), dtype=object), dtype=str_dt)
+        f.create_dataset("source", data=np.array(list(sources), dtype=object), dtype=str_dt)
+        # Contiguous and uncompressed on purpose: the reader memory-maps it.
+        f.create_dataset("features", data=features)
+        f.attrs["kind"] = spec.kind
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, final)
+    return {"file": final.name, "rows": int(len(post_ids)), "sha256": digest}
+
+
+def finished_shard(directory: Path, index: int, post_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The manifest entry of shard `index` when it is already in place holding exactly `post_ids`.
+
+    For a retried task (a dask worker killed after its rename): the shard is returned, not
+    rewritten. None when the shard is absent; StoreError when it holds other rows.
+    """
+    final = Path(directory) / shard_name(index)
+    if not final.exists():
+        return None
+    ids = read_shard_meta(final)[0]
+    if ids != list(post_ids):
+        raise StoreError(f"{final} already exists with other rows ({len(ids)} posts); finished shards are never rewritten")
+    return {"file": final.name, "rows": len(ids), "sha256": sha256_file(final)}
+
+
+def read_shard_meta(path: Path) -> tuple[list[str], list[str], int | None, tuple[int, ...], str]:
+    with h5py.File(path, "r") as f:
+        ids = [s.decode() if isinstance(s, bytes) else s for s in f["post_id"][()]]
+        sources = [s.decode() if isinstance(s, bytes) else s for s in f["source"][()]] if "source" in f else [""] * len(ids)
+        ds = f["features"]
+        return ids, sources, ds.id.get_offset(), ds.shape, ds.dtype.str

@@ -1,0 +1,113 @@
+"""The single writer of one store: lock, adoption of orphan shards, manifest, failures, artifacts.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from pipeline.core.errors import StoreError
+from pipeline.core.io import atomic_write_bytes, parquet_bytes, sha256_file
+from pipeline.core.specs import FeatureSpec
+from pipeline.store.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, SHARD_RE, Manifest, read_failures, store_lock
+from pipeline.store.shards import read_shard_meta, write_shard_file
+
+
+class StoreWriter:
+    """The single writer of one store. Use as a context manager: it holds the lock."""
+
+    def __init__(
+        self,
+        directory: Path,
+        extractor_id: str,
+        extractor: str,
+        spec: FeatureSpec,
+        config: dict[str, Any],
+        wait: bool = False,
+    ) -> None:
+        self.directory = Path(directory)
+        self.wait = wait
+        self._lock_cm = None
+        self.manifest = Manifest(extractor_id, extractor, config, spec, [], {})
+
+    def __enter__(self) -> "StoreWriter":
+        self._lock_cm = store_lock(self.directory, self.wait)
+        self._lock_cm.__enter__()
+        try:
+            self._open()
+        except BaseException:
+            self._lock_cm.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self._lock_cm is not None
+        self._lock_cm.__exit__(*exc)
+
+    def _open(self) -> None:
+        d = self.directory
+        if (d / MANIFEST).exists():
+            old = Manifest.load(d)
+            if old.spec != self.manifest.spec or old.extractor_id != self.manifest.extractor_id:
+                raise StoreError(
+                    f"{d} holds {old.extractor_id} {old.spec}, not {self.manifest.extractor_id} {self.manifest.spec}"
+                )
+            self.manifest.shards = old.shards
+            self.manifest.artifacts = old.artifacts
+        # Leftovers of a killed run: temp files are partial by construction.
+        for tmp in d.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
+        # Complete shards renamed into place whose manifest update was lost (a kill between
+        # rename and manifest write, or a dask worker's shard): adopt them.
+        listed = {s["file"] for s in self.manifest.shards}
+        orphans = sorted(p for p in d.glob("shard-*.h5") if SHARD_RE.match(p.name) and p.name not in listed)
+        for p in orphans:
+            ids, _, _, shape, _ = read_shard_meta(p)
+            self.manifest.shards.append({"file": p.name, "rows": len(ids), "sha256": sha256_file(p)})
+        self.manifest.shards.sort(key=lambda s: s["file"])
+        self.manifest.save(d)
+
+    # -- what is already there ------------------------------------------------------
+    def done_sources(self) -> dict[str, str]:
+        """post_id -> source fingerprint of its newest stored row."""
+        out: dict[str, str] = {}
+        for s in self.manifest.shards:
+            ids, sources, *_ = read_shard_meta(self.directory / s["file"])
+            out.update(zip(ids, sources))
+        return out
+
+    def failures(self) -> pl.DataFrame:
+        return read_failures(self.directory)
+
+    def next_index(self) -> int:
+        used = [int(SHARD_RE.match(s["file"]).group(1)) for s in self.manifest.shards]  # type: ignore[union-attr]
+        return max(used, default=-1) + 1
+
+    # -- writing --------------------------------------------------------------------
+    def write_shard(self, post_ids: Sequence[str], features: np.ndarray, sources: Sequence[str]) -> dict[str, Any]:
+        entry = write_shard_file(self.directory, self.next_index(), post_ids, features, sources, self.manifest.spec)
+        self.add_shard(entry)
+        return entry
+
+    def add_shard(self, entry: dict[str, Any]) -> None:
+        self.manifest.shards.append(entry)
+        self.manifest.shards.sort(key=lambda s: s["file"])
+        self.manifest.save(self.directory)
+
+    def record_failures(self, failed: pl.DataFrame, succeeded: Sequence[str] = ()) -> None:
+        """Merge failures (post_id, reason, source); drop ids that have since succeeded."""
+        old = self.failures()
+        new = pl.concat([old, failed.select(FAILURE_SCHEMA.keys()).cast(FAILURE_SCHEMA)], how="vertical")
+        new = new.unique("post_id", keep="last", maintain_order=True)
+        if succeeded:
+            new = new.filter(~pl.col("post_id").is_in(list(succeeded)))
+        buf = parquet_bytes(new)
+        atomic_write_bytes(self.directory / FAILURES, buf)
+
+    def save_artifact(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.directory / name, data)
+        self.manifest.artifacts[name] = hashlib.sha256(data).hexdigest()
+        self.manifest.save(self.directory)

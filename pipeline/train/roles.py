@@ -1,0 +1,71 @@
+"""Which store fills each of a head's roles.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import paths
+from pipeline.core.errors import PipeError
+from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store
+from pipeline.train.data import Role
+
+
+def resolve_roles(
+    roles: dict[str, Role],
+    dataset: str,
+    cache: str | Path | None = None,
+    choices: dict[str, str] | None = None,
+) -> tuple[dict[str, FeatureStore], list[str]]:
+    """Which store fills each role, and notes for the user.
+
+    A role gets the store the user named (id or unique prefix), else the store whose id
+    starts with the role's paper default, else the only store of a compatible kind not
+    already taken by another role; ambiguity or a missing required store is an error
+    listing the candidates. Optional roles without a store are left out.
+    """
+    choices = dict(choices or {})
+    notes = [f"--{r} {ref} ignored: this head configuration reads no {r!r} role" for r, ref in choices.items()
+             if r not in roles]
+    specs = {eid: Manifest.load(paths.features_dir(dataset, cache) / eid).spec for eid in list_stores(dataset, cache)}
+    chosen: dict[str, str] = {}
+    for role, spec in roles.items():
+        if role in choices:
+            eid = resolve_store(dataset, choices[role], cache).name
+            if specs[eid].kind not in spec.kinds:
+                raise PipeError(f"--{role} {choices[role]}: store {eid} holds {specs[eid].kind} rows; "
+                                f"role {role!r} needs {' or '.join(spec.kinds)}")
+            chosen[role] = eid
+    order = [r for r in roles if roles[r].required] + [r for r in roles if not roles[r].required]
+    for role in order:  # paper defaults next
+        spec = roles[role]
+        if role in chosen or not spec.default:
+            continue
+        hits = [e for e, s in specs.items() if e.startswith(spec.default) and s.kind in spec.kinds]
+        if len(hits) > 1:
+            raise PipeError(f"several {spec.default} stores could fill role {role!r} in {dataset!r}: {hits}; "
+                            f"choose one with --{role}")
+        if hits:
+            chosen[role] = hits[0]
+    for role in order:  # then the only compatible store left
+        spec = roles[role]
+        if role in chosen:
+            continue
+        cands = [e for e, s in specs.items() if s.kind in spec.kinds and e not in chosen.values()]
+        if len(cands) == 1:
+            chosen[role] = cands[0]
+        elif len(cands) > 1:
+            raise PipeError(f"role {role!r} ({' or '.join(spec.kinds)}) could be filled by several stores of "
+                            f"{dataset!r}: {cands}; choose one with --{role}")
+        elif spec.required:
+            raise PipeError(f"role {role!r} needs a {' or '.join(spec.kinds)} store in {dataset!r} and there is none "
+                            f"(stores: {sorted(specs) or 'none'}); run `pipe extract --dataset {dataset} ...` first")
+        else:
+            notes.append(f"optional role {role!r} left out: no {' or '.join(spec.kinds)} store in {dataset!r}")
+    stores = {role: FeatureStore(paths.features_dir(dataset, cache) / eid) for role, eid in chosen.items()}
+    return stores, notes
+
+
+def describe_stores(stores: dict[str, FeatureStore]) -> dict[str, dict[str, Any]]:
+    return {role: {"extractor_id": s.extractor_id, "extractor": s.manifest.extractor, "spec": s.spec.to_json(),
+                   "posts": len(s)} for role, s in stores.items()}
