@@ -34,6 +34,7 @@ class SklearnTextExtractor(Extractor):
     """A dense float32 row per post from a fitted scikit-learn vectoriser."""
 
     modality: ClassVar[str] = "text"
+    uses_torch: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = True
     vectorizer_cls: ClassVar[type]  # CountVectorizer or TfidfVectorizer
 

@@ -22,6 +22,7 @@ class Extractor(ABC):
     name: ClassVar[str]  # registry name; the extractor id starts with it
     modality: ClassVar[str]  # "image" or "text"
     Config: ClassVar[type]  # a dataclass; every field documented
+    uses_torch: ClassVar[bool] = True  # False: numpy only, so extraction ignores the device and never imports torch
 
     def __init__(self, config: Any) -> None:
         self.config = config

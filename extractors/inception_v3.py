@@ -1,8 +1,8 @@
 """`inception_v3`: the 2048-d average-pool vector of Inception-v3 (hybrid-CNN paper baseline).
 
 The paper's Inception-SVR reads "the output of the third pooling layer, a vector of
-2,048": torchvision's Inception-v3 up to its global average pool (the classifier is
-replaced by the identity), at 299 px, in eval mode. Input: the whole image resized to a
+2,048": torchvision's Inception-v3 up to its global average pool, at 299 px, in eval
+mode (the network is `pipeline.nn.inception`). Input: the whole image resized to a
 square, ImageNet mean/std, then torchvision's `transform_input` (the [-1, 1] scaling the
 Google weights were trained with), for every weights source alike, so a state dict
 saved from torchvision's pretrained model reproduces it exactly.
@@ -18,18 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torchvision.models import Inception_V3_Weights
-from torchvision.models.inception import Inception3
 
 from extractors import register
 from extractors._imagenet import ImageNetCNN
-from pipeline.core.errors import PipeError
 from pipeline.core.specs import FeatureSpec
+from pipeline.nn import inception as backbone
 
 # Part of the id: a change here changes every output, so it must change the hash too.
 PREPROCESSING = "resize-square-bilinear-antialias/uint8/imagenet-mean-std/transform_input"
-DIM = 2048
 
 
 @dataclass
@@ -39,28 +35,15 @@ class InceptionV3Config:
     seed: int = 0  # seed of the `random` weights
 
 
-def _architecture() -> Inception3:
-    """torchvision's pretrained layout without the auxiliary classifier.
-
-    PyTorch's default init, not Inception's truncated normal: 6x faster to build, and its
-    random-weight activations stay near 1 where the truncated normal's reach 1e11.
-    """
-    model = Inception3(aux_logits=False, transform_input=True, init_weights=False)
-    model.fc = nn.Identity()  # (B, 2048) after the average pool and (eval: inactive) dropout
-    return model
-
-
 @register
 class InceptionV3(ImageNetCNN):
     name = "inception_v3"
     Config = InceptionV3Config
-    weights_enum = Inception_V3_Weights.IMAGENET1K_V1
-    label = "Inception-v3"
+    weights_source = backbone.WEIGHTS
 
     def __init__(self, config: InceptionV3Config) -> None:
         super().__init__(config)
-        if config.image_size < 75:
-            raise PipeError(f"inception_v3: image_size must be at least 75 pixels, got {config.image_size}")
+        backbone.check(config.image_size)
 
     # -- identity -------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -71,20 +54,10 @@ class InceptionV3(ImageNetCNN):
         return [str(self.config.image_size)]
 
     def spec(self) -> FeatureSpec:
-        return FeatureSpec("vector", (DIM,), "float32")
-
-    # -- model ----------------------------------------------------------------------
-    def load(self, device: str) -> None:
-        self.install(self.build(), device)  # channels_last on CUDA
-
-    def architecture(self) -> nn.Module:
-        return _architecture()
-
-    def target(self, model: nn.Module) -> tuple[nn.Module, str]:
-        return model, ""
+        return FeatureSpec("vector", (backbone.DIM,), "float32")
 
     # -- running --------------------------------------------------------------------
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            x = self.normalized(batch)  # (B, 3, s, s)
+            x = self.normalized(batch)  # (B, 3, s, s); channels_last on CUDA
             return self.model(x).float().cpu().numpy()  # (B, 2048)

@@ -25,10 +25,10 @@ import numpy as np
 from extractors import register
 from extractors.base import Extractor
 from pipeline.core.errors import PipeError
-from pipeline.core.specs import FeatureSpec
+from pipeline.core.specs import FIRST_WORD_ID, PAD_ID, UNK_ID, VOCAB_FILE, FeatureSpec, read_token_vocab
 
-ARTIFACT = "vocab.json"
-PAD, UNK = 0, 1
+ARTIFACT = VOCAB_FILE  # the contract lives in pipeline/core/specs.py
+PAD, UNK = PAD_ID, UNK_ID
 _WORD = re.compile(r"[A-Za-z]+")
 
 
@@ -47,6 +47,7 @@ def words(text: str) -> list[str]:
 class Tokens(Extractor):
     name = "tokens"
     modality = "text"
+    uses_torch = False
     needs_fit = True
     Config = TokensConfig
 
@@ -66,7 +67,7 @@ class Tokens(Extractor):
         self._set_state({"words": kept, "dropped": dropped, "min_count": self.config.min_count})
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self._ids = {w: i + 2 for i, w in enumerate(state["words"])}
+        self._ids = {w: i + FIRST_WORD_ID for i, w in enumerate(state["words"])}
         self._dropped = frozenset(state["dropped"])
         self._artifact = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
 
@@ -77,9 +78,7 @@ class Tokens(Extractor):
     def load_artifacts(self, directory: Path) -> None:
         path = Path(directory) / ARTIFACT
         try:
-            state = json.loads(path.read_bytes())
-            if not isinstance(state.get("words"), list) or not isinstance(state.get("dropped"), list):
-                raise ValueError("expected lists 'words' and 'dropped'")
+            state = read_token_vocab(path)
         except FileNotFoundError:
             raise PipeError(f"tokens: no {ARTIFACT} in {directory}; extract the dataset with --backbone tokens first") from None
         except (ValueError, AttributeError) as e:

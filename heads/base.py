@@ -1,9 +1,12 @@
 """What every head answers, neural or not, so train/evaluate/score treat them alike.
 
-A head declares the feature roles it reads (`roles()`), e.g. UHAN needs a `visual` grid
-and `text` tokens. The CLI resolves each role to a store (`--visual`, `--text`, or the
-role's paper default). Posts columns (user_id, posted_at, user_* features, categories)
-come with every `HeadData`; features come from the stores, by post id.
+A head names its task (`task`: regression, ranking, embedding; see pipeline/train/tasks)
+and declares the feature roles it reads (`roles()`), e.g. UHAN needs a `visual` grid and
+`text` tokens. `pipe train` resolves each role to a store (`--visual`, `--text`, or the
+role's paper default). What `predict` returns is the task's: a float per post
+(regression), a float per row of `data.examples` (ranking), an `EmbeddingOutput`
+(embedding). Run settings (device, threads, dask) arrive in `settings`, never in the
+saved config.
 """
 from __future__ import annotations
 
@@ -11,19 +14,36 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
+from pipeline.core.errors import PipeError
+from pipeline.train.data import HeadData, Role, RunSettings
 
-from pipeline.train.data import HeadData, Role
+__all__ = ["Head", "HeadData", "Role", "RunSettings", "check_ablations"]
 
-__all__ = ["Head", "HeadData", "Role"]
+
+def check_ablations(head: str, ablate: Any, known: tuple[str, ...]) -> None:
+    """The one ablation check: every name in `ablate` must be one the head knows."""
+    bad = [a for a in (ablate or ()) if a not in known]
+    if bad:
+        raise PipeError(f"--ablate {' '.join(bad)}: head {head!r} knows {', '.join(known) or 'no ablations'}")
 
 
 class Head(ABC):
     name: ClassVar[str]  # registry name: `pipe train --head NAME`
+    task: ClassVar[str] = "regression"  # the task it solves (pipeline.train.tasks)
     Config: ClassVar[type]  # a dataclass; every field documented
+    ABLATIONS: ClassVar[tuple[str, ...]] = ()  # names `--ablate` accepts (the config's `ablate` field)
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.settings = RunSettings()  # how to run (device, threads, dask); set by train and score
+        check_ablations(self.name, getattr(config, "ablate", ()), self.ABLATIONS)
+        self.check_config()
+
+    def check_config(self) -> None:
+        """Raise PipeError for an invalid combination of settings."""
+
+    def not_fitted(self) -> PipeError:
+        return PipeError(f"head {self.name!r} is not trained; fit() or load() it first")
 
     @abstractmethod
     def roles(self) -> dict[str, Role]:
@@ -33,8 +53,8 @@ class Head(ABC):
     def fit(self, train: HeadData, valid: HeadData) -> "Head": ...
 
     @abstractmethod
-    def predict(self, data: HeadData) -> np.ndarray:
-        """One float32 score per post of `data`, in order."""
+    def predict(self, data: HeadData) -> Any:
+        """The task's output for `data` (see the module docstring)."""
 
     @abstractmethod
     def save(self, directory: Path) -> None:

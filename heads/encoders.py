@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,9 +17,10 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipeError, StoreError
+from pipeline.core.specs import PAD_ID, UNK_ID, VOCAB_FILE, read_token_vocab, token_vocab_size
 from pipeline.store import FeatureStore
 
-PAD, UNK = 0, 1  # token ids fixed by the tokens extractor
+PAD, UNK = PAD_ID, UNK_ID  # the token contract of pipeline/core/specs.py
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,21 +77,19 @@ class TextEncoder(nn.Module):
 
 
 def text_vocab_size(store: FeatureStore, train_rows: np.ndarray) -> int:
-    """Ids a tokens store can hold: from its `vocab.json` ({"words": [...]}, word i has id
-    i + 2, as extractors/tokens.py writes it), at least the training max id + 1; without
-    the artifact, the training max id + 1. Larger ids met later are read as unknown."""
+    """Ids a tokens store can hold: from its vocabulary artifact (the contract of
+    pipeline/core/specs.py), at least the training max id + 1; without the artifact, the
+    training max id + 1. Larger ids met later are read as unknown."""
     size = max(int(train_rows.max(initial=UNK)) + 1, UNK + 1)
     try:
-        path = store.artifact_path("vocab.json")
+        path = store.artifact_path(VOCAB_FILE)
     except StoreError:
         return size
     try:
-        words = json.loads(path.read_text())["words"]
-        if not isinstance(words, list):
-            raise ValueError("'words' is not a list")
-    except (ValueError, KeyError, TypeError) as e:
-        raise PipeError(f"{path} is not a tokens vocabulary (a JSON object with a list 'words'): {e}") from None
-    return max(size, len(words) + 2)
+        words = read_token_vocab(path)["words"]
+    except ValueError as e:
+        raise PipeError(f"{path} is not a tokens vocabulary: {e}") from None
+    return max(size, token_vocab_size(words))
 
 
 def known_tokens(train_rows: np.ndarray) -> list[int]:

@@ -30,7 +30,7 @@ class HisAve(Head):
     def __init__(self, config: "HisAve.Config | None" = None) -> None:
         super().__init__(config or self.Config())
         self.user_mean: dict[str, float] = {}
-        self.global_mean = 0.0
+        self.global_mean: float | None = None  # None until fitted
         self.history: list[dict] = []
 
     def roles(self) -> dict[str, Role]:
@@ -45,6 +45,8 @@ class HisAve(Head):
         return self
 
     def predict(self, data: HeadData) -> np.ndarray:
+        if self.global_mean is None:
+            raise self.not_fitted()
         users = data.posts["user_id"].cast(pl.Utf8).to_list()
         return np.array([self.user_mean.get(u, self.global_mean) for u in users], dtype=np.float32)
 

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads._tabular import ABLATIONS, TabularFeatures, TabularHead
+from heads._tabular import TabularFeatures, TabularHead
 from heads.base import HeadData
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
@@ -35,6 +35,7 @@ from pipeline.core.errors import PipeError
 @register
 class LightGBMHead(TabularHead):
     name = "lightgbm"
+    on_dask = True  # trains on dask when --scheduler / --dask-workers are given
 
     @dataclass
     class Config:
@@ -49,16 +50,8 @@ class LightGBMHead(TabularHead):
         n_jobs: int | None = None  # threads; None = LightGBM's default (all cores)
         seed: int = 0  # LightGBM's random seed (column sampling)
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
-        scheduler: str | None = None  # dask scheduler address: train with lightgbm.dask on that cluster
-        dask_workers: int | None = None  # or on a local dask cluster of this many processes
         partition_rows: int = 50_000  # posts per partition of the dask feature table (built on a worker)
-
-        def __post_init__(self) -> None:
-            bad = [a for a in self.ablate if a not in ABLATIONS]
-            if bad:
-                raise ValueError(f"unknown ablation {bad}; lightgbm knows {list(ABLATIONS)}")
-            if self.dask_workers is not None and self.dask_workers < 1:
-                raise ValueError(f"dask_workers must be at least 1, got {self.dask_workers}")
+        # where it trains (--scheduler / --dask-workers) is a run setting: self.settings
 
     def __init__(self, config: "LightGBMHead.Config | None" = None) -> None:
         super().__init__(config or self.Config())
@@ -94,7 +87,7 @@ class LightGBMHead(TabularHead):
 
     def fit(self, train: HeadData, valid: HeadData) -> "LightGBMHead":
         c = self.config
-        if c.scheduler or c.dask_workers:
+        if self.settings.on_dask:
             return self._fit_dask(train, valid)
         self._fit_features(train)
         xt, xv = self._table(train, leave_one_out=True), self._table(valid)
@@ -134,7 +127,7 @@ class LightGBMHead(TabularHead):
         self._fit_features(train)
         x = self._dask_table(train, leave_one_out=True)
         y = da.from_array(train.y, chunks=(x.chunks[0],))
-        with dask_client(c.scheduler, c.dask_workers) as client:
+        with dask_client(self.settings.scheduler, self.settings.dask_workers) as client:
             params = {k: v for k, v in self._params().items() if k != "n_jobs"}  # threads: each worker's own
             model = DaskLGBMRegressor(client=client, **params)
             with warnings.catch_warnings():  # lightgbm.dask always sets threads per worker, and says so
@@ -152,7 +145,7 @@ class LightGBMHead(TabularHead):
     def predict(self, data: HeadData) -> np.ndarray:
         """Partition by partition: the table of a large dataset is never whole in memory."""
         if self.booster is None:
-            raise PipeError("lightgbm: predict before fit/load")
+            raise self.not_fitted()
         out = [np.asarray(self.booster.predict(self._table(p)), dtype=np.float32) for p in self._parts(data)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -163,7 +156,8 @@ class LightGBMHead(TabularHead):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        assert self.booster is not None
+        if self.booster is None:
+            raise self.not_fitted()
         self.booster.save_model(directory / "lightgbm.txt")
         state = {"config": config_to_dict(self.config), "features": self.features.to_json(), "users": list(self.users)}
         (directory / "lightgbm.json").write_text(json.dumps(state))

@@ -25,10 +25,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from heads import register
-from heads._tabular import ABLATIONS, CHUNK, TabularFeatures, TabularHead
+from heads._tabular import CHUNK, TabularFeatures, TabularHead
 from heads.base import HeadData
 from pipeline.core.config import config_from_dict, config_to_dict
-from pipeline.core.errors import PipeError
 
 
 @register
@@ -48,9 +47,6 @@ class SVRHead(TabularHead):
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
 
         def __post_init__(self) -> None:
-            bad = [a for a in self.ablate if a not in ABLATIONS]
-            if bad:
-                raise ValueError(f"unknown ablation {bad}; svr knows {list(ABLATIONS)}")
             if self.kernel not in ("rbf", "linear"):
                 raise ValueError(f"kernel must be rbf or linear, not {self.kernel!r}")
 
@@ -89,7 +85,7 @@ class SVRHead(TabularHead):
 
     def predict(self, data: HeadData) -> np.ndarray:
         if not self.arrays:
-            raise PipeError("svr: predict before fit/load")
+            raise self.not_fitted()
         a = self.arrays
         xs = (self.features.transform(data).astype(np.float64) - a["x_mean"]) / a["x_scale"]
         out = np.empty(len(xs), np.float64)

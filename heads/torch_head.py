@@ -1,17 +1,19 @@
 """`TorchHead`: Head.fit/predict/save/load for any torch model, on top of the shared trainer.
 
 A subclass provides `Config` (a dataclass inheriting `TrainConfig`), `roles()`,
-`build_model()` (an `nn.Module` with `forward(batch) -> (B,)`, built from `self.config`
-and `self.meta`), `assemble(cols, rows)` (numpy arrays of one batch; runs in the loader
+`build_model()` (an `nn.Module` with `forward(batch)`, built from `self.config` and
+`self.meta`), `assemble(cols, rows)` (numpy arrays of one batch; runs in the loader
 thread) and optionally `prepare(train)` (statistics of the training part into
-`self.meta`, which must stay JSON). The base class fits the user vocabulary
-(`self.users`, row 0 = unseen user), checks roles and labels, trains, and saves
-`head.json` (config, meta, history) + `model.pt` (a state dict, loaded with
-`weights_only=True`: no pickled code is ever executed).
+`self.meta`, which must stay JSON). The task (`task`) gives the loss, the validation
+criterion and the output: regression heads return (B,) and `targets` is the posts'
+target column; heads of other tasks override `targets` (what a batch's `y` holds) and
+`output` (raw model outputs -> the task's `predict` value). The base class fits the user
+vocabulary (`self.users`, row 0 = unseen user), checks roles and labels, trains, and
+saves `head.json` (config, meta, history) + `model.pt` (a state dict, loaded with
+`weights_only=True`: no pickled code is ever executed). Run settings are not saved.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -24,9 +26,10 @@ from torch import nn
 
 from heads.base import Head, HeadData, Role
 from heads.encoders import UserVocab
-from pipeline.core.device import resolve_device
+from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
-from pipeline.train.loop import Source, TrainConfig, Trainer
+from pipeline.train import tasks
+from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer, mse_criterion
 
 META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
 
@@ -38,16 +41,7 @@ class Columns:
     data: HeadData
     ids: list[str]  # post ids in order
     users: np.ndarray  # (N,) int64 user rows, 0 = not seen in training
-    y: np.ndarray | None  # (N,) float32 targets, None when predicting
-
-
-def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from JSON (lists back to tuples); unknown keys are an error."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    extra = sorted(set(values) - names)
-    if extra:
-        raise PipeError(f"{cls.__qualname__} has no field(s) {extra}; fields: {sorted(names)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    y: np.ndarray | None  # (N,) float32 targets (or (N, L) for multi-label), None when predicting
 
 
 class TorchHead(Head):
@@ -61,12 +55,8 @@ class TorchHead(Head):
         self.history: list[dict[str, Any]] = []  # validation curve: step, valid_mse, train_loss, seconds
         self.train_info: dict[str, Any] = {}  # best_step, steps, stop_reason, samples_per_s, ...
         self.progress: Callable[[dict[str, Any]], None] | None = None  # called after each evaluation
-        self.check_config()
 
     # -- what a subclass provides -----------------------------------------------------
-    def check_config(self) -> None:
-        """Raise PipeError for an invalid configuration (e.g. an unknown ablation)."""
-
     def prepare(self, train: HeadData) -> None:
         """Fit training-part statistics into self.meta (vocabulary sizes, scales, ...)."""
 
@@ -75,6 +65,23 @@ class TorchHead(Head):
 
     @abstractmethod
     def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def targets(self, data: HeadData) -> np.ndarray:
+        """What a training batch's `y` holds: the regression target, finite for every post."""
+        y = data.y
+        bad = ~np.isfinite(y)
+        if bad.any():
+            ids = [data.ids[i] for i in np.nonzero(bad)[0][:5]]
+            raise PipeError(f"{int(bad.sum())} posts have no finite {data.target!r}, e.g. {ids}")
+        return y
+
+    def output(self, data: HeadData, raw: np.ndarray) -> Any:
+        """Raw model outputs for `data` -> the task's predict value (regression: as they are)."""
+        return raw
+
+    def loss(self, task: tasks.Task) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
+        """The training loss: the task's, unless a paper defines its own."""
+        return task.loss
 
     # -- helpers for subclasses -----------------------------------------------------------
     def read(self, cols: Columns, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,14 +101,9 @@ class TorchHead(Head):
 
     def columns(self, data: HeadData, with_y: bool) -> Columns:
         self._check_roles(data)
-        assert self.users is not None, "fit() or load() first"
-        y = None
-        if with_y:
-            y = data.y
-            bad = ~np.isfinite(y)
-            if bad.any():
-                ids = [data.ids[i] for i in np.nonzero(bad)[0][:5]]
-                raise PipeError(f"{int(bad.sum())} posts have no finite score (column `score`), e.g. {ids}")
+        if self.users is None:
+            raise self.not_fitted()
+        y = self.targets(data) if with_y else None
         return Columns(data, data.ids, self.users.encode(data.posts["user_id"].to_list()), y)
 
     def source(self, data: HeadData, with_y: bool) -> Source:
@@ -124,41 +126,50 @@ class TorchHead(Head):
     # -- Head interface ---------------------------------------------------------------------
     def fit(self, train: HeadData, valid: HeadData) -> "TorchHead":
         c = self.config
+        task = tasks.get(self.task)(train.target)
         torch.manual_seed(c.seed)
         self.users = UserVocab.fit(train.posts["user_id"].to_list())
+        self.meta = {"users": self.users.to_json()}
+        self.prepare(train)  # before the sources: targets may depend on fitted vocabularies
         train_src, valid_src = self.source(train, True), self.source(valid, True)
-        self.meta = {"users": self.users.to_json(), "y_mean": float(train_src.y.mean()) if len(train) else 0.0}
-        self.prepare(train)
+        if self.task == "regression":
+            self.meta["y_mean"] = float(train_src.y.mean()) if len(train) else 0.0
+            criterion = mse_criterion(valid_src.y)
+        else:
+            criterion = Criterion(task.criterion, lambda raw: task.criterion_value(valid, self.output(valid, raw)),
+                                  task.higher_is_better)
         self.model = self.build_model()
-        result = Trainer(c, progress=self.progress).fit(self.model, train_src, valid_src)
+        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=self.progress)
+        result = trainer.fit(self.model, train_src, valid_src)
         self.history = result.history
         self.train_info = {k: v for k, v in result.to_json().items() if k != "history"}
         return self
 
-    def predict(self, data: HeadData) -> np.ndarray:
+    def predict(self, data: HeadData) -> Any:
         if self.model is None:
-            raise PipeError(f"head {self.name!r} is not trained; fit() or load() first")
-        if len(data) == 0:
+            raise self.not_fitted()
+        if len(data) == 0 and self.task == "regression":
             return np.zeros(0, np.float32)
-        trainer = Trainer(self.config)
+        trainer = Trainer(self.config, self.settings)
         self.model.to(trainer.device)
-        return trainer.predict(self.model, self.source(data, False))
+        return self.output(data, trainer.predict(self.model, self.source(data, False)))
 
     def unseen_users(self, data: HeadData) -> np.ndarray:
         """True for posts whose user was not in the training part (they get the unknown-user row)."""
-        assert self.users is not None, "fit() or load() first"
+        if self.users is None:
+            raise self.not_fitted()
         return self.users.encode(data.posts["user_id"].to_list()) == 0
 
     def save(self, directory: Path) -> None:
         if self.model is None:
-            raise PipeError(f"head {self.name!r} is not trained; nothing to save")
+            raise self.not_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save(state, d / WEIGHTS_FILE)
         doc = {
             "head": self.name,
-            "config": dataclasses.asdict(self.config),
+            "config": config_to_dict(self.config),
             "meta": self.meta,
             "history": self.history,
             "train": self.train_info,
@@ -183,10 +194,6 @@ class TorchHead(Head):
         head.model.eval()
         return head
 
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
-
 
 class VisualTextHead(TorchHead):
     """A TorchHead reading a `visual` store (grid/vector), a `text` tokens store and the user.
@@ -208,9 +215,6 @@ class VisualTextHead(TorchHead):
         return what in getattr(self.config, "ablate", ())
 
     def check_config(self) -> None:
-        bad = [a for a in getattr(self.config, "ablate", ()) if a not in self.ABLATIONS]
-        if bad:
-            raise PipeError(f"head {self.name!r}: unknown ablation(s) {bad}; choose from {list(self.ABLATIONS)}")
         if self.ablated("visual") and self.ablated("text"):
             raise PipeError(f"head {self.name!r}: ablating both visual and text leaves no modality")
 

@@ -13,6 +13,7 @@ from heads.hisave import HisAve
 from heads.lightgbm import LightGBMHead
 from heads.svr import SVRHead
 from pipeline.core.errors import PipeError
+from pipeline.train.data import RunSettings
 from pipeline.train.metrics import regression_metrics
 
 
@@ -88,8 +89,8 @@ def test_svr_ablations_drop_roles_and_cost_accuracy(parts):
     full_mse = _mse(full, parts["test"])
     assert full_mse < _mse(no_v, parts["test"]) and full_mse < _mse(no_t, parts["test"])
     assert full_mse < _mse(HisAve().fit(parts["train"], parts["valid"]), parts["test"])
-    with pytest.raises(ValueError, match="unknown ablation"):
-        SVRHead.Config(ablate=("colour",))
+    with pytest.raises(PipeError, match="knows visual, text, user"):
+        SVRHead(SVRHead.Config(ablate=("colour",)))  # checked by the head, as for every head
 
 
 def test_svr_subsamples_training_rows(parts):
@@ -114,7 +115,9 @@ def test_lightgbm_early_stops_with_user_category(parts):
 
 def test_lightgbm_scheduler_is_a_clear_error(parts):
     with pytest.raises(PipeError, match="scheduler"):
-        LightGBMHead(LightGBMHead.Config(scheduler="tcp://x:8786")).fit(parts["train"], parts["valid"])
+        head = LightGBMHead()
+        head.settings = RunSettings(scheduler="tcp://x:8786")
+        head.fit(parts["train"], parts["valid"])
 
 
 def test_saved_files_are_data_not_code(parts, tmp_path):

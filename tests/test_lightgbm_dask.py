@@ -7,6 +7,7 @@ import pytest
 
 from heads.lightgbm import LightGBMHead, _valid_sq_errors
 from pipeline.core.errors import PipeError
+from pipeline.train.data import RunSettings
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +16,11 @@ def parts(tmp_path_factory):
 
 
 def test_trains_on_a_local_cluster_and_round_trips(parts, tmp_path):
-    cfg = LightGBMHead.Config(n_estimators=40, learning_rate=0.1, min_child_samples=5, dask_workers=2,
+    cfg = LightGBMHead.Config(n_estimators=40, learning_rate=0.1, min_child_samples=5,
                               partition_rows=50)  # train 168 posts -> 4 partitions over 2 workers
-    head = LightGBMHead(cfg).fit(parts["train"], parts["valid"])
+    head = LightGBMHead(cfg)
+    head.settings = RunSettings(dask_workers=2)  # a run setting, not saved with the model
+    head.fit(parts["train"], parts["valid"])
     assert len(head.history) == 40  # every round trained; the best one kept
     best = int(np.argmin([h["valid_mse"] for h in head.history])) + 1
     assert head.booster.current_iteration() == best
@@ -42,7 +45,9 @@ def test_valid_curve_sums_leaves_to_the_prediction(parts):
 
 def test_unreachable_scheduler_is_a_clear_error(parts):
     with pytest.raises(PipeError, match="unknown host"):
-        LightGBMHead(LightGBMHead.Config(scheduler="tcp://no-such-host.invalid:8786")).fit(parts["train"], parts["valid"])
+        head = LightGBMHead()
+        head.settings = RunSettings(scheduler="tcp://no-such-host.invalid:8786")
+        head.fit(parts["train"], parts["valid"])
 
 
 def test_train_plumbing(tmp_path):
@@ -50,7 +55,7 @@ def test_train_plumbing(tmp_path):
 
     cache = tmp_path / "cache"
     tiny.make_dataset(cache, n=40)
-    with pytest.raises(PipeError, match="--dask-workers is for heads that train on dask"):
+    with pytest.raises(PipeError, match="--dask-workers are for heads that train on dask"):
         train(TrainOptions(dataset="tiny", head="hisave", dask_workers=2, cache=cache, runs=tmp_path / "runs"))
     with pytest.raises(PipeError, match="not both"):
         train(TrainOptions(dataset="tiny", head="lightgbm", dask_workers=2, scheduler="tcp://h:1", cache=cache))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import PipeError
+from pipeline.train.data import RunSettings
 from pipeline.train.loop import Prefetcher, Source, TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,10 +40,10 @@ def data(n=64, d=4, seed=0):
     return x, (x @ w).astype(np.float32)
 
 
-def fit(cfg, train, valid, seed=0):
+def fit(cfg, train, valid, seed=0, settings=None):
     torch.manual_seed(seed)
     model = Linear(train[0].shape[1])
-    res = Trainer(cfg).fit(model, source(*train), source(*valid))
+    res = Trainer(cfg, settings or RunSettings()).fit(model, source(*train), source(*valid))
     return model, res
 
 
@@ -65,11 +66,11 @@ def test_early_stopping_restores_best_weights():
     model, res = fit(cfg, (x, y), (xv, -yv))
     mses = [e["valid_mse"] for e in res.history]
     assert res.stop_reason == "patience"
-    assert res.best_valid_mse == min(mses) < mses[-1]
+    assert res.best_valid == min(mses) < mses[-1]
     # stopped exactly `patience` evaluations after the best one
     assert res.steps == res.best_step + cfg.patience * cfg.eval_every
     pred = Trainer(cfg).predict(model, source(xv, -yv))
-    assert np.mean((pred.astype(np.float64) - (-yv)) ** 2) == pytest.approx(res.best_valid_mse, rel=1e-6)
+    assert np.mean((pred.astype(np.float64) - (-yv)) ** 2) == pytest.approx(res.best_valid, rel=1e-6)
 
 
 def test_max_steps_evaluates_at_the_cap():
@@ -83,7 +84,7 @@ def test_deterministic_for_a_seed_and_prefetch_independent():
     cfg = TrainConfig(lr=0.05, batch_size=8, eval_every=5, patience=2, max_steps=40, seed=3)
     m1, r1 = fit(cfg, data(), data(seed=1))
     m2, r2 = fit(cfg, data(), data(seed=1))
-    m3, r3 = fit(TrainConfig(**{**cfg.__dict__, "prefetch": 0}), data(), data(seed=1))
+    m3, r3 = fit(cfg, data(), data(seed=1), settings=RunSettings(prefetch=0))
     for a, b in ((m1, m2), (m1, m3)):
         for p, q in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(p, q)
@@ -146,7 +147,7 @@ def test_threads_setting_applies_while_training_and_is_restored():
     x, y = data()
     torch.set_num_threads(2)
     try:
-        Trainer(TrainConfig(batch_size=16, eval_every=2, max_steps=2, threads=1)).fit(Spy(4), source(x, y), source(x, y))
+        Trainer(TrainConfig(batch_size=16, eval_every=2, max_steps=2), RunSettings(threads=1)).fit(Spy(4), source(x, y), source(x, y))
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
     finally:
@@ -169,4 +170,4 @@ def test_a_non_finite_evaluation_never_counts_as_best():
     res = Trainer(TrainConfig(lr=0.05, batch_size=16, eval_every=2, patience=2, max_steps=20)).fit(
         NanFirst(4), source(x, y), source(*data(seed=1)))
     assert res.history[0]["valid_mse"] is None  # recorded as JSON null
-    assert res.best_step > 0 and res.best_valid_mse < float("inf")
+    assert res.best_step > 0 and res.best_valid < float("inf")

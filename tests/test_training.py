@@ -143,11 +143,11 @@ def test_cli_train_then_evaluate(cache, tmp_path, monkeypatch):
     res = r.invoke(app, ["evaluate", str(runs / "h"), "g", "broken", "--runs", str(runs)])
     assert res.exit_code == 0, res.output
     csv = pl.read_csv(runs / "evaluate.csv")
-    assert csv["run"].to_list() == ["h", "g", "broken"] and csv["status"].to_list() == ["done", "done", "incomplete"]
+    assert csv["run"].to_list() == ["h", "g", "broken"] and csv["status"].to_list() == ["done", "done", "running"]
     g = json.loads((runs / "g" / "metrics.json").read_text())
     assert csv["test_mse"][1] == pytest.approx(g["test"]["mse"])
     md = (runs / "evaluate.md").read_text()
-    assert md.startswith("| run | head |") and "| g | lightgbm |" in md
+    assert md.startswith("## regression") and "| run | head |" in md and "| g | lightgbm |" in md
     res = r.invoke(app, ["evaluate", *map(str, sorted(runs.iterdir())), "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0 and "skipping" in res.output and (tmp_path / "cmp.md").exists()
     res = r.invoke(app, ["evaluate", "missing-run", "--runs", str(runs)])

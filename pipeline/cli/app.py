@@ -1,7 +1,20 @@
-"""The typer app and its shared options. Command modules add themselves to `app`."""
+"""The typer app and its shared options. Command modules add themselves to `app`.
+
+Start-up matters (`pipe --help` should answer at once): command modules import only
+typer, rich and `pipeline.core` at top level; numpy, polars, torch, sklearn and the
+stores are imported inside the commands that use them.
+
+Conventions every command shares: `-h`/`--help`, `-q`/`--quiet` and `-v`/`--verbose`
+(added by `friendly`), status on stderr, results on stdout (`--json` where a summary is
+printed), plain help with flags shown as flags.
+"""
 from __future__ import annotations
 
 import functools
+import inspect
+import json
+import logging
+import sys
 from typing import Any, Callable
 
 import typer
@@ -10,23 +23,80 @@ from rich.markup import escape
 
 from pipeline.core.errors import PipeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Predict social media popularity from cached deep features.")
-console = Console(stderr=True)
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=CONTEXT,
+                  help="Predict social media popularity from cached deep features.")
+console = Console(stderr=True)  # status and errors; results go to stdout
 
-CacheOpt = typer.Option(None, "--cache", help="Store root (default $PIPE_CACHE or ./cache).")
-RunsOpt = typer.Option(None, "--runs", help="Runs root (default $PIPE_RUNS or ./runs).")
+CacheOpt = typer.Option(None, "--cache", help="Store root.", show_default="$PIPE_CACHE or ./cache")
+RunsOpt = typer.Option(None, "--runs", help="Runs root.", show_default="$PIPE_RUNS or ./runs")
+JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout (no table).")
+FORMATS = ("auto", "generic", "parquet", "csv", "jsonl", "smpd")  # `--format` of ingest and score
+FORMAT_HELP = ("Posts file format: " + " | ".join(FORMATS) + " (auto: from the extension; a folder with "
+               "*_img_filepath.txt is SMPD).")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"pipe {version('pipe')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version, is_eager=True),
+) -> None:
+    """Predict social media popularity from cached deep features."""
+
+
+def results_console() -> Console:
+    """stdout for results. Piped or redirected, lines are never cut, so ids stay whole for grep and cut."""
+    out = Console(highlight=False, soft_wrap=True)
+    return out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=100_000)
+
+
+def print_json(obj: Any) -> None:
+    """Strict JSON (NaN -> null) on stdout, one document."""
+    from pipeline.core.io import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, default=str) + "\n")
+
+
+_QUIET = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+    False, "--quiet", "-q", help="No progress or status messages (results and errors still print)."))
+_VERBOSE = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+    False, "--verbose", "-v", help="Log messages, and a full traceback with every error."))
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can act on into one clear message and a non-zero exit."""
+    """Turn the errors a user can act on into one clear message and a non-zero exit, and give
+    the command `--quiet` and `--verbose` (passed on when `fn` takes a parameter of that name)."""
+    sig = inspect.signature(fn)
+    passes = {p for p in ("quiet", "verbose") if p in sig.parameters}
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet, verbose = bool(kwargs.pop("quiet", False)), bool(kwargs.pop("verbose", False))
+        kwargs.update({k: v for k, v in (("quiet", quiet), ("verbose", verbose)) if k in passes})
+        was_quiet, console.quiet = console.quiet, quiet and not verbose
+        if verbose:
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         try:
             return fn(*args, **kwargs)
         except (PipeError, KeyError, FileNotFoundError) as e:
+            console.quiet = False
+            if verbose:
+                console.print_exception()
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
+        finally:
+            console.quiet = was_quiet
 
+    params = [p for p in sig.parameters.values() if p.name not in ("quiet", "verbose")]
+    wrapper.__signature__ = sig.replace(parameters=[*params, _QUIET, _VERBOSE])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**fn.__annotations__, "quiet": bool, "verbose": bool}
     return wrapper
 

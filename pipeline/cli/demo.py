@@ -14,13 +14,15 @@ from pipeline.cli.app import app, console, friendly
 @app.command()
 @friendly
 def demo(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder for the demo's data, cache and runs (default ./pipe-demo; replaced)."),
-    posts: Optional[int] = typer.Option(None, "--posts", help="Synthetic posts to train on (default 480)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Image side and VGG16 input (default 224)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="VGG16 weights: imagenet (default; random if unavailable), random or PATH."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder for the demo's data, cache and runs (replaced).",
+                                           show_default="./pipe-demo"),
+    posts: Optional[int] = typer.Option(None, "--posts", help="Synthetic posts to train on.", show_default="480"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Image side and VGG16 input.", show_default="224"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="VGG16 weights: imagenet (random if unavailable), random or PATH.",
+                                          show_default="imagenet"),
 ) -> None:
     """synth -> ingest -> extract (vgg16, tokens) -> train hisave, lightgbm, uhan -> evaluate -> score."""
-    from pipeline.cli.train import comparison_table
+    from pipeline.cli.train import comparison_tables
     from pipeline.demo import DemoOptions, run_demo, score_new
     from pipeline.evaluate.compare import comparison_rows, write_comparison
     from pipeline.train.rundir import load_run
@@ -33,7 +35,8 @@ def demo(
     run_dirs = run_demo(opts, say)
     loaded = [load_run(d) for d in run_dirs]
     say("5/6 evaluate")
-    Console().print(comparison_table(loaded))
+    for table in comparison_tables(loaded):
+        Console().print(table)
     csv_path, md_path = write_comparison(comparison_rows(loaded), opts.workdir / "runs" / "evaluate")
     say(f"wrote {csv_path} and {md_path}")
     score_new(opts, run_dirs[-1], say)

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli.app import CacheOpt, RunsOpt, app, console, friendly
+from pipeline.cli.app import (FORMAT_HELP, CacheOpt, JsonOpt, RunsOpt, app, console, friendly, print_json,
+                              results_console)
 
 
 @app.command()
@@ -15,21 +16,33 @@ def score(
     run: str = typer.Option(..., "--run", help="Run folder, or run name under the runs root."),
     posts: Path = typer.Option(..., "--posts", help="Posts file (Parquet, CSV, JSONL); labels optional."),
     out: Path = typer.Option(..., "--out", help="Output Parquet: post_id, score, unseen_user, missing_image."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name to ingest the posts as (default: from the file name)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="auto | generic | smpd (default auto)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Extraction device: auto | cpu | cuda."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Extraction batch size."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Image-decoding processes."),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", help="No extraction progress output."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name to ingest the posts as.",
+                                          show_default="from the file name"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    device: str = typer.Option("auto", "--device", help="Extraction device: auto, cpu, cuda or cuda:N."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Extraction batch size.",
+                                             show_default="32 on CPU, 256 on CUDA"),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Image-decoding processes.",
+                                              show_default="CPUs - 1, at most 8"),
+    min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a store lacks rows, without a recorded "
+                                       "reason, for more than this fraction of the posts (unreadable images are flagged)."),
+    as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
+    quiet: bool = False,  # `-q/--quiet`, added by `friendly`: no extraction progress either
 ) -> None:
     """Ingest a posts file, extract only what is not cached with the run's exact extractors, predict, write scores."""
-    from pipeline.score import score as run_score
+    import dataclasses
+
+    from pipeline import api
 
     say = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
-    rep = run_score(run, posts, out, dataset=dataset, cache=cache, runs=runs, fmt=fmt or "auto", say=say,
-                    device=device, batch_size=batch_size, num_workers=num_workers, quiet=quiet)
-    say(f"scored {rep.posts} posts -> {rep.out} ({rep.unseen_users} unseen users, {rep.missing_images} without image)")
+    rep = api.score(run, posts, out, dataset=dataset, cache=cache, runs=runs, fmt=fmt, say=say, device=device,
+                    batch_size=batch_size, num_workers=num_workers, quiet=quiet, min_coverage=min_coverage)
+    if as_json:
+        return print_json(dataclasses.asdict(rep))
+    res = results_console()
+    res.print(f"scored {rep.posts} posts -> {rep.out} ({rep.unseen_users} unseen users, {rep.missing_images} without image)",
+              markup=False)
     if rep.metrics:
-        say("labels present: " + ", ".join(f"{k} {v:.4f}" for k, v in rep.metrics.items()))
+        res.print("labels present: " + ", ".join(f"{k} {v:.4f}" for k, v in rep.metrics.items()), markup=False)

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pipeline.cli.app import CacheOpt, RunsOpt, app, console, friendly
+from pipeline.cli.app import CacheOpt, JsonOpt, RunsOpt, app, console, friendly, print_json, results_console
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
-from pipeline.evaluate.compare import comparison_rows, mean_pm_std, write_comparison
-from pipeline.train.metrics import METRICS
-from pipeline.train.rundir import Run, load_run
+
+if TYPE_CHECKING:  # training, stores and tables are imported only when a command runs
+    from rich.table import Table
+
+    from pipeline.train.rundir import Run
 
 
 def _role_choices(visual: Optional[str], text: Optional[str], roles: Optional[list[str]]) -> dict[str, str]:
@@ -35,60 +35,85 @@ def _role_choices(visual: Optional[str], text: Optional[str], roles: Optional[li
 def train(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name (its posts and stores under the cache)."),
     head: str = typer.Option(..., "--head", help="Head to train: uhan, dualatt, dmf, hisave, svr, lightgbm, ..."),
-    visual: Optional[str] = typer.Option(None, "--visual", help="Store for the visual role: extractor id or unique prefix."),
-    text: Optional[str] = typer.Option(None, "--text", help="Store for the text role: extractor id or unique prefix."),
-    role: Optional[list[str]] = typer.Option(None, "--role", help="ROLE=ID for any other role (repeatable)."),
-    split: Optional[str] = typer.Option(None, "--split", help="0.7,0.1,0.2 (default, chronological), other fractions, or uhan[:SEED]."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Head config override key=value (repeatable)."),
-    ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable)."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Train K seeds (seed, seed+1, ...); report mean ± std. Default 1."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: head, ablations, timestamp)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Train on the dask cluster at ADDRESS (lightgbm)."),
-    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm)."),
+    visual: Optional[str] = typer.Option(None, "--visual", help="Store for the visual role: extractor id or unique prefix.",
+                                         show_default="the paper's store, else the only one that fits"),
+    text: Optional[str] = typer.Option(None, "--text", help="Store for the text role: extractor id or unique prefix.",
+                                       show_default="the paper's store, else the only one that fits"),
+    role: Optional[list[str]] = typer.Option(None, "--role", help="ROLE=ID for any other role (repeatable).",
+                                             show_default="none"),
+    split: Optional[str] = typer.Option(None, "--split", help="0.7,0.1,0.2 (chronological), other fractions, uhan[:SEED] or random[:SEED].",
+                                        show_default="0.7,0.1,0.2; embedding: random:0"),
+    target: str = typer.Option("score", "--target", help="Posts column a regression head learns (score, retweets, likes, ...)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Head config override: one key=value per --set (repeat it).",
+                                            show_default="none"),
+    ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable).",
+                                             show_default="none"),
+    repeats: int = typer.Option(1, "--repeats", help="Train K seeds (seed, seed+1, ...); report mean ± std."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run folder name.",
+                                      show_default="head, ablations, timestamp"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Train on the dask cluster at ADDRESS (lightgbm).",
+                                            show_default="off"),
+    dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm).",
+                                               show_default="off"),
+    min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a role's store has rows for a smaller "
+                                       "fraction of the posts (posts without an image do not count against a visual store)."),
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Train a head on cached features; writes config, log, model, predictions and metrics to a run folder."""
-    from pipeline.train.run import TrainOptions
-    from pipeline.train.run import train as run_training
+    from pipeline import api
 
-    opts = TrainOptions(
-        dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
-        ablate=list(ablate or []), repeats=1 if repeats is None else repeats, name=name, runs=runs, cache=cache,
-        scheduler=scheduler, dask_workers=dask_workers,
+    run = api.train(
+        dataset, head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
+        ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
+        scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
+        say=lambda m: console.print(m, highlight=False, markup=False),
     )
-    run_dir = run_training(opts, say=lambda m: console.print(m, highlight=False, markup=False))
-    Console().print(comparison_table([load_run(run_dir)]))
-    console.print(f"run written to {run_dir}", highlight=False)
+    for table in comparison_tables([run]):
+        results_console().print(table)
+    console.print(f"run written to {run.dir}", highlight=False)
 
 
 @app.command()
 @friendly
 def evaluate(
     run: list[str] = typer.Argument(..., help="Run folders or run names under the runs root; plain files are skipped."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv and PREFIX.md (default: <runs root>/evaluate)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv and PREFIX.md.",
+                                       show_default="<runs root>/evaluate"),
+    as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
 ) -> None:
     """Compare runs: test MSE/MAE/SRC/MedAE (mean ± std over repeats) in the terminal, as CSV and as Markdown."""
-    loaded = []
-    for ref in run:
-        if Path(ref).is_file():  # e.g. runs/evaluate.csv caught by a `runs/*` glob
-            console.print(f"skipping {ref}: a file, not a run folder", highlight=False, markup=False)
-            continue
-        loaded.append(load_run(ref, runs))
-    if not loaded:
-        raise PipeError("no run folders among the arguments")
-    Console().print(comparison_table(loaded))
+    from pipeline import api
+
     prefix = out if out is not None else paths.runs_root(runs) / "evaluate"
-    csv_path, md_path = write_comparison(comparison_rows(loaded), prefix)
-    console.print(f"wrote {csv_path} and {md_path}", highlight=False)
+    rows = api.evaluate(run, runs=runs, out=prefix, say=lambda m: console.print(m, highlight=False, markup=False))
+    if as_json:
+        return print_json(rows)
+    for table in rows_tables(rows):
+        results_console().print(table)
 
 
-def comparison_table(runs: list[Run]) -> Table:
-    """Terminal view (stores and split are in the CSV)."""
-    t = Table("run", "head", "ablate", "K", *[k.upper() for k in METRICS],
-              title="test metrics, mean ± std over K repeats")
-    for r in comparison_rows(runs):
-        t.add_row(r["run"], r["head"], r["ablate"] or "—", str(r["repeats"]) if r["status"] == "done" else "running?",
-                  *[mean_pm_std(r, k, 3) for k in METRICS])
-    return t
+def comparison_tables(runs: list["Run"]) -> list["Table"]:
+    """Terminal view of runs, one table per task (stores and split are in the CSV)."""
+    from pipeline.evaluate.compare import comparison_rows
+
+    return rows_tables(comparison_rows(runs))
+
+
+def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
+    """Terminal view of comparison rows, one table per task."""
+    from rich.table import Table
+
+    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, task_metrics
+
+    out = []
+    for task, rows in by_task(all_rows).items():
+        names = task_metrics(task)
+        t = Table("run", "head", "ablate", "K", *[k.upper() for k in names],
+                  title=f"{task}: test metrics, mean ± std over K repeats")
+        for r in rows:
+            t.add_row(r["run"], r["head"], ablate_text(r), str(r["repeats"]) if r["status"] == "done" else r["status"],
+                      *[mean_pm_std(r, k, 3) for k in names])
+        out.append(t)
+    return out

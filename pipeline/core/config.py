@@ -9,6 +9,7 @@ without pickle.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -100,13 +101,16 @@ def _type_name(tp: Any) -> str:
 
 
 def parse_sets(items: list[str] | None) -> dict[str, str]:
-    """`--set key=value` items -> {key: raw value}; dashes in keys read as underscores."""
+    """`--set key=value` items -> {key: raw value}; dashes in keys read as underscores. One pair
+    per `--set`: `--set "a=1 b=2"` is refused rather than read as a = "1 b=2"."""
     out: dict[str, str] = {}
     for item in items or []:
         key, eq, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or not key:
             raise PipeError(f"--set {item!r}: expected key=value")
+        if re.search(r"\s[A-Za-z_][\w-]*=", raw):
+            raise PipeError(f"--set {item!r}: one key=value per --set (--set a=1 --set b=2)")
         out[key] = raw
     return out
 

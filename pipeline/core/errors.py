@@ -1,11 +1,14 @@
 """Every error a user can act on, in one place. The CLI prints them as one message (no
-traceback) and exits with status 2.
+traceback) and exits with `exit_code`: 2 for usage/input problems, 1 for integrity
+(a damaged or foreign store shard, an unreadable run file).
 """
 from __future__ import annotations
 
 
 class PipeError(Exception):
     """Base of every user-facing error: bad input, missing store, locked store..."""
+
+    exit_code = 2
 
 
 class PostsError(PipeError):
@@ -18,6 +21,13 @@ class StoreError(PipeError):
 
 class StoreLocked(StoreError):
     """Another process holds the store's lock."""
+
+
+class IntegrityError(PipeError):
+    """Bytes on disk that are not what was written: a corrupted, truncated or foreign shard,
+    an unreadable run file. The message names the file and what to do."""
+
+    exit_code = 1
 
 
 class ImageError(PipeError):

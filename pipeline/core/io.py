@@ -30,6 +30,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete `.tmp-PID-*` files left by writers that died (their PID is gone); a live writer's stay."""
+    removed = []
+    for tmp in Path(directory).glob(".tmp-*"):
+        pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def parquet_bytes(df: pl.DataFrame) -> bytes:
     """A table as Parquet bytes (for `atomic_write_bytes`)."""
     buf = io.BytesIO()

@@ -2,12 +2,16 @@
 
 Extractors and heads each keep one (one module per backbone / paper, registered by
 name), so tests can loop over everything registered without a list to maintain.
+`get(name)` first imports the module of that name alone: `pipe extract --backbone tokens`
+must not pay for (or need) torch because `vgg16.py` sits next to `tokens.py`.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from typing import Generic, TypeVar
+
+from pipeline.core.errors import PipeError
 
 T = TypeVar("T")
 
@@ -23,14 +27,26 @@ class Registry(Generic[T]):
         return cls
 
     def get(self, name: str) -> type[T]:
-        self._load_all()
         if name not in self.classes:
-            raise KeyError(f"unknown {self.what} {name!r}; known: {sorted(self.classes)}")
+            self._load_one(name)
+        if name not in self.classes:  # registered under another module's name (clip_text in clip.py)
+            self._load_all()
+        if name not in self.classes:
+            raise PipeError(f"unknown {self.what} {name!r}; known {self.what}s: {', '.join(sorted(self.classes))}")
         return self.classes[name]
 
     def names(self) -> list[str]:
         self._load_all()
         return sorted(self.classes)
+
+    def _load_one(self, name: str) -> None:
+        if not name.isidentifier() or name == "base" or name.startswith("_"):
+            return
+        try:
+            importlib.import_module(f"{self.package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{self.package}.{name}":  # the module exists but an import inside it failed
+                raise
 
     def _load_all(self) -> None:
         pkg = importlib.import_module(self.package)

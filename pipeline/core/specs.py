@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,3 +42,26 @@ def config_hash(identity: dict[str, Any], n: int = 8) -> str:
 def make_extractor_id(name: str, parts: list[str], identity: dict[str, Any]) -> str:
     """`vgg16-pool5-448-1a2b3c4d`: registry name, readable parts, then the content hash."""
     return "-".join([name, *[str(p) for p in parts if p not in (None, "")], config_hash(identity)])
+
+
+# -- the token-vocabulary contract (tokens extractor <-> text heads) --------------------
+PAD_ID, UNK_ID = 0, 1  # token ids: padding (trailing) and a word outside the vocabulary
+FIRST_WORD_ID = 2  # word i of the vocabulary has id i + FIRST_WORD_ID
+VOCAB_FILE = "vocab.json"  # store artifact: {"words": [...], "dropped": [...], "min_count": n}
+
+
+def read_token_vocab(path: Path) -> dict[str, Any]:
+    """A tokens store's vocabulary file, checked; ValueError saying what is wrong."""
+    try:
+        state = json.loads(Path(path).read_bytes())
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("words"), list) \
+            or not isinstance(state.get("dropped", []), list):
+        raise ValueError("expected an object with lists 'words' and 'dropped'")
+    return state
+
+
+def token_vocab_size(words: list[str]) -> int:
+    """Ids a vocabulary of these words can produce (padding and unknown included)."""
+    return len(words) + FIRST_WORD_ID

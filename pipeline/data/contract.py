@@ -2,15 +2,17 @@
 
 Columns (dtypes in `CONTRACT`): post_id (unique), user_id, posted_at (UTC), image (absolute
 path, a relative one resolved against the folder of the ingested file), title, text,
-tags, category / subcategory / concept, score, plus any numeric `user_*` columns
-(Float64). Required: post_id, user_id, posted_at and a score, or views + days to compute
+tags, category / subcategory / concept, score, labels (ground-truth classes of the
+embedding task, a list like tags but distinct from them), plus any numeric `user_*`
+columns and any other numeric column (retweets, likes: regression targets with
+`--target`; not `views` and `days`, which become the score), as Float64. Required: post_id, user_id, posted_at and a score, or views + days to compute
 it as log2(views / days + 1); everything else may be missing or entirely null. A file
 without labels (posts to score) is accepted with `unlabelled=True`: its score may be null.
 
 Timestamps may be ISO 8601 strings, datetimes or unix seconds (ints, floats or numeric
 strings); naive ones are UTC. Tags may be a list or one string split on commas, spaces
-and JSON brackets. Column names are matched case-insensitively; unknown columns are
-dropped. Why strict by default: a silently dropped or mangled post shifts every later
+and JSON brackets. Column names are matched case-insensitively; unknown non-numeric
+columns are dropped. Why strict by default: a silently dropped or mangled post shifts every later
 metric, so every problem is named (file, rows, columns) and `skip_invalid` is opt-in.
 
 """
@@ -24,14 +26,14 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import PipeError, PostsError
+from pipeline.core.errors import IntegrityError, PipeError, PostsError
 from pipeline.data.raw import LINE, RawPosts
 
 UTC_US = pl.Datetime("us", "UTC")
 CONTRACT: dict[str, pl.DataType] = {
     "post_id": pl.Utf8, "user_id": pl.Utf8, "posted_at": UTC_US, "image": pl.Utf8,
     "title": pl.Utf8, "text": pl.Utf8, "tags": pl.List(pl.Utf8), "category": pl.Utf8,
-    "subcategory": pl.Utf8, "concept": pl.Utf8, "score": pl.Float64,
+    "subcategory": pl.Utf8, "concept": pl.Utf8, "score": pl.Float64, "labels": pl.List(pl.Utf8),
 }
 REQUIRED = ("post_id", "user_id", "posted_at")
 REJECTED = "rejected.parquet"
@@ -170,6 +172,7 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
     for c in ("title", "text", "category", "subcategory", "concept"):
         out[c] = _to_str(df[c]).alias(c) if c in df.columns else None
     out["tags"] = _to_tags(df["tags"]).alias("tags") if "tags" in df.columns else None
+    out["labels"] = _to_tags(df["labels"]).alias("labels") if "labels" in df.columns else None
 
     score = _to_float(df["score"]) if "score" in df.columns else pl.Series([None] * df.height, dtype=pl.Float64)
     if "score" in df.columns:
@@ -194,6 +197,9 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
             f = _to_float(df[c])
             flag(_to_str(df[c]).is_not_null() & f.is_null() & ~_is_nan(df[c]), c, "user_* columns must be numeric", df[c])
             out[c] = f.alias(c)
+    for c in df.columns:  # any other numeric column is kept (a possible --target)
+        if c not in out and c not in (LINE, "views", "days") and c not in CONTRACT and _is_numeric(df[c]):
+            out[c] = _to_float(df[c]).alias(c)
 
     n = df.height
     table = pl.DataFrame([
@@ -204,6 +210,16 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
     problems = pl.concat([raw.errors_frame(), problems.with_columns(pl.col("line").cast(pl.Int64))])
     bad = df[LINE].is_in(problems["line"].implode())
     return table.filter(~bad), problems.sort("line", maintain_order=True)
+
+
+def _is_numeric(s: pl.Series) -> bool:
+    """A numeric column, or a string column whose every non-empty value is a number."""
+    if s.dtype.is_numeric():
+        return True
+    if s.dtype != pl.Utf8:
+        return False
+    v = s.str.strip_chars().filter(s.str.strip_chars() != "").drop_nulls()
+    return len(v) > 0 and v.cast(pl.Float64, strict=False).null_count() == 0
 
 
 def _is_nan(s: pl.Series) -> pl.Series:
@@ -218,7 +234,11 @@ def load_posts(dataset: str, cache: Path | None = None) -> pl.DataFrame:
     p = paths.posts_path(dataset, cache)
     if not p.exists():
         raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found); run `pipe ingest PATH --name {dataset}` first")
-    return pl.read_parquet(p).sort("posted_at", "post_id")
+    try:
+        return pl.read_parquet(p).sort("posted_at", "post_id")
+    except Exception as e:  # a damaged table: polars raises several types
+        raise IntegrityError(f"{p}: unreadable posts table ({type(e).__name__}); ingest the dataset again "
+                             f"(`pipe ingest PATH --name {dataset}` sets the damaged table aside)") from None
 
 
 def post_text(df: pl.DataFrame) -> list[str]:
@@ -230,3 +250,13 @@ def post_text(df: pl.DataFrame) -> list[str]:
 def user_feature_columns(df: pl.DataFrame) -> list[str]:
     """The numeric user features (`user_*` Float64 columns, not user_id)."""
     return [c for c, t in df.schema.items() if c.startswith("user_") and c != "user_id" and t == pl.Float64]
+
+
+SIDE_TABLES = ("interactions", "follows")  # side tables ingest may store beside posts.parquet
+
+
+def load_side_tables(dataset: str, cache: Path | None = None) -> dict[str, pl.DataFrame]:
+    """The dataset's side tables that exist: interactions (user_id, post_id, at[, kind]) and
+    follows (user_id, followee_id), as ingest wrote them next to posts.parquet."""
+    d = paths.dataset_dir(dataset, cache)
+    return {name: pl.read_parquet(d / f"{name}.parquet") for name in SIDE_TABLES if (d / f"{name}.parquet").is_file()}

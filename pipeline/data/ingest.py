@@ -2,6 +2,8 @@
 """
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import PostsError
-from pipeline.core.io import parquet_bytes
+from pipeline.core.io import parquet_bytes, remove_stale_temps
 from pipeline.data.contract import REJECTED, _to_str, normalise, post_text
 from pipeline.data.raw import LINE, RawPosts
 from pipeline.data.readers import read_raw
@@ -26,6 +28,7 @@ class IngestReport:
     path: Path  # the posts table written
     rejected_path: Path | None = None  # rejected rows with reasons (skip_invalid only)
     replaced: dict[str, int] | None = None  # on re-ingest: posts added / removed / changed vs the old table
+    set_aside: Path | None = None  # an old table that could not be read, moved here instead of deleted
 
 def _describe(raw: RawPosts, problems: pl.DataFrame) -> str:
     """The error message: file, how many rows, then one line per problem (capped)."""
@@ -47,15 +50,17 @@ def _rejected_rows(raw: RawPosts, problems: pl.DataFrame) -> pl.DataFrame:
     values = raw.df.select([_to_str(raw.df[c]).alias(c) for c in raw.df.columns if c != LINE] + [pl.col(LINE).alias("line")])
     return reasons.join(values, on="line", how="left").rename({"line": raw.row_word})
 
-def _read(path: Path, fmt: str, unlabelled: bool, split: str | None) -> tuple[RawPosts, pl.DataFrame, pl.DataFrame]:
-    raw = read_raw(Path(path), fmt, split)
+def _read(path: Path, fmt: str, unlabelled: bool, split: str | None,
+          encoding: str | None = None) -> tuple[RawPosts, pl.DataFrame, pl.DataFrame]:
+    raw = read_raw(Path(path), fmt, split, encoding=encoding)
     table, problems = normalise(raw, unlabelled=unlabelled)
     return raw, table, problems
 
 
-def read_posts_file(path: Path, fmt: str = "auto", *, unlabelled: bool = False, split: str | None = None) -> pl.DataFrame:
+def read_posts_file(path: Path, fmt: str = "auto", *, unlabelled: bool = False, split: str | None = None,
+                    encoding: str | None = None) -> pl.DataFrame:
     """Read, normalise and validate strictly: the contract table, or PostsError naming every problem."""
-    raw, table, problems = _read(path, fmt, unlabelled, split)
+    raw, table, problems = _read(path, fmt, unlabelled, split, encoding)
     if problems.height:
         raise PostsError(_describe(raw, problems))
     return table
@@ -67,11 +72,17 @@ def count_words(df: pl.DataFrame) -> pl.Series:
 
 
 def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, skip_invalid: bool = False,
-           min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None) -> IngestReport:
-    """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table."""
+           min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None,
+           encoding: str | None = None) -> IngestReport:
+    """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table.
+
+    The new table is written before `rejected.parquet` changes; an old table that cannot be
+    read is set aside (renamed), never a reason to fail; temp files of killed ingests go.
+    """
     from pipeline.core.io import atomic_write_bytes
 
-    raw, table, problems = _read(path, fmt, unlabelled, split)
+    dest = paths.posts_path(name, cache)  # the name is checked before anything is read or written
+    raw, table, problems = _read(path, fmt, unlabelled, split, encoding)
     if problems.height and not skip_invalid:
         raise PostsError(_describe(raw, problems))
     dropped = 0
@@ -81,18 +92,31 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
         table = table.filter(keep)
     if table.height == 0:
         raise PostsError(f"{raw.source}: no posts left to ingest ({problems['line'].n_unique()} invalid, {dropped} below --min-words)")
-    dest = paths.posts_path(name, cache)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest.parent)
     rejected_path = dest.with_name(REJECTED)
+    table = table.sort("posted_at", "post_id")
+    replaced, set_aside = _old_table(dest, table)
+    atomic_write_bytes(dest, parquet_bytes(table))
     if skip_invalid:
         atomic_write_bytes(rejected_path, parquet_bytes(_rejected_rows(raw, problems)))
     else:
         rejected_path.unlink(missing_ok=True)
-    table = table.sort("posted_at", "post_id")
-    replaced = _diff(pl.read_parquet(dest), table) if dest.exists() else None
-    atomic_write_bytes(dest, parquet_bytes(table))
     return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
-                        path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced)
+                        path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced,
+                        set_aside=set_aside)
+
+
+def _old_table(dest: Path, new: pl.DataFrame) -> tuple[dict[str, int] | None, Path | None]:
+    """(diff vs the old table, None) or, when the old table is unreadable, (None, where it was moved)."""
+    if not dest.exists():
+        return None, None
+    try:
+        return _diff(pl.read_parquet(dest), new), None
+    except Exception:  # a damaged table (polars raises several types): keep it for inspection, out of the way
+        aside = dest.with_name(f"{dest.stem}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}{dest.suffix}")
+        os.replace(dest, aside)
+        return None, aside
 
 
 def _diff(old: pl.DataFrame, new: pl.DataFrame) -> dict[str, int]:

@@ -7,6 +7,9 @@ at it. A file whose bytes are not what its name (or --format) says is refused he
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -28,10 +31,31 @@ def _sniff(path: Path) -> tuple[str, bytes]:
         return "binary", head
     try:
         head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 4:  # a cut multi-byte character at the end is fine
+    except UnicodeDecodeError:  # text in another encoding, or binary: binary has many control bytes
+        controls = sum(b < 9 or 13 < b < 32 for b in head)
+        if controls > len(head) // 100:
             return "binary", head
     return "text", head
+
+
+def _decode(path: Path, encoding: str | None) -> str:
+    """The file's text, decoded strictly: bytes that are not valid `encoding` (UTF-8 by default)
+    are refused naming the line, never replaced."""
+    data = path.read_bytes()
+    enc = encoding or "utf-8"
+    try:
+        codecs.lookup(enc)
+    except LookupError:
+        raise PostsError(f"--encoding {enc!r}: unknown encoding (try utf-8, latin-1, cp1252, utf-16)") from None
+    try:
+        return data.decode("utf-8-sig" if codecs.lookup(enc).name == "utf-8" else enc)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        hint = ("pass --encoding with the file's encoding (e.g. --encoding cp1252)" if encoding is None
+                else "check --encoding")
+        raise PostsError(f"{path}: line {line}, byte {col}: {data[e.start:e.end]!r} is not valid {enc} text; "
+                         f"re-save the file as UTF-8 or {hint}") from None
 
 
 def _looks(kind: str, head: bytes) -> str:
@@ -64,23 +88,37 @@ def _read_parquet(path: Path) -> RawPosts:
     return RawPosts(df, path, path.parent, "row")
 
 
-def _read_csv(path: Path) -> RawPosts:
+def _read_csv(path: Path, encoding: str | None = None) -> RawPosts:
     kind, head = _sniff(path)
-    if kind != "text":
+    if kind != "text" and encoding is None:
         raise PostsError(f"{path}: not a CSV file ({_looks(kind, head)}); rename it or pass --format")
+    text = _decode(path, encoding)
     try:
-        df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+        df = pl.read_csv(io.BytesIO(text.encode("utf-8")), infer_schema=False, truncate_ragged_lines=False)
     except Exception as e:  # polars raises ComputeError / NoDataError / ShapeError for bad CSV
-        raise PostsError(f"{path}: unreadable CSV file: {e}") from None
+        raise PostsError(f"{path}: unreadable CSV file{_ragged_line(text)}: {str(e).splitlines()[0]}") from None
     # line numbers: the header is line 1 (exact unless quoted fields span several lines)
     df = _lowercase(df, path).with_row_index(LINE, offset=2).with_columns(pl.col(LINE).cast(pl.Int64))
     return RawPosts(df, path, path.parent, "line")
 
-def _read_jsonl(path: Path) -> RawPosts:
+def _ragged_line(text: str) -> str:
+    """`, line N has K fields, the header M` for the first row whose field count differs, else ''."""
+    rows = csv.reader(io.StringIO(text))
+    try:
+        width = len(next(rows))
+        for row in rows:
+            if row and len(row) != width:
+                return f" (line {rows.line_num} has {len(row)} fields, the header {width})"
+    except (csv.Error, StopIteration):
+        pass
+    return ""
+
+
+def _read_jsonl(path: Path, encoding: str | None = None) -> RawPosts:
     kind, head = _sniff(path)
-    if kind != "text":
+    if kind != "text" and encoding is None:
         raise PostsError(f"{path}: not a JSON Lines file ({_looks(kind, head)}); rename it or pass --format")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = _decode(path, encoding)
     records: list[dict] = []
     lines: list[int] = []
     errors: list[tuple[int, str, str, str]] = []
@@ -92,7 +130,7 @@ def _read_jsonl(path: Path) -> RawPosts:
         row_word, numbered = "item", list(enumerate(items, 1))
     else:
         row_word, numbered = "line", []
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(text.split("\n"), 1):  # only \n ends a line (U+2028 may sit inside a string)
             if line.strip():
                 try:
                     numbered.append((i, json.loads(line)))
@@ -126,7 +164,7 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
-def read_raw(path: Path, fmt: str = "auto", split: str | None = None) -> RawPosts:
+def read_raw(path: Path, fmt: str = "auto", split: str | None = None, encoding: str | None = None) -> RawPosts:
     """Read a posts file (or an SMPD folder) in the given or detected format."""
     if fmt not in FORMATS:
         raise PostsError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -141,4 +179,6 @@ def read_raw(path: Path, fmt: str = "auto", split: str | None = None) -> RawPost
         return read_smpd(path, split)
     if path.is_dir():
         raise PostsError(f"{path}: a folder; --format {fmt} reads one file")
-    return {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_jsonl}[fmt](path)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    return {"csv": _read_csv, "jsonl": _read_jsonl}[fmt](path, encoding)

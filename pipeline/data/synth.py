@@ -12,7 +12,8 @@ Planted score of a post by user u at time t (default `SynthConfig`):
           + category effect                  top-level category, evenly spaced in [-0.2, 0.2]
           + N(0, 0.3)                        noise
 
-- 24 users (fewer below 960 posts: one per 40 posts, at least 2), each posting at its own
+- 24 users by default (fewer below 960 posts: one per 40 posts, at least 2; `users=U`
+  makes exactly U, each with a post, and needs `MIN_POSTS_PER_USER` posts per user), each posting at its own
   rate (weights uniform in [0.6, 1.4]), at uniformly random times over one year (2023).
 - 8 visual objects, each a large (45-65 % of the side) shape with its own saturated
   colour and texture (red disc, green striped square, ...: `OBJECTS`), on a muted
@@ -42,7 +43,7 @@ decay 0.01, lr 3e-3): unregularised it overfits the 49x512 grids (test 1.13).
 
 Files written: `OUT/posts.parquet` (image paths relative to it), `OUT/images/*.jpg`,
 `OUT/truth.parquet` (per post: base, shown object, lucky flags, trend, noise) and
-`OUT/signals.json` (the design and each user's lucky object and word).
+`OUT/signals.json` (the design, `n_users` made, and each user's lucky object and word).
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ from PIL import Image, ImageDraw
 from pipeline.core.errors import PipeError
 
 DEFAULT_POSTS = 1500
+DEFAULT_USERS = 24  # at 960 posts and more
+MIN_POSTS_PER_USER = 10  # with fewer, a user's lucky object and word are hardly seen in training
 # (name, RGB colour, shape, texture)
 OBJECTS = [
     ("red disc", (230, 40, 40), "disc", "solid"),
@@ -89,7 +92,7 @@ YEAR_S = 365 * 86400
 
 @dataclass(frozen=True)
 class SynthConfig:
-    users: int = 24  # users at full size (fewer for small datasets: one per 40 posts, >= 2)
+    users: int | None = None  # exactly this many (>= 2); None: 24, fewer below 960 posts (one per 40, >= 2)
     base_mean: float = 6.0  # mean per-user level
     base_sd: float = 1.0  # spread of per-user levels (what HisAve captures)
     object_effect: float = 1.5  # score added when a post shows its user's lucky object
@@ -155,6 +158,28 @@ def _other(lucky: int, n: int, rng: np.random.Generator) -> int:
     return int((lucky + rng.integers(1, n)) % n)
 
 
+def n_users_for(posts: int, asked: int | None) -> int:
+    """The users a dataset of `posts` gets: `asked` exactly, or PipeError naming the minimum."""
+    if asked is None:
+        return max(2, min(DEFAULT_USERS, posts // 40))
+    if asked < 2:
+        raise PipeError(f"synth needs at least 2 users (got --users {asked})")
+    if posts < asked * MIN_POSTS_PER_USER:
+        raise PipeError(f"--users {asked} needs at least {asked * MIN_POSTS_PER_USER} posts ({MIN_POSTS_PER_USER} per "
+                        f"user); got {posts}: raise --posts or use --users {max(2, posts // MIN_POSTS_PER_USER)} or fewer")
+    return asked
+
+
+def _every_user_posts(users: np.ndarray, n_users: int) -> np.ndarray:
+    """Each user the random draw left without a post takes one post of the busiest user, so
+    `n_users` users really post (a no-op at default sizes: existing seeds keep their data)."""
+    users = users.copy()
+    for u in sorted(set(range(n_users)) - set(users.tolist())):
+        busiest = int(np.bincount(users, minlength=n_users).argmax())
+        users[int(np.flatnonzero(users == busiest)[-1])] = u
+    return users
+
+
 def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: SynthConfig | None = None) -> Path:
     """Write the dataset under `out`; returns the posts file. Same seed -> same files."""
     cfg = config or SynthConfig()
@@ -163,7 +188,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    n_users = max(2, min(cfg.users, posts // 40))
+    n_users = n_users_for(posts, cfg.users)
     n_obj, n_words = len(OBJECTS), len(SIGNAL_WORDS)
     base = rng.normal(cfg.base_mean, cfg.base_sd, n_users)
     lucky_obj, lucky_word = _assign(n_users, n_obj, rng), _assign(n_users, n_words, rng)
@@ -174,7 +199,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     cat_effect = np.linspace(-cfg.category_effect, cfg.category_effect, len(cats))
     fillers = FILLER_WORDS[: int(np.clip(posts * 5.5 / 15, 8, len(FILLER_WORDS)))]  # ~15 uses per word
 
-    users = rng.choice(n_users, size=posts, p=activity / activity.sum())
+    users = _every_user_posts(rng.choice(n_users, size=posts, p=activity / activity.sum()), n_users)
     seconds = np.sort(rng.uniform(0, YEAR_S, posts))
     rows, truth = [], []
     for i in range(posts):
@@ -233,7 +258,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
              "concept", "score", "views", "days", "user_followers")
     df.write_parquet(out / "posts.parquet")
     pl.DataFrame(truth, infer_schema_length=None).write_parquet(out / "truth.parquet")
-    design = {"config": asdict(cfg), "posts": posts, "image_size": image_size, "seed": seed, "users": {
+    design = {"config": asdict(cfg), "posts": posts, "image_size": image_size, "seed": seed, "n_users": n_users, "users": {
         f"u{u:02d}": {"base": round(float(base[u]), 4), "lucky_object": OBJECTS[lucky_obj[u]][0],
                       "lucky_word": SIGNAL_WORDS[lucky_word[u]]} for u in range(n_users)}}
     (out / "signals.json").write_text(json.dumps(design, indent=2) + "\n")

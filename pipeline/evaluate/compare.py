@@ -1,62 +1,104 @@
-"""`pipe evaluate`: one comparison row per run, written as CSV and Markdown.
+"""`pipe evaluate`: one comparison row per run, grouped by task, written as CSV and Markdown.
+
+Each task has its own metrics (regression: MSE, MAE, SRC, MedAE; ranking: P@1, P@3, AUC;
+embedding: mAP, micro/macro P/R/F1), so runs are compared within their task: one table
+(and one `PREFIX-<task>.csv` when several tasks are present) per task.
+
+A row keeps lists as lists (`ablate`) and the stores as a role -> extractor id dict (as in
+`pipe evaluate --json`); the CSV gives them cells a parser reads back: `ablate` a JSON
+list, or an empty string for none, and one `store_<role>` column per role.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pipeline.train import tasks
 from pipeline.train.rundir import Run
 
 
-def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One flat row per run: identity, then test metrics (mean and std over repeats) and valid MSE."""
-    from pipeline.train.metrics import METRICS
+def task_metrics(task: str) -> tuple[str, ...]:
+    return tasks.get(task).metrics_names
 
+
+def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One flat row per run: identity, then its task's test metrics (mean and std over
+    repeats) and the validation criterion."""
     rows = []
     for r in runs:
         m = r.metrics or {}
+        task = tasks.get(r.task)
         row: dict[str, Any] = {
-            "run": r.name, "head": r.head, "ablate": ",".join(r.config.get("ablate", [])),
-            "stores": " ".join(r.stores.values()), "split": _split_text(r.config.get("split", {})),
-            "repeats": len(m.get("repeats", [])) if m else 0, "status": "done" if m else "incomplete",
+            "run": r.name, "task": task.name, "head": r.head, "ablate": list(r.config.get("ablate", [])),
+            "stores": dict(r.stores), "split": _split_text(r.config.get("split", {})),
+            "repeats": len(m.get("repeats", [])) if m else 0, "status": r.status,
         }
-        for k in METRICS:
+        for k in task.metrics_names:
             row[f"test_{k}"] = m.get("test", {}).get(k) if m else None
-            row[f"test_{k}_std"] = m.get("std", {}).get("test", {}).get(k) if m else None
-        row["valid_mse"] = m.get("valid", {}).get("mse") if m else None
+            row[f"test_{k}_std"] = (m.get("std", {}).get("test") or {}).get(k) if m else None
+        row[f"valid_{task.criterion}"] = m.get("valid", {}).get(task.criterion) if m else None
         rows.append(row)
     return rows
 
 
+def by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["task"], []).append(r)
+    return out
+
+
 def _split_text(s: dict[str, Any]) -> str:
-    if s.get("kind") == "uhan":
-        return f"uhan:{s.get('seed', 0)}"
+    if s.get("kind") in ("uhan", "random"):
+        return f"{s['kind']}:{s.get('seed', 0)}"
     return ",".join(f"{f:g}" for f in s.get("fractions", []))
+
+
+def ablate_text(row: dict[str, Any]) -> str:
+    """The ablations of a row for people: `user, visual`, or a dash for none."""
+    return ", ".join(row["ablate"]) or "—"
+
+
+def csv_row(row: dict[str, Any], roles: list[str]) -> dict[str, Any]:
+    """A row with flat cells: `ablate` as a JSON list ("" for none), `store_<role>` per role."""
+    flat: dict[str, Any] = {}
+    for k, v in row.items():
+        if k == "stores":
+            flat.update({f"store_{role}": v.get(role) for role in roles})
+        else:
+            flat[k] = (json.dumps(v) if v else "") if k == "ablate" else v
+    return flat
 
 
 def mean_pm_std(row: dict[str, Any], metric: str, digits: int = 4) -> str:
     """`m ± s` of a test metric of a comparison row; the mean alone for a single repeat."""
-    mean, std = row[f"test_{metric}"], row[f"test_{metric}_std"]
+    mean, std = row.get(f"test_{metric}"), row.get(f"test_{metric}_std")
     if mean is None:
         return "—"
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None and row["repeats"] > 1 else f"{mean:.{digits}f}"
 
 
 def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Path, Path]:
-    """PREFIX.csv (every column, means and stds apart) and PREFIX.md (mean ± std)."""
-    from pipeline.train.metrics import METRICS
-
+    """PREFIX.csv (every column, means and stds apart; one PREFIX-<task>.csv per further
+    task) and PREFIX.md (one mean ± std table per task)."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".md")
-    pl.DataFrame(rows, infer_schema_length=None).write_csv(csv_path)
-    head = ["run", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in METRICS]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["run"], r["head"], r["ablate"] or "—", str(r["repeats"]),
-                 *[mean_pm_std(r, k) for k in METRICS]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    md_path.write_text("\n".join(lines) + "\n")
+    groups = by_task(rows)
+    lines: list[str] = []
+    for i, (task, group) in enumerate(groups.items()):
+        path = csv_path if i == 0 else prefix.with_name(f"{prefix.name}-{task}.csv")
+        roles = list(dict.fromkeys(role for r in group for role in r["stores"]))
+        pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None).write_csv(path)
+        names = task_metrics(task)
+        head = ["run", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
+        lines += [f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in group:
+            cells = [r["run"], r["head"], ablate_text(r), str(r["repeats"]), *[mean_pm_std(r, k) for k in names]]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    md_path.write_text("\n".join(lines))
     return csv_path, md_path

@@ -18,10 +18,7 @@ def build_extractor(name: str, **overrides: Any) -> Extractor:
     Values may be typed or strings (`--set max_features=3000`): each is converted to its
     config field's annotated type.
     """
-    try:
-        cls = extractors.get(name)
-    except KeyError:
-        raise PipeError(f"unknown backbone {name!r}; known: {', '.join(extractors.names())}") from None
+    cls = extractors.get(name)  # PipeError naming the known backbones
     types_ = field_types(cls.Config)
     given = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(given) - set(types_))
@@ -43,7 +40,7 @@ def extractor_from_store(store_dir: str | Path) -> Extractor:
     man = Manifest.load(store_dir)
     try:
         cls = extractors.get(man.extractor)
-    except KeyError:
+    except PipeError:
         raise PipeError(f"{store_dir} was written by extractor {man.extractor!r}, which is not installed") from None
     ex = cls(config_from_dict(cls.Config, man.config))
     ex.load_artifacts(store_dir)
@@ -65,3 +62,12 @@ def is_fitted(ex: Extractor) -> bool:
     except PipeError:
         return False
     return True
+
+
+def reads_images(store: Any) -> bool:
+    """Whether the extractor that wrote a store (a FeatureStore) reads images: its posts without an
+    image have no row by design. Grid and pixel kinds when that extractor is not installed."""
+    try:
+        return extractors.get(store.manifest.extractor).modality == "image"
+    except Exception:  # PipeError for an unknown name, or a module that fails to import
+        return store.spec.kind in ("grid", "pixels")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
+from pipeline.core.device import resolve_device
 from pipeline.core.errors import PipeError
 from pipeline.extract.options import RunOptions, ShardOutcome, ShardTask
 
@@ -82,9 +83,7 @@ def worker_device(device: str) -> str:
     mod GPUs> (one GPU per worker); otherwise what `RunOptions.resolved_device` says."""
     from distributed import get_worker
 
-    from pipeline.extract import RunOptions
-
-    resolved = RunOptions(device=device).resolved_device()
+    resolved = resolve_device(device)
     if resolved != "cuda" or torch.cuda.device_count() < 2:
         return resolved
     try:

@@ -54,14 +54,17 @@ def run_extract(
     """Extract every post of `dataset` not yet in the extractor's store; options: RunOptions fields (None = default)."""
     t_start = time.perf_counter()
     opts = RunOptions(**{k: v for k, v in options.items() if v is not None})
-    device = opts.device if opts.on_dask else opts.resolved_device()  # a bad --device fails before any work
+    if not extractor.uses_torch:
+        device = "cpu"  # numpy-only extractors: no device to resolve, and no torch import to resolve it
+    else:
+        device = opts.device if opts.on_dask else opts.resolved_device()  # a bad --device fails before any work
     if posts is None:
         posts = load_posts(dataset, cache)
     if extractor.needs_fit and not is_fitted(extractor):
         extractor.fit(post_text(posts))
     eid = extractor.extractor_id()
     spec = extractor.spec()
-    store = paths.features_dir(dataset, cache) / eid
+    store = paths.store_dir(dataset, eid, cache)  # both names checked: nothing written outside the cache
     config = config_to_dict(extractor.config)
     with StoreWriter(store, eid, extractor.name, spec, config, wait=opts.wait) as w:
         for name, data in extractor.artifacts().items():  # before any shard

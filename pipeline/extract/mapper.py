@@ -1,25 +1,35 @@
 """Shard tasks -> shard results: the forward pass over image batches, or `transform` over texts.
+
+torch (DataLoader, autocast) is imported only on the paths that use it, so a tokens or
+tfidf extraction runs without it.
 """
 from __future__ import annotations
 
 import sys
-from typing import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 from extractors.base import Extractor
 from pipeline.core.device import is_cuda
 from pipeline.core.progress import Progress
 from pipeline.extract.images import fingerprint_text
 from pipeline.extract.options import RunOptions, ShardResult, ShardTask
-from pipeline.extract.reader import ImageItems, RawImages, collate, collate_raw, decode_batch, decodes_on_device
-from pipeline.nn.device import FittedBatch, autocast
 
 
 def _empty(ex: Extractor) -> np.ndarray:
     spec = ex.spec()
     return np.empty((0, *spec.shape), np.dtype(spec.dtype))
+
+
+def _text_autocast(ex: Extractor, device: str, amp: bool) -> AbstractContextManager[Any]:
+    """Mixed precision for torch text models on CUDA; nothing (and no torch import) otherwise."""
+    if not getattr(ex, "uses_torch", True) or not is_cuda(device):
+        return nullcontext()
+    from pipeline.nn.device import autocast
+
+    return autocast(device, amp)
 
 
 def map_shards(
@@ -28,12 +38,17 @@ def map_shards(
     """Tasks -> results, in order; `ex` must be loaded on `device` (`ex.load(device)`)."""
     if ex.modality == "text":
         for t in tasks:
-            with autocast(device, opts.amp):
+            with _text_autocast(ex, device, opts.amp):
                 feats = ex.transform(list(t.inputs)) if t.post_ids else _empty(ex)
             yield ShardResult(t.index, list(t.post_ids), feats, [fingerprint_text(x) for x in t.inputs])
             if progress:
                 progress.advance(len(t.post_ids))
         return
+    from torch.utils.data import DataLoader
+
+    from pipeline.extract.reader import ImageItems, RawImages, collate, collate_raw, decode_batch, decodes_on_device
+    from pipeline.nn.device import FittedBatch, autocast
+
     # One loader over every task, with batches that never cross a shard, so the workers
     # stay warm across shards and the model never waits for a new pool to start.
     batch_size = opts.resolved_batch_size(device)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import polars as pl
 
-from pipeline.core.errors import StoreError, StoreLocked
+from pipeline.core.errors import IntegrityError, StoreError, StoreLocked
 from pipeline.core.io import atomic_write_bytes
 from pipeline.core.specs import FeatureSpec
 
@@ -27,6 +27,7 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.parquet"
 LOCK = ".lock"
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
+ARTIFACT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 FORMAT_VERSION = 1
 
 @dataclass
@@ -51,6 +52,12 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Manifest":
+        for s in d.get("shards", []):  # names only: a manifest never points outside its folder
+            if not SHARD_RE.match(str(s.get("file"))) or not isinstance(s.get("rows"), int) or not isinstance(s.get("sha256"), str):
+                raise ValueError(f"bad shard entry {s!r}")
+        for name in d.get("artifacts", {}):
+            if not ARTIFACT_RE.fullmatch(name):
+                raise ValueError(f"bad artifact name {name!r}")
         return cls(
             extractor_id=d["extractor_id"],
             extractor=d["extractor"],
@@ -66,32 +73,50 @@ class Manifest:
         if not path.exists():
             raise StoreError(f"no feature store at {directory} (missing {MANIFEST})")
         try:
-            return cls.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError) as e:
-            raise StoreError(f"{path} is not a valid manifest: {e}") from e
+            return cls.from_json(json.loads(path.read_bytes()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise IntegrityError(f"{path} is not a valid manifest ({type(e).__name__}: {e}); remove the store "
+                                 "(`pipe store rm`) and extract again") from None
 
     def save(self, directory: Path) -> None:
         atomic_write_bytes(directory / MANIFEST, json.dumps(self.to_json(), indent=1).encode())
 
 
 @contextmanager
-def store_lock(directory: Path, wait: bool = False) -> Iterator[None]:
-    """An OS file lock: released by the kernel when its process dies, so a killed run never blocks."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+def store_lock(directory: Path, wait: bool = False, shared: bool = False) -> Iterator[None]:
+    """An OS file lock: released by the kernel when its process dies, so a killed run never blocks.
+
+    The one writer holds it exclusive; a reader holds it shared while it opens the store, so a
+    train never starts on a half-grown store and an extraction never starts mid-check.
+    """
+    if shared:
+        if not directory.is_dir():
+            raise StoreError(f"no feature store at {directory}")
+        try:
+            fd = os.open(directory / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:  # a read-only store nobody can write to: nothing to wait for
+            yield
+            return
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             if not wait:
+                if shared:
+                    raise StoreLocked(f"an extraction (pid {holder}) is writing to {directory}; wait for it to finish "
+                                      "and run again, so no head reads a half-written store") from None
                 raise StoreLocked(
                     f"another process (pid {holder}) is writing to {directory}; "
                     "wait for it to finish, or pass --wait to queue behind it"
                 ) from None
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the flock
@@ -102,4 +127,8 @@ def read_failures(directory: Path) -> pl.DataFrame:
     p = Path(directory) / FAILURES
     if not p.exists():
         return pl.DataFrame(schema=FAILURE_SCHEMA)
-    return pl.read_parquet(p).cast(FAILURE_SCHEMA)
+    try:
+        return pl.read_parquet(p).select(FAILURE_SCHEMA.keys()).cast(FAILURE_SCHEMA)
+    except Exception as e:  # polars raises several types for a damaged file
+        raise IntegrityError(f"{p}: unreadable failures table ({type(e).__name__}); delete it and run "
+                             "`pipe extract ... --retry-failed` to record failures again") from None

@@ -10,31 +10,38 @@ import numpy as np
 import polars as pl
 
 from pipeline.core.errors import StoreError
-from pipeline.store.manifest import Manifest, read_failures
-from pipeline.store.shards import read_shard_meta
+from pipeline.store.integrity import check_shard, load_stamps, save_stamps
+from pipeline.store.manifest import Manifest, read_failures, store_lock
 
 
 class FeatureStore:
     """Read-only view of one store: ids, rows by id, batches. The only way heads see features.
 
+    Opening checks every shard against the manifest (spec, rows, sha256 unless its
+    verified stamp still matches; see `pipeline.store.integrity`), so no byte is served
+    unchecked, and reads after that cost nothing extra.
+
     Memory maps are opened lazily per process (they are dropped when pickled), so
     DataLoader and dask workers each open their own read-only handles.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, wait: bool = False) -> None:
         self.directory = Path(directory)
-        self.manifest = Manifest.load(self.directory)
-        self.spec = self.manifest.spec
+        # Under the shared lock: no extraction is half-way through this store while it is checked.
+        with store_lock(self.directory, wait=wait, shared=True):
+            self.manifest = Manifest.load(self.directory)
+            self.spec = self.manifest.spec
+            stamps = load_stamps(self.directory)
+            before = {k: dict(v) for k, v in stamps.items()}
+            metas = [check_shard(self.directory, s, self.spec, stamps) for s in self.manifest.shards]
+            if stamps != before:
+                save_stamps(self.directory, stamps)
         self._dtype = np.dtype(self.spec.dtype)
         self._shards: list[tuple[Path, int | None, int]] = []  # (path, byte offset, rows)
         self._index: dict[str, tuple[int, int]] = {}
-        for si, s in enumerate(self.manifest.shards):
-            path = self.directory / s["file"]
-            if not path.exists():
-                raise StoreError(f"shard {path} listed in the manifest is missing; run `pipe store verify`")
-            ids, _, offset, shape, _ = read_shard_meta(path)
-            self._shards.append((path, offset, len(ids)))
-            for row, pid in enumerate(ids):
+        for si, (s, meta) in enumerate(zip(self.manifest.shards, metas)):
+            self._shards.append((self.directory / s["file"], meta.offset, len(meta.ids)))
+            for row, pid in enumerate(meta.ids):
                 self._index[pid] = (si, row)  # newer shards come later and win
         self._maps: list[np.ndarray] | None = None
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import h5py
 import numpy as np
 
-from pipeline.core.errors import StoreError
+from pipeline.core.errors import IntegrityError, StoreError
 from pipeline.core.io import sha256_file
 from pipeline.core.specs import FeatureSpec
 
@@ -74,9 +74,34 @@ def finished_shard(directory: Path, index: int, post_ids: Sequence[str]) -> dict
     return {"file": final.name, "rows": len(ids), "sha256": sha256_file(final)}
 
 
-def read_shard_meta(path: Path) -> tuple[list[str], list[str], int | None, tuple[int, ...], str]:
-    with h5py.File(path, "r") as f:
-        ids = [s.decode() if isinstance(s, bytes) else s for s in f["post_id"][()]]
-        sources = [s.decode() if isinstance(s, bytes) else s for s in f["source"][()]] if "source" in f else [""] * len(ids)
-        ds = f["features"]
-        return ids, sources, ds.id.get_offset(), ds.shape, ds.dtype.str
+class ShardMeta(NamedTuple):
+    """What a shard says about itself: its rows' ids and sources, and its own spec."""
+    ids: list[str]
+    sources: list[str]
+    offset: int | None  # byte offset of `features` (None: not contiguous, read through h5py)
+    shape: tuple[int, ...]  # of `features`, rows first
+    dtype: str  # numpy dtype string of `features`
+    kind: str | None  # the `kind` attribute the writer recorded
+
+
+def read_shard_meta(path: Path) -> ShardMeta:
+    """A shard's metadata; IntegrityError naming the file when it is not a readable shard
+    (truncated, a damaged header, another file renamed `shard-*.h5`)."""
+    try:
+        with h5py.File(path, "r") as f:
+            ids = [s.decode() if isinstance(s, bytes) else s for s in f["post_id"][()]]
+            sources = [s.decode() if isinstance(s, bytes) else s for s in f["source"][()]] if "source" in f else [""] * len(ids)
+            ds = f["features"]
+            kind = f.attrs.get("kind")
+            return ShardMeta(ids, sources, ds.id.get_offset(), tuple(ds.shape), ds.dtype.str,
+                             kind.decode() if isinstance(kind, bytes) else kind)
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError, RuntimeError) as e:
+        raise IntegrityError(f"{path}: not a readable shard ({type(e).__name__}: {e}); {repair_hint(path.parent)}") from None
+
+
+def repair_hint(directory: Path) -> str:
+    """What to run about a damaged store, with its dataset and id when it sits in a cache."""
+    d = Path(directory)
+    args = f" --dataset {d.parent.parent.name} --extractor {d.name}" if d.parent.name == "features" else ""
+    return (f"`pipe store verify{args}` lists the damage and `pipe store repair{args}` sets bad shards aside "
+            "(the next `pipe extract` redoes their posts)")

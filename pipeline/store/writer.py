@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
 
-from pipeline.core.errors import StoreError
+from pipeline.core.errors import IntegrityError, StoreError
 from pipeline.core.io import atomic_write_bytes, parquet_bytes, sha256_file
 from pipeline.core.specs import FeatureSpec
 from pipeline.store.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, SHARD_RE, Manifest, read_failures, store_lock
-from pipeline.store.shards import read_shard_meta, write_shard_file
+from pipeline.store.integrity import load_stamps, orphan_problem, quarantine, save_stamps, spec_problem, stamp
+from pipeline.store.shards import ShardMeta, read_shard_meta, repair_hint, write_shard_file
 
 
 class StoreWriter:
@@ -32,8 +34,11 @@ class StoreWriter:
         self.wait = wait
         self._lock_cm = None
         self.manifest = Manifest(extractor_id, extractor, config, spec, [], {})
+        self._metas: dict[str, ShardMeta] = {}  # file -> metadata read at open
 
     def __enter__(self) -> "StoreWriter":
+        self._created = not self.directory.exists()
+        self.quarantined: list[str] = []  # orphan shards refused at adoption, with why
         self._lock_cm = store_lock(self.directory, self.wait)
         self._lock_cm.__enter__()
         try:
@@ -45,7 +50,12 @@ class StoreWriter:
 
     def __exit__(self, *exc: Any) -> None:
         assert self._lock_cm is not None
-        self._lock_cm.__exit__(*exc)
+        try:
+            if exc[0] is not None and self._created and not self.manifest.shards:
+                # failed before its first shard (e.g. a bad --weights): leave no empty store behind
+                shutil.rmtree(self.directory, ignore_errors=True)
+        finally:
+            self._lock_cm.__exit__(*exc)
 
     def _open(self) -> None:
         d = self.directory
@@ -60,13 +70,29 @@ class StoreWriter:
         # Leftovers of a killed run: temp files are partial by construction.
         for tmp in d.glob(".tmp-*"):
             tmp.unlink(missing_ok=True)
+        spec = self.manifest.spec
+        self._metas = {}
+        for s in self.manifest.shards:  # a damaged listed shard stops here, named, not deep in h5py
+            why = "missing"
+            if (d / s["file"]).exists():
+                self._metas[s["file"]] = meta = read_shard_meta(d / s["file"])
+                why = spec_problem(meta, spec, s["rows"])
+            if why:
+                raise IntegrityError(f"{d / s['file']}: {why}; {repair_hint(d)}")
         # Complete shards renamed into place whose manifest update was lost (a kill between
-        # rename and manifest write, or a dask worker's shard): adopt them.
+        # rename and manifest write, or a dask worker's shard): adopt them once their spec and
+        # rows check out; anything else (a copy, another store's shard) goes to quarantine/.
         listed = {s["file"] for s in self.manifest.shards}
         orphans = sorted(p for p in d.glob("shard-*.h5") if SHARD_RE.match(p.name) and p.name not in listed)
+        stored = set(self.done_sources().items()) if orphans else set()
         for p in orphans:
-            ids, _, _, shape, _ = read_shard_meta(p)
-            self.manifest.shards.append({"file": p.name, "rows": len(ids), "sha256": sha256_file(p)})
+            why = orphan_problem(p, spec, stored)
+            if why:
+                self.quarantined.append(f"{p.name}: {why} -> {quarantine(d, p, why)}")
+                continue
+            self._metas[p.name] = meta = read_shard_meta(p)
+            stored.update(zip(meta.ids, meta.sources))
+            self.manifest.shards.append({"file": p.name, "rows": len(meta.ids), "sha256": sha256_file(p)})
         self.manifest.shards.sort(key=lambda s: s["file"])
         self.manifest.save(d)
 
@@ -75,8 +101,8 @@ class StoreWriter:
         """post_id -> source fingerprint of its newest stored row."""
         out: dict[str, str] = {}
         for s in self.manifest.shards:
-            ids, sources, *_ = read_shard_meta(self.directory / s["file"])
-            out.update(zip(ids, sources))
+            meta = self._metas.get(s["file"]) or read_shard_meta(self.directory / s["file"])
+            out.update(zip(meta.ids, meta.sources))
         return out
 
     def failures(self) -> pl.DataFrame:
@@ -96,6 +122,10 @@ class StoreWriter:
         self.manifest.shards.append(entry)
         self.manifest.shards.sort(key=lambda s: s["file"])
         self.manifest.save(self.directory)
+        # The sha256 was just computed from these bytes: stamp it so the first reader need not hash again.
+        stamps = load_stamps(self.directory)
+        stamp(stamps, self.directory / entry["file"], entry["sha256"])
+        save_stamps(self.directory, stamps)
 
     def record_failures(self, failed: pl.DataFrame, succeeded: Sequence[str] = ()) -> None:
         """Merge failures (post_id, reason, source); drop ids that have since succeeded."""

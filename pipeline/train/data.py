@@ -1,10 +1,10 @@
-"""What every head answers, neural or not, so train/evaluate/score treat them alike.
+"""What a head is given: one part of a split (`HeadData`), the roles it reads (`Role`), the
+dataset as known before each post (`History`) and the run settings it executes under.
 
-A head declares the feature roles it reads (`roles()`), e.g. UHAN needs a `visual` grid
-and `text` tokens. The CLI resolves each role to a store (`--visual`, `--text`, or the
-role's paper default). Posts columns (user_id, posted_at, user_* features, categories)
-come with every `HeadData`; features come from the stores, by post id.
-
+Posts columns (user_id, posted_at, user_* features, categories, `labels`, extra numeric
+columns such as retweets) come with every `HeadData`; features come from the stores, by
+post id. Task-specific examples (a ranking task's user-post pairs) travel in `examples`;
+side tables (interactions, follows) in `side`, already cut to what the part may know.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from pipeline.core.device import check_device
+from pipeline.core.errors import PipeError
 from pipeline.store import FeatureStore
 
 
@@ -24,11 +26,76 @@ class Role:
 
 
 @dataclass
-class HeadData:
-    """One part of a split: its posts (in order) and the stores that fill the head's roles."""
+class RunSettings:
+    """How a head runs, never what it is: not saved with the model, so a model trained with
+    `--device cuda` scores on a CPU-only machine. `pipe train --set device=cpu` lands here."""
 
-    posts: pl.DataFrame  # posts-contract rows; `score` may be null when predicting new posts
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads while training/predicting; None = torch's default
+    prefetch: int = 4  # batches the loader thread assembles ahead; 0 = assemble inline
+    scheduler: str | None = None  # dask scheduler address, for heads that train on dask (lightgbm)
+    dask_workers: int | None = None  # or a local dask cluster of this many processes
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        if self.threads is not None and self.threads < 1:
+            raise PipeError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.prefetch < 0:
+            raise PipeError(f"prefetch must be >= 0, got {self.prefetch}")
+        if self.dask_workers is not None and self.dask_workers < 1:
+            raise PipeError(f"dask_workers must be at least 1, got {self.dask_workers}")
+        if self.scheduler and self.dask_workers is not None:
+            raise PipeError("give --dask-workers (a local cluster) or --scheduler (an existing one), not both")
+
+    @property
+    def on_dask(self) -> bool:
+        return bool(self.scheduler or self.dask_workers)
+
+
+@dataclass
+class History:
+    """The whole dataset as a sequence head may see it: every post's features (strictly
+    earlier posts only, by `before`) and labels of training posts only (`target` is null
+    elsewhere), so a window never carries a label the model could not have known."""
+
+    posts: pl.DataFrame  # every post, sorted by (posted_at, post_id); target null outside the training part
+    stores: dict[str, FeatureStore] = field(default_factory=dict)  # role -> store, as for the parts
+
+    def before(self, post_ids: list[str], length: int, user_scope: bool = False) -> list[list[str]]:
+        """For each post, the ids of up to `length` posts published strictly before it (ties
+        broken by post_id, as the split orders them), newest last; `user_scope` keeps the
+        post's own user's posts only. A post not in the history gets no earlier posts."""
+        order = self.posts.select("post_id", "user_id")
+        ids, users = order["post_id"].to_list(), order["user_id"].to_list()
+        pos = {p: i for i, p in enumerate(ids)}
+        by_user: dict[str, list[int]] = {}
+        for i, u in enumerate(users):
+            by_user.setdefault(u, []).append(i)
+        out = []
+        for p in post_ids:
+            i = pos.get(p)
+            if i is None:
+                out.append([])
+            elif user_scope:
+                rows = by_user[users[i]]
+                k = int(np.searchsorted(rows, i))
+                out.append([ids[j] for j in rows[max(0, k - length):k]])
+            else:
+                out.append(ids[max(0, i - length):i])
+        return out
+
+
+@dataclass
+class HeadData:
+    """One part of a split: its posts (in order), the stores that fill the head's roles, and
+    whatever else the task hands its heads."""
+
+    posts: pl.DataFrame  # posts-contract rows; the target may be null when predicting new posts
     stores: dict[str, FeatureStore] = field(default_factory=dict)  # role -> store
+    target: str = "score"  # the posts column regression heads learn (`pipe train --target`)
+    examples: pl.DataFrame | None = None  # task examples when they are not the posts (ranking: user-post pairs)
+    side: dict[str, pl.DataFrame] = field(default_factory=dict)  # side tables as known to this part
+    history: History | None = None  # the dataset before each post, for sequence heads
 
     @property
     def ids(self) -> list[str]:
@@ -36,14 +103,20 @@ class HeadData:
 
     @property
     def y(self) -> np.ndarray:
-        return self.posts["score"].to_numpy().astype(np.float32)
+        """The target column as float32 (NaN where null)."""
+        if self.target not in self.posts.columns:
+            raise PipeError(f"the posts have no target column {self.target!r}; columns: {self.posts.columns}")
+        return self.posts[self.target].cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float32)
 
     def __len__(self) -> int:
         return self.posts.height
 
     def subset(self, rows: np.ndarray | slice) -> "HeadData":
         idx = np.arange(self.posts.height)[rows]
-        return HeadData(self.posts[idx], self.stores)
+        return HeadData(self.posts[idx], self.stores, self.target, self.examples, self.side, self.history)
+
+    def with_posts(self, posts: pl.DataFrame) -> "HeadData":
+        return HeadData(posts, self.stores, self.target, self.examples, self.side, self.history)
 
     def features(self, role: str, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows, present): rows for ids (zeros where the store has none) and a bool mask."""
@@ -55,4 +128,3 @@ class HeadData:
             have = [p for p, ok in zip(ids, present) if ok]
             out[present] = store.read(have)
         return out, present
-

@@ -1,6 +1,6 @@
 """The one training loop every torch head shares (UHAN's protocol).
 
-Adam; evaluate the validation MSE every `eval_every` batches (and once before the first
+Adam; evaluate the task's validation criterion (MSE, AUC, mAP: a `Criterion`) every `eval_every` batches (and once before the first
 step, so "no training helps" is a possible answer); stop after `patience` evaluations
 without improvement or at `max_steps`; restore the best weights. Batches are assembled
 by a background thread (`Prefetcher`) from the feature stores' memory maps, `prefetch`
@@ -26,6 +26,7 @@ from torch import nn
 from pipeline.core.device import resolve_device, torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.nn.device import batch_to_device
+from pipeline.train.data import RunSettings
 
 Batch = dict[str, torch.Tensor]
 
@@ -41,10 +42,7 @@ class TrainConfig:
     patience: int = 20  # evaluations without improvement before stopping (UHAN: 20)
     max_steps: int | None = None  # hard cap on training batches; None = until patience runs out
     seed: int = 0  # seeds weight init, batch order and any training-time masking
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    prefetch: int = 4  # batches the loader thread assembles ahead; 0 = assemble inline
-    threads: int | None = None  # torch CPU threads while training/predicting; None = torch's default
-    # (1 can be several times faster for small heads or on cores other processes also use)
+    # device, threads and prefetch are run settings (pipeline.train.data.RunSettings), not model settings
 
 
 @dataclass
@@ -67,10 +65,26 @@ class Source:
 
 
 @dataclass
+class Criterion:
+    """What early stopping watches: a metric of the model's validation outputs."""
+
+    name: str  # metric name: history entries are `valid_<name>`
+    value: Callable[[np.ndarray], float]  # validation outputs -> the metric, in its own units
+    higher_is_better: bool = False
+
+
+def mse_criterion(y: np.ndarray) -> Criterion:
+    """Validation MSE against targets y (the regression task's criterion)."""
+    y64 = np.asarray(y, np.float64)
+    return Criterion("mse", lambda pred: float(np.mean((pred.astype(np.float64) - y64) ** 2)))
+
+
+@dataclass
 class TrainResult:
-    history: list[dict[str, Any]]  # per evaluation: step, valid_mse, train_loss, seconds (None: not finite / none yet)
+    history: list[dict[str, Any]]  # per evaluation: step, valid_<criterion>, train_loss, seconds (None: not finite / none yet)
     best_step: int  # training batches done when the restored weights were evaluated
-    best_valid_mse: float  # validation MSE of the restored weights
+    best_valid: float  # the validation criterion of the restored weights
+    criterion: str  # its name (mse, auc, map)
     steps: int  # training batches done in all
     stop_reason: str  # "patience" or "max_steps"
     train_seconds: float  # wall time of the training loop minus evaluations (batch waits included)
@@ -182,49 +196,52 @@ def mse_loss(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
 
 @dataclass
 class Trainer:
-    """Fit a model `model(batch) -> (B,) predictions` on a training Source, early-stopped on a valid one."""
+    """Fit a model `model(batch) -> outputs` on a training Source, early-stopped on a valid one."""
 
     config: TrainConfig
-    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss
+    settings: RunSettings = field(default_factory=RunSettings)  # device, threads, prefetch
+    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss (the task's)
+    criterion: Criterion | None = None  # None: MSE against the validation Source's y
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
     on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        if c.threads is not None and c.threads < 1:
-            raise PipeError(f"trainer setting threads must be >= 1 or None, got {c.threads}")
         for name in ("batch_size", "eval_every", "patience"):
             if getattr(c, name) < 1:
                 raise PipeError(f"trainer setting {name} must be >= 1, got {getattr(c, name)}")
         if c.max_steps is not None and c.max_steps < 0:
             raise PipeError(f"trainer setting max_steps must be >= 0 or None, got {c.max_steps}")
-        self.device = torch.device(resolve_device(c.device))
+        self.device = torch.device(resolve_device(self.settings.device))
 
-    def predict(self, model: nn.Module, source: Source) -> np.ndarray:
-        """Predictions for every example of `source`, in order (float32)."""
+    def predict(self, model: nn.Module, source: Source, fn: Callable[[Batch], torch.Tensor] | None = None
+                ) -> np.ndarray:
+        """`fn(batch)` (default `model(batch)`) for every example of `source`, in order (float32)."""
         model.eval()
+        fn = fn or model
         outs = []
-        with torch_threads(self.config.threads), torch.no_grad(), Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, self.config.prefetch) as pf:
+        s = self.settings
+        with torch_threads(s.threads), torch.no_grad(), \
+                Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, s.prefetch) as pf:
             for batch in pf:
-                outs.append(model(batch).float().cpu())
+                outs.append(fn(batch).float().cpu())
         return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros(0, np.float32)
 
-    def _valid_mse(self, model: nn.Module, valid: Source, y: np.ndarray) -> float:
-        pred = self.predict(model, valid)
-        return float(np.mean((pred.astype(np.float64) - y) ** 2))
-
     def fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
-        with torch_threads(self.config.threads):
+        with torch_threads(self.settings.threads):
             return self._fit(model, train, valid)
 
     def _fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
         c = self.config
         if train.n == 0 or valid.n == 0:
             raise PipeError(f"cannot train: the training part has {train.n} posts and the validation part {valid.n}")
-        if valid.y is None or len(valid.y) != valid.n:
-            raise ValueError("the validation Source needs y, one target per example")
-        valid_y = np.asarray(valid.y, np.float64)
+        crit = self.criterion
+        if crit is None:
+            if valid.y is None or len(valid.y) != valid.n:
+                raise ValueError("the validation Source needs y, one target per example")
+            crit = mse_criterion(valid.y)
+        sign = -1.0 if crit.higher_is_better else 1.0
         model.to(self.device)
         opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         rng = np.random.default_rng(c.seed)
@@ -236,14 +253,14 @@ class Trainer:
             return v if np.isfinite(v) else None  # the history stays strict JSON
 
         def evaluate(step: int, losses: list[torch.Tensor]) -> float:
-            """Validation MSE (inf when not finite, so a diverged model never counts as best)."""
+            """The criterion as a loss (inf when not finite, so a diverged model never counts as best)."""
             nonlocal eval_s
             te = time.perf_counter()
-            mse = self._valid_mse(model, valid, valid_y)
-            mse = mse if np.isfinite(mse) else float("inf")
+            value = crit.value(self.predict(model, valid))
+            loss = sign * value if np.isfinite(value) else float("inf")
             entry = {
                 "step": step,
-                "valid_mse": finite(mse),
+                f"valid_{crit.name}": finite(value),
                 "train_loss": finite(float(torch.stack(losses).mean())) if losses else None,
                 "seconds": round(time.perf_counter() - t0, 3),
             }
@@ -251,7 +268,7 @@ class Trainer:
             if self.progress is not None:
                 self.progress(entry)
             eval_s += time.perf_counter() - te
-            return mse
+            return loss
 
         best = evaluate(0, [])
         best_step, best_state, bad = 0, copy.deepcopy(model.state_dict()), 0
@@ -259,7 +276,7 @@ class Trainer:
         sync = torch.cuda.synchronize if self.device.type == "cuda" and self.on_step is not None else None
         t_train, eval_before = time.perf_counter(), eval_s
         if c.max_steps != 0:
-            with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, c.prefetch) as pf:
+            with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, self.settings.prefetch) as pf:
                 it = iter(pf)
                 while True:
                     ts = time.perf_counter()
@@ -271,17 +288,18 @@ class Trainer:
                     opt.step()
                     losses.append(loss.detach())  # no host sync per step
                     step += 1
-                    seen += len(batch["y"])
+                    rows = len(next(iter(batch.values())))
+                    seen += rows
                     if self.on_step is not None:
                         if sync is not None:
                             sync()
-                        self.on_step(len(batch["y"]), time.perf_counter() - ts)
+                        self.on_step(rows, time.perf_counter() - ts)
                     at_cap = c.max_steps is not None and step >= c.max_steps
                     if step % c.eval_every == 0 or at_cap:
-                        mse = evaluate(step, losses)
+                        value = evaluate(step, losses)
                         losses = []
-                        if mse < best:
-                            best, best_step, bad = mse, step, 0
+                        if value < best:
+                            best, best_step, bad = value, step, 0
                             best_state = copy.deepcopy(model.state_dict())
                         else:
                             bad += 1
@@ -297,7 +315,8 @@ class Trainer:
         return TrainResult(
             history=history,
             best_step=best_step,
-            best_valid_mse=best,
+            best_valid=sign * best if np.isfinite(best) else float("nan"),
+            criterion=crit.name,
             steps=step,
             stop_reason=stop,
             train_seconds=train_s,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
-from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store
+from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store, store_rows
 from pipeline.train.data import Role
 
 
@@ -27,13 +27,16 @@ def resolve_roles(
     choices = dict(choices or {})
     notes = [f"--{r} {ref} ignored: this head configuration reads no {r!r} role" for r, ref in choices.items()
              if r not in roles]
-    specs = {eid: Manifest.load(paths.features_dir(dataset, cache) / eid).spec for eid in list_stores(dataset, cache)}
+    all_specs = {eid: Manifest.load(paths.features_dir(dataset, cache) / eid).spec for eid in list_stores(dataset, cache)}
+    # A store with no rows (an extraction that never finished a shard) is never picked by default.
+    specs = {e: s for e, s in all_specs.items() if store_rows(paths.features_dir(dataset, cache) / e) > 0}
+    notes += [f"store {e} has no rows yet: not considered" for e in sorted(set(all_specs) - set(specs))]
     chosen: dict[str, str] = {}
     for role, spec in roles.items():
         if role in choices:
             eid = resolve_store(dataset, choices[role], cache).name
-            if specs[eid].kind not in spec.kinds:
-                raise PipeError(f"--{role} {choices[role]}: store {eid} holds {specs[eid].kind} rows; "
+            if all_specs[eid].kind not in spec.kinds:
+                raise PipeError(f"--{role} {choices[role]}: store {eid} holds {all_specs[eid].kind} rows; "
                                 f"role {role!r} needs {' or '.join(spec.kinds)}")
             chosen[role] = eid
     order = [r for r in roles if roles[r].required] + [r for r in roles if not roles[r].required]

@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import IntegrityError, PipeError
 from pipeline.core.io import atomic_write_bytes, json_safe
 
 CONFIG = "config.json"
@@ -36,6 +36,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
 TRAIN_LOG = "train_log.jsonl"
 MODEL_DIR = "model"
+INTERRUPTED = "interrupted.json"  # written when a run stops before its metrics
 
 LIBRARIES = ("pipe", "numpy", "polars", "pyarrow", "h5py", "scipy", "scikit-learn", "lightgbm", "torch", "torchvision")
 
@@ -84,13 +85,11 @@ class RunWriter:
     """
 
     def __init__(self, runs: str | Path | None, name: str, unique: bool = False) -> None:
-        if not name or "/" in name or name in (".", ".."):
-            raise PipeError(f"invalid run name {name!r}: use a plain folder name")
-        self.dir = paths.runs_root(runs) / name
+        self.dir = paths.run_dir(name, runs)  # a checked name, inside the runs root
         k = 1
         while unique and self.dir.exists():
             k += 1
-            self.dir = paths.runs_root(runs) / f"{name}-{k}"
+            self.dir = paths.run_dir(f"{name}-{k}", runs)
         if self.dir.exists() and any(self.dir.iterdir()):
             raise PipeError(f"run folder {self.dir} already exists; pass another --name or remove it")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +109,17 @@ class RunWriter:
             f.write(json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False) + "\n")
 
     def write_predictions(self, df: pl.DataFrame) -> None:
-        df.select("post_id", "split", "y", "yhat").write_parquet(self.dir / PREDICTIONS)
+        """post_id, split, then the task's columns (regression: y, yhat)."""
+        df.write_parquet(self.dir / PREDICTIONS)
+
+    def write_table(self, name: str, df: pl.DataFrame) -> None:
+        """A task's extra table, e.g. the ranking candidates every head is judged on."""
+        df.write_parquet(self.dir / f"{name}.parquet")
+
+    def mark_interrupted(self, reason: str) -> None:
+        """The run stopped before metrics.json (Ctrl-C, SIGTERM, an error): say so, and why."""
+        _write_json(self.dir / INTERRUPTED, {"time": now_utc(), "reason": reason})
+        self.log({"event": "interrupted", "reason": reason})
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         _write_json(self.dir / METRICS, metrics)
@@ -129,6 +138,19 @@ class Run:
         return self.dir.name
 
     @property
+    def status(self) -> str:
+        """done (metrics written), interrupted (stopped early, see interrupted.json) or running."""
+        if self.metrics is not None:
+            return "done"
+        return "interrupted" if (self.dir / INTERRUPTED).exists() else "running"
+
+    @property
+    def task(self) -> str:
+        """The run's task; runs from before tasks existed are regression."""
+        t = self.config.get("task")
+        return t.get("name", "regression") if isinstance(t, dict) else "regression"
+
+    @property
     def head(self) -> str:
         return self.config["head"]
 
@@ -143,10 +165,28 @@ class Run:
         model = self.dir / MODEL_DIR
         if not model.is_dir():
             raise PipeError(f"run {self.dir} has no saved model ({MODEL_DIR}/); did training finish?")
-        return heads.get(self.head).load(model)
+        cls = heads.get(self.head)
+        for f in sorted(model.glob("*.json")):  # name the damaged file when it is a JSON one
+            try:
+                json.loads(f.read_bytes())
+            except (OSError, ValueError) as e:
+                raise IntegrityError(f"{f}: unreadable ({type(e).__name__}: {e}); the run's model is damaged: "
+                                     "train the run again") from None
+        try:
+            return cls.load(model)
+        except PipeError:
+            raise
+        except Exception as e:  # torch/pickle/zip/json errors from a damaged model file
+            files = ", ".join(p.name for p in sorted(model.iterdir()) if p.suffix != ".json") or "its files"
+            raise IntegrityError(f"{model}: cannot load the saved model ({files}: {type(e).__name__}: "
+                                 f"{str(e)[:200]}); the file is damaged or truncated: train the run again") from None
 
     def predictions(self) -> pl.DataFrame:
-        return pl.read_parquet(self.dir / PREDICTIONS)
+        p = self.dir / PREDICTIONS
+        try:
+            return pl.read_parquet(p)
+        except Exception as e:  # polars raises several types for a damaged file
+            raise IntegrityError(f"{p}: unreadable ({type(e).__name__}); train the run again") from None
 
 
 def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:
@@ -160,9 +200,17 @@ def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:
 
 def load_run(ref: str | Path, runs: str | Path | None = None) -> Run:
     d = find_run(ref, runs)
-    try:
-        config = json.loads((d / CONFIG).read_text())
-        metrics = json.loads((d / METRICS).read_text()) if (d / METRICS).exists() else None
-    except ValueError as e:
-        raise PipeError(f"run {d} has an unreadable JSON file: {e}") from e
+    config = _read_run_json(d / CONFIG)
+    if not isinstance(config, dict) or not isinstance(config.get("head"), str):
+        raise IntegrityError(f"{d / CONFIG}: not a run config (no head); the run is damaged: train it again")
+    metrics = _read_run_json(d / METRICS) if (d / METRICS).exists() else None
+    if metrics is not None and not isinstance(metrics, dict):
+        raise IntegrityError(f"{d / METRICS}: not a metrics object; the run is damaged: train it again")
     return Run(d, config, metrics)
+
+
+def _read_run_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise IntegrityError(f"{path}: unreadable ({type(e).__name__}: {e}); the run is damaged: train it again") from None

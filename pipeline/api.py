@@ -1,0 +1,210 @@
+"""The Python API: the command line's loop for notebooks and scripts.
+
+    from pipeline import api
+
+    api.ingest(df, "flickr")                          # a polars/pandas DataFrame or a posts file
+    api.extract("flickr", "vgg16", image_size=224)    # extractor settings and run options as keywords
+    api.extract("flickr", "tokens")
+    run = api.train("flickr", "uhan", config={"max_steps": 200}, repeats=2)
+    run.metrics["test"]["mse"]                        # metrics.json as a dict
+    scores = run.predict(new_df)                      # post_id, score, unseen_user, missing_image
+    st = api.open_store("flickr", "vgg16-pool5")      # read cached features
+
+The `pipe` commands that do work (ingest, extract, train, evaluate, score) call the
+function of the same name here, so the two cannot drift apart: same options, same
+defaults, same errors (`PipeError`, which the CLI prints as one line). Heavy libraries are
+imported by the functions that need them, so `from pipeline import api` is quick.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+from pipeline.core.errors import PipeError
+from pipeline.train.rundir import Run as _RunFolder
+from pipeline.train.rundir import load_run as _load_run
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pipeline.data.ingest import IngestReport
+    from pipeline.extract import ExtractReport
+    from pipeline.score import ScoreReport
+    from pipeline.store import FeatureStore
+
+PathLike = str | Path
+Say = Callable[[str], None]
+
+__all__ = ["Run", "evaluate", "extract", "ingest", "load_run", "open_store", "score", "train"]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _as_polars(df: Any) -> "pl.DataFrame":
+    import polars as pl
+
+    if isinstance(df, pl.DataFrame):
+        return df
+    if type(df).__module__.startswith("pandas"):
+        return pl.from_pandas(df)
+    raise PipeError(f"expected a polars or pandas DataFrame or a path, got {type(df).__name__}")
+
+
+def _posts_file(posts: Any, folder: Path, name: str, base: PathLike | None) -> Path:
+    """`posts` as a file to ingest: a path as it is, a DataFrame written to `folder` with its
+    relative image paths made absolute against `base` (default: the working directory),
+    since ingest resolves them against the file's own folder."""
+    if isinstance(posts, (str, Path)):
+        return Path(posts)
+    import polars as pl
+
+    df = _as_polars(posts)
+    if "image" in df.columns and df.schema["image"] == pl.String:
+        root = Path(base) if base is not None else Path.cwd()
+        df = df.with_columns(pl.Series("image", [p if not p or Path(p).is_absolute() else str((root / p).resolve())
+                                                 for p in df["image"].to_list()], dtype=pl.String))
+    f = folder / f"{name}.parquet"
+    df.write_parquet(f)
+    return f
+
+
+def ingest(posts: Any, name: str, *, fmt: str = "auto", cache: PathLike | None = None, skip_invalid: bool = False,
+           min_words: int | None = None, unlabelled: bool = False, split: str | None = None,
+           base: PathLike | None = None, encoding: str | None = None) -> "IngestReport":
+    """Validate posts (a DataFrame or a file; see README "the posts contract") and write
+    `<cache>/<name>/posts.parquet`, replacing an older table. Relative image paths of a
+    DataFrame resolve against `base` (default: the working directory); `encoding` is that of
+    a CSV or JSONL file (default UTF-8)."""
+    from pipeline.data.ingest import ingest as ingest_file
+
+    if min_words is not None and min_words < 0:
+        raise PipeError(f"--min-words must be >= 0 (got {min_words})")
+    with tempfile.TemporaryDirectory(prefix="pipe-ingest-") as tmp:
+        f = _posts_file(posts, Path(tmp), name, base)
+        return ingest_file(f, name, fmt, Path(cache) if cache is not None else None, skip_invalid=skip_invalid,
+                           min_words=min_words, unlabelled=unlabelled, split=split, encoding=encoding)
+
+
+def extract(dataset: str, backbone: str, *, config: Mapping[str, Any] | None = None, cache: PathLike | None = None,
+            **opts: Any) -> "ExtractReport":
+    """Extract every post of `dataset` not yet in the backbone's store. Keywords that are run
+    options (`batch_size`, `shard_size`, `device`, `num_workers`, `retry_failed`, `wait`,
+    `quiet`, `decode`, `amp`, `dask_workers`, `scheduler`) say how to run; every other keyword
+    (and `config`) is an extractor setting (`layer`, `image_size`, `weights`, `max_features`,
+    ...) and changes the extractor id."""
+    from pipeline.extract import RunOptions, build_extractor, run_extract
+
+    run_keys = {f.name for f in dataclasses.fields(RunOptions)}
+    settings = {**(config or {}), **{k: v for k, v in opts.items() if k not in run_keys}}
+    ex = build_extractor(backbone, **settings)
+    return run_extract(dataset, ex, cache=cache, **{k: v for k, v in opts.items() if k in run_keys})
+
+
+def _set_item(key: str, value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return f"{key}={value}"
+
+
+class Run(_RunFolder):
+    """A run folder (`runs/<name>/`): `config`, `metrics` (None until it finished),
+    `predictions()`, and `predict` for new posts."""
+
+    @classmethod
+    def load(cls, ref: PathLike, runs: PathLike | None = None) -> "Run":
+        """A run by folder, or by name under the runs root."""
+        r = _load_run(ref, runs)
+        return cls(**{f.name: getattr(r, f.name) for f in dataclasses.fields(r)})
+
+    def predict(self, posts: Any, *, dataset: str | None = None, cache: PathLike | None = None,
+                base: PathLike | None = None, say: Say = _quiet, **options: Any) -> Any:
+        """Scores of `posts` (a DataFrame or a file) exactly as `pipe score` computes them:
+        one row per post with post_id, score, unseen_user, missing_image; the same frame type
+        as given (polars for a file). The posts are ingested as dataset `dataset` (default
+        `<run name>-predict`) under `cache` (default: the run's), so their features are cached
+        and a repeated call extracts nothing; the run's own dataset is never touched. Options
+        are `pipe score`'s: `fmt`, `device`, `batch_size`, `num_workers`, `quiet`, ..."""
+        import polars as pl
+
+        name = dataset or f"{self.name}-predict"
+        root = cache if cache is not None else self.config.get("cache")
+        with tempfile.TemporaryDirectory(prefix="pipe-predict-") as tmp:
+            out = Path(tmp) / "scores.parquet"
+            score(self.dir, _posts_file(posts, Path(tmp), name, base), out, dataset=name, cache=root, say=say,
+                  **options)
+            table = pl.read_parquet(out)
+        return table if isinstance(posts, (str, Path, pl.DataFrame)) else table.to_pandas()
+
+
+def load_run(ref: PathLike, runs: PathLike | None = None) -> Run:
+    """A run by folder, or by name under the runs root (`$PIPE_RUNS` or ./runs)."""
+    return Run.load(ref, runs)
+
+
+def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, ablate: Iterable[str] | str = (),
+          visual: str | None = None, text: str | None = None, say: Say = _quiet, **opts: Any) -> Run:
+    """Train `head` on `dataset`'s cached features into a new run folder and return it.
+    `config` overrides head settings (`{"lr": 1e-3}`, as `--set lr=0.001`); `visual`, `text`
+    or `stores={"role": id}` choose stores; other keywords are `pipe train`'s options:
+    `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, ..."""
+    from pipeline.train.run import TrainOptions
+    from pipeline.train.run import train as run_training
+
+    stores = dict(opts.pop("stores", None) or {})
+    stores.update({role: ref for role, ref in (("visual", visual), ("text", text)) if ref})
+    sets = [*(opts.pop("sets", None) or []), *(_set_item(k, v) for k, v in (config or {}).items())]
+    ablate = [ablate] if isinstance(ablate, str) else list(ablate)
+    valid = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in ("dataset", "head", "stores", "sets",
+                                                                                "ablate")]
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise PipeError(f"train() got unknown option(s) {', '.join(unknown)}; options: config, ablate, visual, text, "
+                        f"stores, {', '.join(valid)}")
+    run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=sets, ablate=ablate, **opts),
+                           say=say)
+    return Run.load(run_dir)
+
+
+def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = None, out: PathLike | None = None,
+             say: Say = _quiet) -> list[dict[str, Any]]:
+    """One comparison row per run (test metrics, mean and std over repeats); also writes
+    OUT.csv and OUT.md when `out` is given. Plain files among `refs` are skipped (a
+    `runs/*` glob catches `runs/evaluate.csv`)."""
+    from pipeline.evaluate.compare import comparison_rows, write_comparison
+
+    loaded = []
+    for ref in refs:
+        if isinstance(ref, _RunFolder):
+            loaded.append(ref)
+        elif Path(ref).is_file():
+            say(f"skipping {ref}: a file, not a run folder")
+        else:
+            loaded.append(load_run(ref, runs))
+    if not loaded:
+        raise PipeError("no run folders among the arguments")
+    rows = comparison_rows(loaded)
+    if out is not None:
+        csv_path, md_path = write_comparison(rows, out)
+        say(f"wrote {csv_path} and {md_path}")
+    return rows
+
+
+def score(run: PathLike | _RunFolder, posts: PathLike, out: PathLike, **opts: Any) -> "ScoreReport":
+    """`pipe score`: ingest a posts file as its own dataset, extract what is not cached with
+    the run's exact extractors, predict and write OUT (post_id, score, unseen_user,
+    missing_image). Options: `dataset`, `cache`, `runs`, `fmt`, `say` and extraction's
+    `device`, `batch_size`, `num_workers`, `quiet`, ..."""
+    from pipeline.score import score as score_file
+
+    return score_file(run.dir if isinstance(run, _RunFolder) else run, posts, out, **opts)
+
+
+def open_store(dataset: str, extractor: str, cache: PathLike | None = None) -> "FeatureStore":
+    """A feature store for reading: `extractor` is a full id or a unique prefix (`vgg16-pool5`)."""
+    from pipeline.store import open_store as open_feature_store
+
+    return open_feature_store(dataset, extractor, cache)

@@ -1,0 +1,137 @@
+"""Multi-label image embedding (DMAN): one example is a post with its ground-truth `labels`.
+
+Posts without labels are left out and counted. Split: `random:0` (70/10/20) by default,
+as DMAN's datasets have no time order that matters; `--split` fractions give a
+chronological one. The label vocabulary is the labels of the training part, sorted
+(`label_vocabulary`); labels met only outside it cannot be predicted and are ignored when
+scoring, which the run's notes count. A head's `predict` returns an `EmbeddingOutput`: an
+embedding row per post, a confidence per label (sigmoid scale, positive above 0.5) and,
+for heads with a tag branch, a confidence per tag of their tag vocabulary. Loss:
+binary cross-entropy of (B, L) label logits against the (B, L) multi-hot `labels` batch
+(heads such as DMAN add their own terms). Early stopping on valid mAP. Metrics: mAP,
+micro / macro P, R, F1 (see pipeline/train/metrics.py) and, with tag outputs, cross-modal
+P@1/5/10/20/50 (each label that is also a tag queried as a one-hot tag vector; images
+ranked by Euclidean distance of their tag outputs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.core.errors import PipeError
+from pipeline.data.splits import SplitSpec, assign_split, split_summary
+from pipeline.store import FeatureStore
+from pipeline.train.data import HeadData
+from pipeline.train.metrics import EMBEDDING, cross_modal_precision, embedding_metrics
+from pipeline.train.tasks import register
+from pipeline.train.tasks.base import Parts, Task
+
+
+@dataclass
+class EmbeddingOutput:
+    vectors: np.ndarray  # (N, D) float32 embedding per post
+    labels: list[str]  # the label vocabulary, columns of `confidence`
+    confidence: np.ndarray  # (N, L) in [0, 1]
+    tags: list[str] | None = None  # tag vocabulary of a tag branch, columns of `tag_confidence`
+    tag_confidence: np.ndarray | None = None  # (N, T) in [0, 1]
+
+
+def label_vocabulary(posts: pl.DataFrame) -> list[str]:
+    """Sorted distinct labels of these (training) posts."""
+    if "labels" not in posts.columns:
+        return []
+    return sorted({x for row in posts["labels"].to_list() if row for x in row})
+
+
+def multi_hot(posts: pl.DataFrame, vocab: list[str]) -> np.ndarray:
+    """(N, L) float32 0/1 of each post's labels over `vocab` (unknown labels ignored)."""
+    index = {v: j for j, v in enumerate(vocab)}
+    out = np.zeros((posts.height, len(vocab)), np.float32)
+    rows = posts["labels"].to_list() if "labels" in posts.columns else [None] * posts.height
+    for i, row in enumerate(rows):
+        for x in row or ():
+            if x in index:
+                out[i, index[x]] = 1.0
+    return out
+
+
+@register
+class Embedding(Task):
+    name = "embedding"
+    summary = "an embedding and label confidences per post (multi-label, cross-modal search); mAP, P/R/F1"
+    metrics_names = EMBEDDING
+    criterion = "map"
+    higher_is_better = True
+    default_split = "random:0"
+
+    def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
+                stores: dict[str, FeatureStore], config: Any) -> Parts:
+        if "labels" not in posts.columns:
+            raise PipeError("the embedding task needs a posts column `labels` (a list of classes per post)")
+        has = posts["labels"].list.len().fill_null(0) > 0
+        labelled = posts.filter(has)
+        parts = assign_split(labelled, split, what="posts with labels")
+        data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores, self.target, side=side)
+                for p in ("train", "valid", "test")}
+        vocab = set(label_vocabulary(data["train"].posts))
+        outside = {x for p in ("valid", "test") for x in label_vocabulary(data[p].posts)} - vocab
+        notes = [f"{posts.height - labelled.height} posts without labels left out"] if labelled.height < posts.height else []
+        if outside:
+            notes.append(f"{len(outside)} labels of valid/test never occur in training and are ignored, e.g. "
+                         f"{sorted(outside)[:5]}")
+        counts = {"labelled": labelled.height, "unlabelled_skipped": posts.height - labelled.height,
+                  "labels": len(vocab)}
+        return Parts(data, split_summary(parts), counts, notes)
+
+    def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(pred, batch["labels"])
+
+    def check(self, out: Any, data: HeadData, head: str, what: str) -> EmbeddingOutput:
+        if not isinstance(out, EmbeddingOutput):
+            raise PipeError(f"head {head!r} returned {type(out).__name__}, not an EmbeddingOutput")
+        n = len(data)
+        if out.vectors.shape[0] != n or out.confidence.shape != (n, len(out.labels)):
+            raise PipeError(f"head {head!r} returned vectors {out.vectors.shape} and confidences "
+                            f"{out.confidence.shape} for {n} {what} posts and {len(out.labels)} labels")
+        for name, a in (("vectors", out.vectors), ("confidence", out.confidence)):
+            if not np.isfinite(a).all():
+                raise PipeError(f"head {head!r} returned non-finite {name} on {what}")
+        return out
+
+    def metrics(self, data: HeadData, out: EmbeddingOutput) -> dict[str, float]:
+        truth = multi_hot(data.posts, out.labels)
+        m = embedding_metrics(truth, out.confidence)
+        if out.tags is not None and out.tag_confidence is not None:
+            tag_index = {t: j for j, t in enumerate(out.tags)}
+            queries = [(j, tag_index[lab]) for j, lab in enumerate(out.labels) if lab in tag_index]
+            if queries:
+                onehot = np.zeros((len(queries), len(out.tags)))
+                onehot[np.arange(len(queries)), [t for _, t in queries]] = 1.0
+                dist = np.linalg.norm(onehot[:, None, :] - out.tag_confidence[None, :, :], axis=2)  # (Q, N)
+                m.update(cross_modal_precision(truth[:, [j for j, _ in queries]].T, dist))
+        return m
+
+    def criterion_value(self, data: HeadData, out: Any) -> float:
+        return embedding_metrics(multi_hot(data.posts, out.labels), out.confidence)["map"]
+
+    def _top(self, out: EmbeddingOutput, k: int = 3) -> tuple[list[list[str]], list[list[float]]]:
+        order = np.argsort(-out.confidence, axis=1, kind="stable")[:, :k]
+        names = [[out.labels[j] for j in row] for row in order]
+        confs = [[float(out.confidence[i, j]) for j in row] for i, row in enumerate(order)]
+        return names, confs
+
+    def predictions(self, data: HeadData, out: EmbeddingOutput, part: str) -> pl.DataFrame:
+        names, confs = self._top(out)
+        return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
+                             "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
+                             "embedding": out.vectors.astype(np.float32).tolist()})
+
+    def scores(self, data: HeadData, out: EmbeddingOutput) -> pl.DataFrame:
+        names, confs = self._top(out)
+        return pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist(),
+                             "top_labels": names, "top_confidence": confs})

@@ -1,0 +1,150 @@
+"""Ranking (AMNL): which of the tweets a user sees will the user retweet?
+
+One example is a user with a positive (a retweet event of the `interactions` side table)
+and its negatives: tweets of the user's followees (the `follows` side table; every author
+when there is none) posted before the positive's time that the user did not retweet in the
+training period, `negatives` per positive (head config, default 2), drawn with the run's
+seed. Split: retweet events in time order (`--split` fractions, chronological 0.7/0.1/0.2
+by default). Valid and test candidates are each positive plus sampled negatives posted in
+the same split period and before the positive, never retweeted by the user; they are saved
+as the run's `candidates.parquet`, so every head of the task is judged on the same lists.
+Heads score user-post pairs: `predict(data)` returns one float per row of `data.examples`
+(user_id, post_id, label, group, at). Loss: pairwise hinge max(0, c - F(z+) + F(z-)) on a
+(B, 1 + K) output whose column 0 is the positive (c = 1 unless a head overrides `loss`).
+Early stopping on valid AUC; metrics P@1, P@3, AUC, averaged over users. Heads see the
+training events only (`data.side["interactions"]`) and the follow graph.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.core.errors import PipeError
+from pipeline.data.splits import PARTS, SplitSpec, assign_split, split_summary
+from pipeline.store import FeatureStore
+from pipeline.train.data import HeadData
+from pipeline.train.metrics import RANKING, ranking_metrics
+from pipeline.train.tasks import register
+from pipeline.train.tasks.base import Parts, Task, finite_1d
+
+EXAMPLE_SCHEMA = {"user_id": pl.Utf8, "post_id": pl.Utf8, "label": pl.Int8, "group": pl.Int64,
+                  "at": pl.Datetime("us", "UTC")}
+
+
+class _Pool:
+    """Posts by author in time order, for drawing negatives posted before a time."""
+
+    def __init__(self, posts: pl.DataFrame) -> None:
+        self.by_author: dict[str, tuple[list, list[str]]] = {}
+        for (author,), g in posts.sort("posted_at", "post_id").group_by(["user_id"], maintain_order=True):
+            self.by_author[author] = (g["posted_at"].to_list(), g["post_id"].to_list())
+        self.authors = sorted(self.by_author)
+
+    def between(self, authors: list[str], start: Any, end: Any) -> list[str]:
+        """Posts of `authors` with start <= posted_at < end (start None: from the beginning)."""
+        out: list[str] = []
+        for a in authors:
+            times, ids = self.by_author.get(a, ([], []))
+            lo = 0 if start is None else bisect.bisect_left(times, start)
+            out += ids[lo:bisect.bisect_left(times, end)]
+        return out
+
+
+def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
+    if "interactions" not in side:
+        raise PipeError("the ranking task needs an interactions side table (user_id, post_id, at); "
+                        "ingest it with `pipe ingest POSTS --name NAME --interactions FILE`")
+    ev = side["interactions"]
+    missing = [c for c in ("user_id", "post_id", "at") if c not in ev.columns]
+    if missing:
+        raise PipeError(f"interactions table lacks column(s) {missing}")
+    unknown = ev.filter(~pl.col("post_id").is_in(posts["post_id"].implode()))
+    if unknown.height:
+        raise PipeError(f"{unknown.height} interactions name posts not in the posts table, e.g. "
+                        f"{unknown['post_id'].head(5).to_list()}")
+    return ev.select("user_id", "post_id", "at").unique(maintain_order=True)
+
+
+@register
+class Ranking(Task):
+    name = "ranking"
+    summary = "a score per user-post pair (retweet prediction); P@1, P@3, AUC per user"
+    metrics_names = RANKING
+    criterion = "auc"
+    higher_is_better = True
+
+    def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
+                stores: dict[str, FeatureStore], config: Any) -> Parts:
+        if split.kind != "chrono":
+            raise PipeError(f"--split {split.text}: the ranking task splits retweet events in time order; give fractions")
+        events = assign_split(_events(side, posts), split, order=("at", "user_id", "post_id"), what="retweet events")
+        follows = side.get("follows")
+        followees: dict[str, list[str]] = {}
+        if follows is not None:
+            for u, f in follows.select("user_id", "followee_id").iter_rows():
+                followees.setdefault(u, []).append(f)
+        pool = _Pool(posts)
+        k = int(getattr(config, "negatives", 2))
+        rng = np.random.default_rng(int(getattr(config, "seed", 0) or 0))
+        train_ev = events.filter(pl.col("split") == "train")
+        seen_train = set(zip(train_ev["user_id"].to_list(), train_ev["post_id"].to_list()))
+        seen_all = set(zip(events["user_id"].to_list(), events["post_id"].to_list()))
+        starts = {p: events.filter(pl.col("split") == p)["at"].min() for p in PARTS}
+        rows: list[tuple] = []
+        no_followees, no_negatives = set(), 0
+        for g, (u, p, at, part) in enumerate(events.select("user_id", "post_id", "at", "split").iter_rows()):
+            authors = followees.get(u)
+            if not authors:
+                no_followees.add(u)
+                authors = pool.authors
+            seen = seen_train if part == "train" else seen_all
+            start = None if part == "train" else starts[part]  # valid/test: negatives of the same period
+            cands = [c for c in pool.between(authors, start, at) if c != p and (u, c) not in seen]
+            negs = [cands[i] for i in np.sort(rng.choice(len(cands), min(k, len(cands)), replace=False))] if cands else []
+            if not negs:
+                no_negatives += 1
+                if part == "train":
+                    continue  # a hinge needs a negative
+            rows.append((u, p, 1, g, at, part))
+            rows += [(u, n, 0, g, at, part) for n in negs]
+        ex = pl.DataFrame(rows, schema={**EXAMPLE_SCHEMA, "split": pl.Utf8}, orient="row")
+        known = {"follows": follows} if follows is not None else {}
+        known["interactions"] = train_ev.drop("split")
+        data = {}
+        for part in PARTS:
+            e = ex.filter(pl.col("split") == part).drop("split")
+            used = posts.filter(pl.col("post_id").is_in(e["post_id"].unique().implode()))
+            data[part] = HeadData(used, stores, self.target, examples=e, side=known)
+        notes = []
+        if no_followees:
+            notes.append(f"{len(no_followees)} users without followees: negatives drawn from every author")
+        if no_negatives:
+            notes.append(f"{no_negatives} positives had no eligible negative (training ones left out)")
+        counts = {"events": events.height, "examples": ex.height, "negatives_per_positive": k}
+        return Parts(data, split_summary(events, "at", "events"), counts, notes, {"candidates": ex})
+
+    def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
+        import torch
+
+        return torch.relu(1.0 - pred[:, :1] + pred[:, 1:]).mean()  # (B, K) hinges, column 0 the positive
+
+    def check(self, out: Any, data: HeadData, head: str, what: str) -> np.ndarray:
+        n = data.examples.height if data.examples is not None else len(data)
+        return finite_1d(out, n, head, what)
+
+    def metrics(self, data: HeadData, out: np.ndarray) -> dict[str, float]:
+        ex = data.examples
+        return ranking_metrics(ex["user_id"].to_list(), ex["label"].to_numpy(), out)
+
+    def predictions(self, data: HeadData, out: np.ndarray, part: str) -> pl.DataFrame:
+        ex = data.examples
+        return ex.select("post_id", pl.lit(part).alias("split"), "user_id", "label", "group").with_columns(
+            score=pl.Series(out.astype(np.float64)))
+
+    def scores(self, data: HeadData, out: np.ndarray) -> pl.DataFrame:
+        ex = data.examples.select("user_id", "post_id").with_columns(score=pl.Series(out.astype(np.float64)))
+        return ex.with_columns(rank=pl.col("score").rank("ordinal", descending=True).over("user_id").cast(pl.Int64)) \
+                 .select("post_id", "user_id", "score", "rank")
