@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     elif task == "test":
         run(PY, "-m", "pytest", "-q", *rest, env=env)
     elif task == "bench":
-        for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for script in sorted((ROOT / "benchmarks").glob("[!_]*.py")):  # _*.py: helpers of a benchmark
             run(PY, script, *rest, env=env)
     return 0
 

@@ -174,7 +174,7 @@ def _bare(ex, name: str, device: str, paths: list[str], texts: list[str], batch:
     """(k -> seconds for k batches of the bare work, its label), on the first batch's inputs."""
     import torch
 
-    from pipeline import gpu
+    from pipeline.nn.device import autocast
     from pipeline.extract.images import load_image
 
     def timed(step) -> float:
@@ -191,11 +191,11 @@ def _bare(ex, name: str, device: str, paths: list[str], texts: list[str], batch:
                                   for _ in range(k)])
         return whole, "decode+resize+forward, 1 process"
     x = torch.stack([ex.preprocess(load_image(p)[0]) for p in paths[:batch]]).to(device)  # (B, 3, s, s) uint8
-    with gpu.autocast(device):
+    with autocast(device):
         ex.forward(x)  # warm-up (cudnn autotuning, lazy init)
 
     def forward(k: int) -> float:
-        with gpu.autocast(device):
+        with autocast(device):
             return timed(lambda: [ex.forward(x) for _ in range(k)])
     return forward, "forward on decoded tensors"
 

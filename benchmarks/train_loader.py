@@ -38,6 +38,7 @@ from heads.encoders import UserVocab
 from heads.uhan import UHAN
 from pipeline.core.specs import FeatureSpec
 from pipeline.store import FeatureStore, StoreWriter
+from pipeline.train.data import RunSettings
 from pipeline.train.loop import Trainer
 
 GRID = (196, 512)
@@ -67,7 +68,7 @@ def build(root: Path, n: int, shard: int, users: int, vocab: int) -> HeadData:
     return HeadData(posts, {"visual": FeatureStore(root / "grid"), "text": FeatureStore(root / "tokens")})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--posts", type=int, default=1000)
     ap.add_argument("--shard-size", type=int, default=256)
@@ -80,30 +81,30 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "train_loader.json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         data = build(Path(tmp), a.posts, a.shard_size, users=128, vocab=5000)
         built_s = time.perf_counter() - t0
         train, valid = data.subset(slice(0, a.posts - 32)), data.subset(slice(a.posts - 32, a.posts))
-        head = UHAN(UHAN.Config(dim=a.dim, batch_size=a.batch, eval_every=10**9, max_steps=a.steps, device=a.device,
-                                 threads=a.threads or None))
+        head = UHAN(UHAN.Config(dim=a.dim, batch_size=a.batch, eval_every=10**9, max_steps=a.steps))
+        head.settings = RunSettings(device=a.device, threads=a.threads or None)
         head.users = UserVocab.fit(train.posts["user_id"].to_list())
         head.meta = {"users": head.users.to_json(), "y_mean": float(train.y.mean())}
         head.prepare(train)
-        sources = {"store": (head.source(train, True), head.config)}
+        sources = {"store": (head.source(train, True), head.settings)}
         t = time.perf_counter()
-        sources["memory"] = (sources["store"][0].materialize(), head.config)
+        sources["memory"] = (sources["store"][0].materialize(), head.settings)
         materialize_s = time.perf_counter() - t
         if a.inline:
-            sources["store-inline"] = (sources["store"][0], dataclasses.replace(head.config, prefetch=0))
+            sources["store-inline"] = (sources["store"][0], dataclasses.replace(head.settings, prefetch=0))
         vsrc = head.source(valid, True)
         steps: dict[str, list[tuple[int, float]]] = {m: [] for m in sources}
         for _ in range(a.rounds):  # alternate so noise from other processes hits every mode alike
-            for mode, (src, cfg) in sources.items():
-                torch.manual_seed(cfg.seed)
+            for mode, (src, settings) in sources.items():
+                torch.manual_seed(head.config.seed)
                 model = head.build_model()  # same seed -> same initial weights in every mode
-                Trainer(cfg, on_step=lambda n, s, m=mode: steps[m].append((n, s))).fit(model, src, vsrc)
+                Trainer(head.config, settings, on_step=lambda n, s, m=mode: steps[m].append((n, s))).fit(model, src, vsrc)
     # Median step time: robust to bursts of load from other processes on the same cores.
     rate = {m: float(np.median([n / s for n, s in v])) for m, v in steps.items()}
     out = {
@@ -114,7 +115,7 @@ def main() -> None:
         "dim": a.dim,
         "steps": a.steps,
         "rounds": a.rounds,
-        "device": str(Trainer(head.config).device),
+        "device": str(Trainer(head.config, head.settings).device),
         "torch_threads": a.threads or torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),

@@ -8,7 +8,14 @@ Columns, in order (each block only when used):
   unknown id left out); then `text_missing`;
 - user: each numeric `user_*` column as sign(x)·log1p(|x|) (follower counts are
   heavy-tailed), nulls filled with the training median; `user_mean` (the user's mean
-  training score), `user_log_count` (log1p of the user's training posts), `user_unseen`.
+  training score), `user_log_count` (log1p of the user's training posts), `user_unseen`;
+- categories (option `categories`, the SMP winners'): the three levels (category,
+  subcategory, concept) as codes of the training vocabulary (NaN: unknown; LightGBM
+  treats them as categorical) or, with `onehot` (SVR), one-hot columns;
+- user history (option `user_history=k`, the SMP winners' leak-free history): the mean
+  and count of the user's last k scores strictly before the post, from the History's
+  labels, i.e. training posts only (`pipeline/train/windows.py`); the global training
+  mean where there is none.
 
 No leakage: every statistic comes from the training part. On the training rows the user
 statistics are leave-one-out (the post's own label left out), so a training row looks like
@@ -17,15 +24,21 @@ training post then counts as unseen, with the global training mean.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from heads.base import Head, HeadData, Role
+from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns
+from pipeline.train.windows import user_history
+
+LEVELS = ("category", "subcategory", "concept")
 
 CHUNK = 2048  # posts read from a store at a time: bounds memory for 196x512 grids
 
@@ -52,6 +65,10 @@ class TabularFeatures:
     use_text: bool  # read the `text` role (when the run has a store for it)
     use_user: bool  # add the user columns and the user's training statistics
     text_buckets: int = 64  # hashed bag-of-ids width for a tokens store
+    categories: bool = False  # add the three category levels
+    onehot: bool = False  # categories as one-hot columns (SVR) instead of codes (LightGBM)
+    user_history: int = 0  # k > 0: mean and count of the user's last k earlier training scores
+    context: tuple[str, ...] = ()  # numeric posts columns added as they are (hybrid-CNN paper: user_followers, days)
     # -- fitted on the training part --
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> {"kind", "shape"} read at fit time
     global_mean: float = 0.0  # mean training score: the fallback for unseen users
@@ -59,6 +76,7 @@ class TabularFeatures:
     user_count: dict[str, int] = field(default_factory=dict)  # user -> number of training posts
     user_cols: list[str] = field(default_factory=list)  # numeric user_* columns seen in training
     user_fill: list[float] = field(default_factory=list)  # training median of each (transformed)
+    category_values: dict[str, list[str]] = field(default_factory=dict)  # level -> training values, sorted
     names: list[str] = field(default_factory=list)  # column names of the table
     blocks: list[str] = field(default_factory=list)  # block of each column: visual | text | user
 
@@ -82,6 +100,8 @@ class TabularFeatures:
             med = np.nanmedian(v) if np.isfinite(v).any() else 0.0
             fill.append(float(med))
         self.user_fill = fill
+        self.category_values = {lv: sorted({str(v) for v in train.posts[lv].drop_nulls().to_list()})
+                                if lv in train.posts.columns else [] for lv in LEVELS} if self.categories else {}
         self.names = []
         return self
 
@@ -126,6 +146,35 @@ class TabularFeatures:
         x = np.column_stack([*cols, mean, np.log1p(n), (n <= 0).astype(np.float64)]) if users else np.zeros((0, len(cols) + 3))
         return x.astype(np.float32), [*self.user_cols, "user_mean", "user_log_count", "user_unseen"]
 
+    def _category_block(self, data: HeadData) -> tuple[np.ndarray, list[str]]:
+        cols, names = [], []
+        for lv, values in self.category_values.items():
+            index = {v: i for i, v in enumerate(values)}
+            raw = data.posts[lv].to_list() if lv in data.posts.columns else [None] * len(data)
+            code = np.array([index.get(str(v), np.nan) if v is not None else np.nan for v in raw], np.float64)
+            if self.onehot:
+                cols += [(code == i).astype(np.float64) for i in range(len(values))]
+                names += [f"{lv}={v}" for v in values]
+            else:
+                cols.append(code)
+                names.append(lv)
+        x = np.column_stack(cols) if cols else np.zeros((len(data), 0))
+        return x.astype(np.float32), names
+
+    def _context_block(self, data: HeadData) -> tuple[np.ndarray, list[str]]:
+        """The `context` columns, linear (a missing value or column is 0), as the paper's SVR baselines add them."""
+        cols = [data.posts[c].cast(pl.Float64).fill_null(0.0).fill_nan(0.0).to_numpy() if c in data.posts.columns
+                else np.zeros(len(data)) for c in self.context]
+        return np.column_stack(cols).astype(np.float32).reshape(len(data), len(cols)), list(self.context)
+
+    def _history_block(self, data: HeadData) -> tuple[np.ndarray, list[str]]:
+        if data.history is None:
+            raise PipeError("user_history needs the dataset's History of earlier posts (pipe train and pipe score "
+                            "give it)")
+        mean, count = user_history(data.history, data.ids, self.user_history, data.target)
+        x = np.column_stack([np.where(count > 0, mean, self.global_mean), count]) if len(data) else np.zeros((0, 2))
+        return x.astype(np.float32), ["hist_mean", "hist_count"]
+
     def transform(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
         """(N, F) float32 table; `leave_one_out` only for the training rows themselves."""
         blocks, names, of = [], [], []
@@ -140,6 +189,14 @@ class TabularFeatures:
             blocks.append(x)
             names += nm
             of += ["user"] * len(nm)
+        for block, on, make in (("category", self.categories, self._category_block),
+                                ("history", self.user_history > 0, self._history_block),
+                                ("context", bool(self.context), self._context_block)):
+            if on:
+                x, nm = make(data)
+                blocks.append(x)
+                names += nm
+                of += [block] * len(nm)
         if not blocks:
             raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
         self.names, self.blocks = names, of
@@ -173,13 +230,32 @@ class TabularHead(Head):
     follow the config's `ablate` and `text_buckets`."""
 
     ABLATIONS = ABLATIONS
+    onehot_categories = False  # how the category levels enter (SVR: one-hot; trees: codes)
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         c = self.config
         self.features = TabularFeatures("visual" not in c.ablate, "text" not in c.ablate, "user" not in c.ablate,
-                                        c.text_buckets)
+                                        c.text_buckets, c.categories, self.onehot_categories, c.user_history,
+                                        tuple(getattr(c, "context", ())))
         self.history: list[dict] = []
 
     def roles(self) -> dict[str, Role]:
         return {role: r for role, r in (("visual", VISUAL), ("text", TEXT)) if role not in self.config.ablate}
+
+    def save_state(self, directory: Path, **extra: Any) -> Path:
+        """`<name>.json` with the config, the fitted feature table and `extra` (JSON, no pickle);
+        returns the folder for the head's own model file."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {"config": config_to_dict(self.config), "features": self.features.to_json(), **extra}
+        (directory / f"{self.name}.json").write_text(json.dumps(state))
+        return directory
+
+    @classmethod
+    def load_state(cls, directory: Path) -> tuple[Any, dict[str, Any]]:
+        """A head rebuilt from `save_state` (config and feature table), and the whole state."""
+        state = json.loads((Path(directory) / f"{cls.name}.json").read_text())
+        head = cls(config_from_dict(cls.Config, state["config"]))
+        head.features = TabularFeatures.from_json(state["features"])
+        return head, state

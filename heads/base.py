@@ -11,13 +11,36 @@ saved config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.core.errors import PipeError
 from pipeline.train.data import HeadData, Role, RunSettings
 
-__all__ = ["Head", "HeadData", "Role", "RunSettings", "check_ablations"]
+__all__ = ["Explanation", "Head", "HeadData", "Role", "RunSettings", "check_ablations"]
+
+
+@dataclass
+class Explanation:
+    """What a head attended to for one post (`Head.explain`), in the model's own weights.
+
+    Each map holds the softmax weights of one attention and sums to 1 over its present
+    items (an empty text or a missing image gives None, not a made-up map). `pipe explain`
+    draws them: regions as a heat map on the image, words coloured by weight, the modality
+    weights as bars, earlier posts as thumbnails with their weights.
+    """
+
+    post_id: str
+    prediction: Any  # the task's value for the post: a float (regression), {label: confidence} (embedding)
+    regions: list[float] | None = None  # weight per visual region, row-major over `grid`
+    grid: tuple[int, int] | None = None  # (rows, cols) of the regions: (size/32, size/32) for a pool5 grid
+    words: list[tuple[int, float]] | None = None  # (token id of the `text` tokens store, weight), in text order
+    modalities: dict[str, float] | None = None  # inter-attention, e.g. {"visual": a1, "text": a2} (UHAN eq 19)
+    history: list[tuple[str, float]] | None = None  # (earlier post id, weight): attention over a user's past posts
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def check_ablations(head: str, ablate: Any, known: tuple[str, ...]) -> None:
@@ -63,3 +86,11 @@ class Head(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path) -> "Head": ...
+
+    def explain(self, data: HeadData) -> list[Explanation] | None:
+        """One Explanation per post of `data`, in order; None for a head without attention.
+
+        The one way commands see inside a model (`pipe explain`, `pipe rank --explain`):
+        a head with attention overrides it; torch heads get it from their model's
+        `details(batch)` (see heads.torch_head.TorchHead.explain)."""
+        return None

@@ -19,18 +19,24 @@ from torch import nn
 
 from heads import register
 from heads.base import Role
-from heads.encoders import UserEncoder, VisualInput, masked_mean
+from heads.encoders import TextConfig, UserEncoder, VisualInput, masked_mean
+from heads.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from heads.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
 @dataclass
-class DMFConfig(TrainConfig):
+class DMFConfig(TrainConfig, TextConfig):
     dim: int = 512  # word embedding, LSTM hidden, FFN hidden (and user embedding) size
     use_user: bool = False  # concatenate a user embedding too (the paper's DMF has none)
     user_dropout: float = 0.05  # with use_user: share of training posts given the unknown-user row
     normalize_visual: bool = True  # scale visual rows by 1/RMS of the training rows (a train-only scalar)
     ablate: tuple[str, ...] = ()  # any of visual | text
+
+
+# The small-data regime (heads/regime.py) and the `pipe tune` search space of DMFConfig.
+SMALL = {"dim": 128, "batch_size": 64, "weight_decay": 1e-4, **TEXT_SMALL}
+SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "batch_size": ("cat", [32, 64, 128])}
 
 
 class DMFModel(nn.Module):
@@ -66,6 +72,7 @@ class DMF(VisualTextHead):
 
     name = "dmf"
     Config = DMFConfig
+    small_data, search_space = SMALL, SPACE
     visual_role = Role(("grid", "vector"), "vgg16-pool5-448")
 
     def build_model(self) -> nn.Module:

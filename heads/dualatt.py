@@ -21,17 +21,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads.encoders import UserEncoder, VisualInput, attend
+from heads.encoders import TextConfig, UserEncoder, VisualInput, attend
+from heads.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from heads.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
 @dataclass
-class DualAttConfig(TrainConfig):
+class DualAttConfig(TrainConfig, TextConfig):
     dim: int = 512  # word embedding, LSTM hidden, user embedding and attention size (as UHAN)
     user_dropout: float = 0.05  # share of training posts whose user is replaced by the unknown-user row
     normalize_visual: bool = True  # scale grids by 1/RMS of the training grids (a train-only scalar)
     ablate: tuple[str, ...] = ()  # any of visual | text | user
+
+
+# The small-data regime (heads/regime.py) and the `pipe tune` search space of DualAttConfig.
+SMALL = {"dim": 128, "batch_size": 64, "weight_decay": 1e-4, **TEXT_SMALL}
+SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "batch_size": ("cat", [32, 64, 128]), "user_dropout": ("float", 0.0, 0.2)}
 
 
 class DualAttModel(nn.Module):
@@ -53,6 +59,11 @@ class DualAttModel(nn.Module):
         self.W_F2 = nn.Linear(dim, 1)
 
     def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.details(b)["y"]
+
+    def details(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Prediction `y` plus the attention maps alpha_V (B, M) and alpha_T (B, L')."""
+        out: dict[str, torch.Tensor] = {}
         u = self.user(b["user"]) if self.u else None  # (B, dim)
         parts = []
         if self.v:
@@ -61,15 +72,18 @@ class DualAttModel(nn.Module):
             if self.u:
                 f = f * torch.tanh(self.W_Vu(u)).unsqueeze(1)
             vmask = b["visual_present"].bool().unsqueeze(1).expand(V.shape[:2])  # (B, M)
-            parts.append(attend(self.W_V(f).squeeze(-1), V, vmask)[0])
+            v_dot, out["alpha_V"] = attend(self.W_V(f).squeeze(-1), V, vmask)
+            parts.append(v_dot)
         if self.t:
             H, tmask = self.text(b["tokens"])  # (B, L', dim)
             f = torch.tanh(self.W_Tt(H))
             if self.u:
                 f = f * torch.tanh(self.W_Tu(u)).unsqueeze(1)
-            parts.append(attend(self.W_T(f).squeeze(-1), H, tmask)[0])
+            h_dot, out["alpha_T"] = attend(self.W_T(f).squeeze(-1), H, tmask)
+            parts.append(h_dot)
         s = torch.cat(parts, 1)  # (B, dim * modalities)
-        return self.W_F2(F.relu(self.W_F1(s))).squeeze(-1)  # (B,)
+        out["y"] = self.W_F2(F.relu(self.W_F1(s))).squeeze(-1)  # (B,)
+        return out
 
 
 @register
@@ -78,6 +92,7 @@ class DualAtt(VisualTextHead):
 
     name = "dualatt"
     Config = DualAttConfig
+    small_data, search_space = SMALL, SPACE
     ABLATIONS = ("visual", "text", "user")
 
     def build_model(self) -> nn.Module:

@@ -7,9 +7,13 @@
   replacing a small random fraction of training users with it (`user_dropout`).
 - `masked_mean`, `masked_softmax`: pooling and attention that ignore padding and missing
   modalities.
+- `TextConfig`: the text-regularization options every head with a token text encoder
+  inherits (issue 9: a learned embedding + LSTM memorizes the filler-word combinations of
+  a small training part); all off by default, which is the paper's encoder exactly.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,6 +46,18 @@ def attend(scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> tu
     return torch.bmm(alpha.unsqueeze(1), values).squeeze(1), alpha  # (B, D)
 
 
+@dataclass
+class TextConfig:
+    """Text-encoder options (`--set key=value`); the defaults are the paper's encoder."""
+
+    word_dropout: float = 0.0  # share of words read as the unknown word in training (whole tokens, as at scoring)
+    embed_dropout: float = 0.0  # dropout on the word embeddings in training
+    text_weight_decay: float | None = None  # Adam L2 on the embedding and LSTM; None: the head's weight_decay
+    max_vocab: int | None = None  # keep the N most frequent training words, the rest read as unknown; None: all
+    word_vectors: str | None = None  # initial embedding: "minilm" (packaged model's token embeddings) or a GloVe file
+    freeze_embeddings: bool = False  # keep the word embedding fixed (meant with word_vectors)
+
+
 class TextEncoder(nn.Module):
     """Embedding (W_W) + single-layer LSTM; returns hidden states H (B, L, dim) and the word mask.
 
@@ -50,29 +66,43 @@ class TextEncoder(nn.Module):
     it) is read as unknown (1), whose row starts at zero, so an untrained random vector
     never reaches the LSTM. Trailing columns that are padding in every row of the batch
     are cut before the LSTM: an exact saving (they only feed masked positions).
+    `embed_dim` (default `dim`) is the embedding width, e.g. of fixed word vectors
+    (`init`: one row per known id, in order); `word_dropout` / `embed_dropout` act in
+    training only (see TextConfig).
     """
 
-    def __init__(self, vocab_size: int, dim: int, known: Sequence[int] | None = None) -> None:
+    def __init__(self, vocab_size: int, dim: int, known: Sequence[int] | None = None, embed_dim: int | None = None,
+                 init: np.ndarray | None = None, freeze: bool = False, word_dropout: float = 0.0,
+                 embed_dropout: float = 0.0) -> None:
         super().__init__()
+        embed_dim = embed_dim or dim
+        self.word_dropout = word_dropout
+        self.embed_drop = nn.Dropout(embed_dropout)
         known = sorted({int(k) for k in (known if known is not None else range(UNK + 1, vocab_size))} - {PAD, UNK})
         rows = torch.full((vocab_size,), UNK, dtype=torch.long)
         rows[PAD] = PAD
         rows[torch.tensor(known, dtype=torch.long)] = torch.arange(UNK + 1, UNK + 1 + len(known))
         self.register_buffer("rows", rows, persistent=False)  # store id -> embedding row, rebuilt from meta
-        self.W_W = nn.Embedding(UNK + 1 + len(known), dim, padding_idx=PAD)
+        self.W_W = nn.Embedding(UNK + 1 + len(known), embed_dim, padding_idx=PAD)
         with torch.no_grad():
             self.W_W.weight[UNK].zero_()
-        self.lstm = nn.LSTM(dim, dim, batch_first=True)
+            if init is not None:
+                self.W_W.weight[UNK + 1:] = torch.as_tensor(init, dtype=torch.float32)
+        self.W_W.weight.requires_grad_(not freeze)
+        self.lstm = nn.LSTM(embed_dim, dim, batch_first=True)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = tokens.long().clamp(min=0)
         tokens = torch.where(tokens < len(self.rows), tokens, UNK)  # beyond the vocabulary: unknown
         tokens = self.rows[tokens]  # (B, L) embedding rows
+        if self.training and self.word_dropout > 0:
+            drop = (torch.rand(tokens.shape, device=tokens.device) < self.word_dropout) & (tokens > UNK)
+            tokens = tokens.masked_fill(drop, UNK)
         mask = tokens != PAD  # (B, L)
         cols = mask.any(0).nonzero()
         keep = int(cols.max()) + 1 if len(cols) else 1
         tokens, mask = tokens[:, :keep], mask[:, :keep]  # (B, L') with L' <= L
-        h, _ = self.lstm(self.W_W(tokens))  # (B, L', dim)
+        h, _ = self.lstm(self.embed_drop(self.W_W(tokens)))  # (B, L', dim)
         return h, mask
 
 
@@ -92,10 +122,15 @@ def text_vocab_size(store: FeatureStore, train_rows: np.ndarray) -> int:
     return max(size, token_vocab_size(words))
 
 
-def known_tokens(train_rows: np.ndarray) -> list[int]:
-    """Store ids used by the training part (padding and unknown excluded)."""
-    ids = np.unique(train_rows)
-    return [int(i) for i in ids if i > UNK]
+def known_tokens(train_rows: np.ndarray, max_vocab: int | None = None) -> list[int]:
+    """Store ids used by the training part (padding and unknown excluded); with `max_vocab`,
+    the most frequent ones (ties: the smaller id), sorted."""
+    ids, counts = np.unique(train_rows, return_counts=True)
+    keep = ids > UNK
+    ids, counts = ids[keep], counts[keep]
+    if max_vocab is not None and len(ids) > max_vocab:
+        ids = np.sort(ids[np.lexsort((ids, -counts))[:max(max_vocab, 0)]])
+    return [int(i) for i in ids]
 
 
 class UserVocab:

@@ -1,6 +1,8 @@
 """LightGBM baseline: gradient-boosted trees on the baselines' feature table
 (`heads/_tabular.py`: pooled visual vector, text vector or token statistics, user
 features) plus the user id as a categorical feature, early-stopped on the validation part.
+The SMP winners' options: `categories=true` (the three category levels, categorical too)
+and `user_history=k` (the user's last k earlier training scores: mean and count).
 
 A user unseen in training gets a missing category (LightGBM's missing-value branch) and
 the global training mean as `user_mean`; `unseen_users` flags them. The model is saved
@@ -16,7 +18,6 @@ is summed over partitions on the workers (`_valid_sq_errors`).
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,8 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads._tabular import TabularFeatures, TabularHead
+from heads._tabular import TabularHead
 from heads.base import HeadData
-from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 
 
@@ -47,6 +47,8 @@ class LightGBMHead(TabularHead):
         early_stopping_rounds: int = 50  # stop after this many rounds without a better valid l2
         text_buckets: int = 64  # hashed bag-of-ids width when the text store holds tokens
         user_categorical: bool = True  # the user id as a categorical feature
+        categories: bool = False  # the category levels as categorical features (the SMP winners')
+        user_history: int = 0  # k > 0: mean and count of the user's last k earlier training scores (leak-free)
         n_jobs: int | None = None  # threads; None = LightGBM's default (all cores)
         seed: int = 0  # LightGBM's random seed (column sampling)
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
@@ -68,6 +70,11 @@ class LightGBMHead(TabularHead):
 
     def _names(self) -> list[str]:
         return self.features.names + (["user_id"] if self.config.user_categorical else [])
+
+    def _categorical(self) -> list[str]:
+        """Columns LightGBM splits on as categories: the user id and the category levels."""
+        levels = [n for n, b in zip(self.features.names, self.features.blocks) if b == "category"]
+        return levels + (["user_id"] if self.config.user_categorical else [])
 
     def _fit_features(self, train: HeadData) -> None:
         self.features.fit(train)
@@ -94,7 +101,7 @@ class LightGBMHead(TabularHead):
         model = lgb.LGBMRegressor(**self._params())
         model.fit(
             xt, train.y, eval_X=(xv,), eval_y=(valid.y,), eval_names=["valid"], eval_metric="l2",
-            feature_name=self._names(), categorical_feature=["user_id"] if c.user_categorical else "auto",
+            feature_name=self._names(), categorical_feature=self._categorical() or "auto",
             callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
         )
         self._keep_best(model.booster_, model.evals_result_["valid"]["l2"])  # the patience rounds stay in the history
@@ -133,7 +140,7 @@ class LightGBMHead(TabularHead):
             with warnings.catch_warnings():  # lightgbm.dask always sets threads per worker, and says so
                 warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
                 model.fit(x, y, feature_name=self._names(),
-                          categorical_feature=[len(self._names()) - 1] if c.user_categorical else "auto")
+                          categorical_feature=[self._names().index(n) for n in self._categorical()] or "auto")
             booster = model.booster_
             text = client.scatter(booster.model_to_string(), broadcast=True)
             parts = self._parts(valid)
@@ -154,22 +161,15 @@ class LightGBMHead(TabularHead):
         return self.features.unseen(data)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         if self.booster is None:
             raise self.not_fitted()
-        self.booster.save_model(directory / "lightgbm.txt")
-        state = {"config": config_to_dict(self.config), "features": self.features.to_json(), "users": list(self.users)}
-        (directory / "lightgbm.json").write_text(json.dumps(state))
+        self.booster.save_model(self.save_state(directory, users=list(self.users)) / "lightgbm.txt")
 
     @classmethod
     def load(cls, directory: Path) -> "LightGBMHead":
-        directory = Path(directory)
-        state = json.loads((directory / "lightgbm.json").read_text())
-        head = cls(config_from_dict(cls.Config, state["config"]))
-        head.features = TabularFeatures.from_json(state["features"])
+        head, state = cls.load_state(directory)
         head.users = {u: i for i, u in enumerate(state["users"])}
-        head.booster = lgb.Booster(model_file=str(directory / "lightgbm.txt"))
+        head.booster = lgb.Booster(model_file=str(Path(directory) / "lightgbm.txt"))
         return head
 
 

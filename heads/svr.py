@@ -15,7 +15,6 @@ those arrays, so a loaded model predicts exactly what the fitted one did.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +24,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from heads import register
-from heads._tabular import CHUNK, TabularFeatures, TabularHead
+from heads._tabular import CHUNK, TabularHead
 from heads.base import HeadData
-from pipeline.core.config import config_from_dict, config_to_dict
 
 
 @register
 class SVRHead(TabularHead):
     name = "svr"
+    onehot_categories = True
 
     @dataclass
     class Config:
@@ -45,6 +44,9 @@ class SVRHead(TabularHead):
         balance_blocks: bool = True  # weight the visual, text and user blocks equally in the kernel distance
         seed: int = 0  # draws the training subsample
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
+        categories: bool = False  # the category levels as one-hot columns (the SMP winners')
+        user_history: int = 0  # k > 0: mean and count of the user's last k earlier training scores (leak-free)
+        context: tuple[str, ...] = ()  # posts columns added linearly: user_followers,days = the hybrid-CNN paper's SVRs
 
         def __post_init__(self) -> None:
             if self.kernel not in ("rbf", "linear"):
@@ -103,18 +105,13 @@ class SVRHead(TabularHead):
         return self.features.unseen(data)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "svr.npz", **self.arrays)
-        state = {"config": config_to_dict(self.config), "features": self.features.to_json()}
-        (directory / "svr.json").write_text(json.dumps(state))
+        if not self.arrays:
+            raise self.not_fitted()
+        np.savez(self.save_state(directory) / "svr.npz", **self.arrays)
 
     @classmethod
     def load(cls, directory: Path) -> "SVRHead":
-        directory = Path(directory)
-        state = json.loads((directory / "svr.json").read_text())
-        head = cls(config_from_dict(cls.Config, state["config"]))
-        head.features = TabularFeatures.from_json(state["features"])
-        with np.load(directory / "svr.npz", allow_pickle=False) as z:
+        head, _ = cls.load_state(directory)
+        with np.load(Path(directory) / "svr.npz", allow_pickle=False) as z:
             head.arrays = {k: z[k] for k in z.files}
         return head

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.base import Head, HeadData, Role
+from heads.base import Explanation, Head, HeadData, Role
 from heads.encoders import UserVocab
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
@@ -46,6 +46,8 @@ class Columns:
 
 class TorchHead(Head):
     Config = TrainConfig
+    small_data: dict[str, Any] = {}  # config values of the small-data regime (heads/regime.py), beside the schedule
+    search_space: dict[str, tuple] = {}  # `pipe tune` ranges: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config if config is not None else self.Config())
@@ -139,11 +141,30 @@ class TorchHead(Head):
             criterion = Criterion(task.criterion, lambda raw: task.criterion_value(valid, self.output(valid, raw)),
                                   task.higher_is_better)
         self.model = self.build_model()
-        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=self.progress)
+        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=self.progress,
+                          param_groups=self.param_groups)
         result = trainer.fit(self.model, train_src, valid_src)
         self.history = result.history
         self.train_info = {k: v for k, v in result.to_json().items() if k != "history"}
         return self
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups, the one place every torch head gets them from:
+        the token text encoders' embedding + LSTM take `text_weight_decay` (when the config
+        has one) and the rest `weight_decay`, since the text part is what memorizes a small
+        training part (issue 9); frozen parameters are left out. A head (or a fine-tuned
+        backbone) with other needs overrides this and may give a group its own `lr`."""
+        from heads.encoders import TextEncoder
+
+        c = self.config
+        text_wd = getattr(c, "text_weight_decay", None)
+        text: set[int] = set()
+        if text_wd is not None:
+            text = {id(p) for m in model.modules() if isinstance(m, TextEncoder) for p in m.parameters()}
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if id(p) not in text], "weight_decay": c.weight_decay},
+                  {"params": [p for p in params if id(p) in text], "weight_decay": text_wd}]
+        return [g for g in groups if g["params"]]
 
     def predict(self, data: HeadData) -> Any:
         if self.model is None:
@@ -159,6 +180,17 @@ class TorchHead(Head):
         if self.users is None:
             raise self.not_fitted()
         return self.users.encode(data.posts["user_id"].to_list()) == 0
+
+    def explain(self, data: HeadData) -> "list[Explanation] | None":
+        """The maps the model's `details(batch)` returns (heads/_attention.py says which);
+        None when the model has no `details`."""
+        if self.model is None:
+            raise self.not_fitted()
+        if not hasattr(self.model, "details"):
+            return None
+        from heads._attention import explain_torch
+
+        return explain_torch(self, data)
 
     def save(self, directory: Path) -> None:
         if self.model is None:
@@ -244,15 +276,26 @@ class VisualTextHead(TorchHead):
             self.meta["visual_scale"] = scale
         if "text" in roles:
             tokens, _ = train.features("text")
+            c = self.config
             self.meta["vocab_size"] = text_vocab_size(train.stores["text"], tokens)
-            self.meta["known_tokens"] = known_tokens(tokens)
+            self.meta["known_tokens"] = known_tokens(tokens, getattr(c, "max_vocab", None))
+            if getattr(c, "word_vectors", None):  # the initial rows only: the weights are saved with the model
+                from heads.word_vectors import init_for_tokens
+
+                self._word_init, found = init_for_tokens(train.stores["text"], self.meta["known_tokens"],
+                                                         c.word_vectors, c.seed)
+                self.meta["embed_dim"] = int(self._word_init.shape[1])
+                self.meta["word_vectors_found"] = f"{found}/{len(self.meta['known_tokens'])}"
 
     def text_encoder(self, dim: int) -> "nn.Module | None":
         from heads.encoders import TextEncoder
 
         if "vocab_size" not in self.meta:
             return None
-        return TextEncoder(self.meta["vocab_size"], dim, self.meta["known_tokens"])
+        c = self.config
+        return TextEncoder(self.meta["vocab_size"], dim, self.meta["known_tokens"], embed_dim=self.meta.get("embed_dim"),
+                           init=getattr(self, "_word_init", None), freeze=getattr(c, "freeze_embeddings", False),
+                           word_dropout=getattr(c, "word_dropout", 0.0), embed_dropout=getattr(c, "embed_dropout", 0.0))
 
     def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         out = self.base_batch(cols, rows)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads.encoders import UserEncoder, VisualInput, attend, masked_mean, masked_softmax
+from heads.encoders import TextConfig, UserEncoder, VisualInput, attend, masked_mean, masked_softmax
+from heads.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from heads.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
@@ -43,12 +44,18 @@ ABLATIONS = ("intra", "inter", "shortcut", "user", "visual", "text")
 
 
 @dataclass
-class UHANConfig(TrainConfig):
+class UHANConfig(TrainConfig, TextConfig):
     dim: int = 512  # word embedding, LSTM hidden, user embedding and attention size (paper: 512)
     user_dropout: float = 0.05  # share of training posts whose user is replaced by the unknown-user row
     normalize_visual: bool = True  # scale grids by 1/RMS of the training grids (a train-only scalar)
     dropout: float = 0.0  # dropout on regions and word states in training (not in the paper: 0 keeps it faithful)
     ablate: tuple[str, ...] = ()  # any of intra | inter | shortcut | user | visual | text
+
+
+# The small-data regime (heads/regime.py) and the `pipe tune` search space of UHANConfig.
+SMALL = {"dim": 128, "batch_size": 64, "dropout": 0.3, "weight_decay": 1e-4, **TEXT_SMALL}
+SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "dropout": ("float", 0.0, 0.5),
+         "user_dropout": ("float", 0.0, 0.2), "batch_size": ("cat", [32, 64, 128])}
 
 
 def _guide(lin: nn.Linear, x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
@@ -163,6 +170,7 @@ class UHAN(VisualTextHead):
     name = "uhan"
     Config = UHANConfig
     ABLATIONS = ABLATIONS
+    small_data, search_space = SMALL, SPACE
 
     def build_model(self) -> nn.Module:
         c, m = self.config, self.meta

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 PathLike = str | Path
 Say = Callable[[str], None]
 
-__all__ = ["Run", "evaluate", "extract", "ingest", "load_run", "open_store", "score", "train"]
+__all__ = ["Run", "evaluate", "explain", "extract", "ingest", "load_run", "open_store", "rank", "report", "score",
+           "train"]
 
 
 def _quiet(_: str) -> None:
@@ -74,11 +75,13 @@ def _posts_file(posts: Any, folder: Path, name: str, base: PathLike | None) -> P
 
 def ingest(posts: Any, name: str, *, fmt: str = "auto", cache: PathLike | None = None, skip_invalid: bool = False,
            min_words: int | None = None, unlabelled: bool = False, split: str | None = None,
-           base: PathLike | None = None, encoding: str | None = None) -> "IngestReport":
+           base: PathLike | None = None, encoding: str | None = None, interactions: PathLike | None = None,
+           follows: PathLike | None = None) -> "IngestReport":
     """Validate posts (a DataFrame or a file; see README "the posts contract") and write
     `<cache>/<name>/posts.parquet`, replacing an older table. Relative image paths of a
     DataFrame resolve against `base` (default: the working directory); `encoding` is that of
-    a CSV or JSONL file (default UTF-8)."""
+    a CSV or JSONL file (default UTF-8). `interactions` / `follows`: side-table files of the
+    ranking task, validated against the posts and stored beside them (a re-ingest replaces them)."""
     from pipeline.data.ingest import ingest as ingest_file
 
     if min_words is not None and min_words < 0:
@@ -86,7 +89,9 @@ def ingest(posts: Any, name: str, *, fmt: str = "auto", cache: PathLike | None =
     with tempfile.TemporaryDirectory(prefix="pipe-ingest-") as tmp:
         f = _posts_file(posts, Path(tmp), name, base)
         return ingest_file(f, name, fmt, Path(cache) if cache is not None else None, skip_invalid=skip_invalid,
-                           min_words=min_words, unlabelled=unlabelled, split=split, encoding=encoding)
+                           min_words=min_words, unlabelled=unlabelled, split=split, encoding=encoding,
+                           interactions=Path(interactions) if interactions is not None else None,
+                           follows=Path(follows) if follows is not None else None)
 
 
 def extract(dataset: str, backbone: str, *, config: Mapping[str, Any] | None = None, cache: PathLike | None = None,
@@ -146,11 +151,14 @@ def load_run(ref: PathLike, runs: PathLike | None = None) -> Run:
 
 
 def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, ablate: Iterable[str] | str = (),
-          visual: str | None = None, text: str | None = None, say: Say = _quiet, **opts: Any) -> Run:
+          visual: str | None = None, text: str | None = None, say: Say = _quiet,
+          watch: Callable[[dict[str, Any]], None] | None = None, **opts: Any) -> Run:
     """Train `head` on `dataset`'s cached features into a new run folder and return it.
     `config` overrides head settings (`{"lr": 1e-3}`, as `--set lr=0.001`); `visual`, `text`
     or `stores={"role": id}` choose stores; other keywords are `pipe train`'s options:
-    `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, ..."""
+    `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, `target`,
+    `target_transform`, `min_target`, `finetune` (with `weights`, `image_size`), ...
+    `watch(entry)` sees each validation evaluation as it happens (step, metric, best, ETA)."""
     from pipeline.train.run import TrainOptions
     from pipeline.train.run import train as run_training
 
@@ -165,7 +173,7 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
         raise PipeError(f"train() got unknown option(s) {', '.join(unknown)}; options: config, ablate, visual, text, "
                         f"stores, {', '.join(valid)}")
     run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=sets, ablate=ablate, **opts),
-                           say=say)
+                           say=say, watch=watch)
     return Run.load(run_dir)
 
 
@@ -176,6 +184,14 @@ def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = N
     `runs/*` glob catches `runs/evaluate.csv`)."""
     from pipeline.evaluate.compare import comparison_rows, write_comparison
 
+    rows = comparison_rows(_run_folders(refs, runs, say))
+    if out is not None:
+        csv_path, md_path = write_comparison(rows, out)
+        say(f"wrote {csv_path} and {md_path}")
+    return rows
+
+
+def _run_folders(refs: Iterable[PathLike | _RunFolder], runs: PathLike | None, say: Say) -> list[_RunFolder]:
     loaded = []
     for ref in refs:
         if isinstance(ref, _RunFolder):
@@ -186,11 +202,33 @@ def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = N
             loaded.append(load_run(ref, runs))
     if not loaded:
         raise PipeError("no run folders among the arguments")
-    rows = comparison_rows(loaded)
-    if out is not None:
-        csv_path, md_path = write_comparison(rows, out)
-        say(f"wrote {csv_path} and {md_path}")
-    return rows
+    return loaded
+
+
+def report(refs: Iterable[PathLike | _RunFolder], *, out: PathLike = "report.html", runs: PathLike | None = None,
+           cache: PathLike | None = None, say: Say = _quiet) -> Path:
+    """`pipe report`: one self-contained HTML page (tables per task, plots per run) at OUT."""
+    from pipeline.evaluate.report import write_report
+
+    path = write_report(_run_folders(refs, runs, say), out, cache)
+    say(f"wrote {path}")
+    return path
+
+
+def explain(run: PathLike | _RunFolder, posts: Iterable[str], **opts: Any) -> list[Any]:
+    """`pipe explain`: attention maps (PNG + JSON) of posts of the run's dataset, or of
+    `posts_file=`; options `out`, `html`, `dataset`, `cache`, `runs`, `say`, extraction's."""
+    from pipeline.explain import explain as explain_posts
+
+    return explain_posts(run.dir if isinstance(run, _RunFolder) else run, list(posts), **opts)
+
+
+def rank(run: PathLike | _RunFolder, user: str, candidates: PathLike, **opts: Any) -> Any:
+    """`pipe rank`: `user`'s candidate posts ordered by the run's predicted score (a RankReport);
+    options `out`, `explain` (a folder for maps and rank.html), `dataset`, `cache`, `runs`, `say`."""
+    from pipeline.rank import rank as rank_candidates
+
+    return rank_candidates(run.dir if isinstance(run, _RunFolder) else run, user, candidates, **opts)
 
 
 def score(run: PathLike | _RunFolder, posts: PathLike, out: PathLike, **opts: Any) -> "ScoreReport":

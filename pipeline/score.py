@@ -14,6 +14,11 @@ follower of the post's author; embedding: post_id, embedding, top labels), then:
 - `missing_image`: the post has no image, or the run reads a `visual` store and that store
   has no row for the post (an unreadable image, listed in the store's failures.parquet);
   the head scores it without the image where it can.
+
+Regression heads get a `History` as in training: the run's dataset (labels of its training
+part only) and the scored posts (labels dropped), so a scored post's window (DSN) and its
+user's earlier scores (`user_history`) are those of the same definition
+(pipeline/train/windows.py); a window head's windows are written to OUT.windows.parquet.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.ingest import ingest
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.store.coverage import DEFAULT_MIN_COVERAGE, check_coverage
+from pipeline.submission import external_data, write_submission
 from pipeline.train import tasks
 from pipeline.train.data import HeadData, RunSettings
 from pipeline.train.rundir import Run, load_run
@@ -45,6 +51,8 @@ class ScoreReport:
     missing_images: int  # posts scored without an image
     extracted: dict[str, int] = field(default_factory=dict)  # extractor id -> rows extracted now
     metrics: dict[str, float] | None = None  # when the file carries scores for every post
+    windows: Path | None = None  # a window head's record of each scored post's window (OUT.windows.parquet)
+    submission: Path | None = None  # the SMP Challenge submission file, when asked for
 
 
 def dataset_name_for(posts_file: Path) -> str:
@@ -53,7 +61,7 @@ def dataset_name_for(posts_file: Path) -> str:
     return name or "scored"
 
 
-def _training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Path:
+def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Path:
     """The run's store of `extractor_id`, under `cache` or the cache recorded in the run."""
     ds = run.config["dataset"]
     for root in dict.fromkeys([paths.cache_root(cache), Path(run.config.get("cache") or paths.cache_root(cache))]):
@@ -65,7 +73,7 @@ def _training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pa
                     "to score new posts")
 
 
-def _unseen(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np.ndarray:
+def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np.ndarray:
     """The head's own answer, else users absent from the run's training posts."""
     if hasattr(head, "unseen_users"):
         return np.asarray(head.unseen_users(data), dtype=bool)
@@ -75,19 +83,35 @@ def _unseen(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np
     return ~data.posts["user_id"].is_in(users.unique().implode()).to_numpy()
 
 
-def score(
+@dataclass
+class Scoring:
+    """New posts made ready for a run's head: ingested, extracted, coverage checked. Shared by
+    `pipe score`, `pipe rank` and `pipe explain --posts`, so all three see the same inputs."""
+
+    run: Run
+    head: Any  # the run's model (repeat 0)
+    task: tasks.Task
+    data: HeadData  # every ingested post, with the stores of the run's extractors
+    dataset: str  # the name the posts were ingested as
+    extracted: dict[str, int]  # extractor id -> rows extracted now
+    missing: np.ndarray  # (N,) bool: no image, or none in the run's visual store
+    unseen: np.ndarray  # (N,) bool: the user has no post in the run's training part
+
+
+def prepare(
     run_ref: str | Path,
     posts_file: str | Path,
-    out: str | Path,
     dataset: str | None = None,
     cache: str | Path | None = None,
     runs: str | Path | None = None,
     fmt: str = "auto",
     say: Callable[[str], None] = lambda m: None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    users: list[str] | None = None,
     **extract_options: Any,
-) -> ScoreReport:
-    """Ingest, extract what is missing, predict, write post_id/score/unseen_user/missing_image."""
+) -> Scoring:
+    """Load the run's model, ingest the posts file as its own dataset and extract, with the
+    run's exact extractors, only what is not cached."""
     from pipeline.extract import extractor_from_store, run_extract
     from pipeline.extract.build import reads_images
 
@@ -106,7 +130,7 @@ def score(
     stores: dict[str, FeatureStore] = {}
     extracted: dict[str, int] = {}
     for role, eid in run.stores.items():
-        ex = extractor_from_store(_training_store(run, eid, cache))
+        ex = extractor_from_store(training_store(run, eid, cache))
         r = run_extract(name, ex, cache, posts=posts, **extract_options)
         if r.extractor_id != eid:
             raise PipeError(f"rebuilt extractor wrote {r.extractor_id}, not the run's {eid}")
@@ -118,35 +142,140 @@ def score(
     for line in check_coverage(stores, posts, min_coverage, name, failures_count=False,  # unreadable inputs are flagged
                                image_store=reads_images):
         say(line)
-    task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
-    data = HeadData(posts, stores, task.target, examples=_score_examples(run, task.name, posts, cache),
-                    side=load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
+    task, data = head_data(run, posts, stores, cache, say, users)
     head.settings = RunSettings(device=extract_options.get("device") or "auto")
-    out_value = task.check(head.predict(data), data, run.head, "scored")
     no_image = posts["image"].is_null() | (posts["image"].str.strip_chars() == "")
     missing = no_image.fill_null(True).to_numpy()
     if "visual" in stores:
         missing |= ~np.array([p in stores["visual"] for p in data.ids], dtype=bool)
-    unseen = _unseen(head, run, data, cache)
-    flags = pl.DataFrame({"post_id": data.ids, "unseen_user": unseen, "missing_image": missing})
-    table = task.scores(data, out_value).join(flags, on="post_id", how="left", maintain_order="left")
+    return Scoring(run, head, task, data, name, extracted, missing, unseen_users(head, run, data, cache))
+
+
+def head_data(run: Run, posts: pl.DataFrame, stores: dict[str, FeatureStore], cache: str | Path | None,
+              say: Callable[[str], None] = lambda m: None, users: list[str] | None = None
+              ) -> tuple[tasks.Task, HeadData]:
+    """The run's task and the posts as its head reads them at scoring time (examples, side
+    tables, history); `pipe explain` reads posts of the run's own dataset this way too."""
+    task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
+    task.restore(run.config.get("task", {}))  # the fitted target transform: scores come back in counts
+    data = HeadData(task.label(posts), stores, task.target, examples=_score_examples(run, task.name, posts, cache, users),
+                    side=load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
+    if task.name == "regression":
+        data.history = _history(run, task, data, cache, say)
+    return task, data
+
+
+def _history(run: Run, task: tasks.Task, data: HeadData, cache: str | Path | None, say: Callable[[str], None]):
+    """Earlier posts for windows and user histories: the run's dataset (labels of its
+    training part only) and the scored posts (labels dropped), as in training."""
+    from pipeline.train.windows import scoring_history
+
+    root = run.config.get("cache") or cache
+    train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"].to_list()
+    run_stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
+    hist, replaced = scoring_history(task.label(load_posts(run.config["dataset"], root)), train_ids, data.posts,
+                                     run_stores, data.stores, task.target)
+    if replaced:
+        say(f"{replaced} scored posts share an id with a post of {run.config['dataset']!r}: the scored one is used")
+    return hist
+
+
+def score_table(s: Scoring) -> tuple[pl.DataFrame, Any]:
+    """The head's predictions as the task's `pipe score` rows with the two flags, and the
+    checked output they came from."""
+    out_value = s.task.check(s.head.predict(s.data), s.data, s.run.head, "scored")
+    table = s.task.scores(s.data, out_value)
+    per_row = len(s.unseen) != len(s.data.ids)  # a ranking head flags the user of each scored pair
+    flags = pl.DataFrame({"post_id": s.data.ids, **({} if per_row else {"unseen_user": s.unseen}),
+                          "missing_image": s.missing})
+    if per_row:
+        table = table.with_columns(unseen_user=pl.Series(s.unseen, dtype=pl.Boolean))
+    return table.join(flags, on="post_id", how="left", maintain_order="left"), out_value
+
+
+def score(
+    run_ref: str | Path,
+    posts_file: str | Path,
+    out: str | Path,
+    dataset: str | None = None,
+    cache: str | Path | None = None,
+    runs: str | Path | None = None,
+    fmt: str = "auto",
+    say: Callable[[str], None] = lambda m: None,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    submission: str | Path | None = None,
+    users: list[str] | None = None,
+    **extract_options: Any,
+) -> ScoreReport:
+    """Ingest, extract what is missing, predict, write post_id/score/unseen_user/missing_image
+    (and, with `submission`, the SMP Challenge JSON: pipeline/submission.py)."""
+    s = prepare(run_ref, posts_file, dataset, cache, runs, fmt, say, min_coverage, users, **extract_options)
+    table, out_value = score_table(s)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.write_parquet(out)
+    windows = record_windows(s, out)
+    if submission is not None:
+        stores = {r: FeatureStore(training_store(s.run, eid, cache)) for r, eid in s.run.stores.items()}
+        write_submission(submission, table, external_data({r: (st.manifest.extractor, st.config)
+                                                           for r, st in stores.items()}))
 
     metrics = None
+    posts, task = s.data.posts, s.task
     if task.name == "regression" and task.target in posts.columns:
         labels = posts[task.target].cast(pl.Float64)
         if labels.null_count() == 0 and labels.is_finite().all():
-            metrics = task.metrics(data, out_value)
-    return ScoreReport(out, name, posts.height, int(unseen.sum()), int(missing.sum()), extracted, metrics)
+            metrics = task.metrics(s.data, out_value)
+    return ScoreReport(out, s.dataset, posts.height, int(s.unseen.sum()), int(s.missing.sum()), s.extracted, metrics,
+                       windows, Path(submission) if submission is not None else None)
 
 
-def _score_examples(run: Run, task: str, posts: pl.DataFrame, cache: str | Path | None) -> pl.DataFrame | None:
-    """Ranking runs score user-post pairs: each new post for every follower of its author in
-    the run's dataset (its follows table). Other tasks score the posts themselves."""
-    if task != "ranking":
+def record_windows(s: Scoring, out: Path) -> Path | None:
+    """A window head's windows of the scored posts, as the run records its own: OUT.windows.parquet."""
+    c = getattr(s.head, "config", None)
+    if not getattr(c, "window", None) or s.data.history is None:
         return None
+    from pipeline.train.windows import window_table
+
+    path = out.with_name(out.stem + ".windows.parquet")
+    window_table(s.data.history, s.data.ids, c.window, c.window_scope).write_parquet(path)
+    return path
+
+
+def read_users(spec: str) -> list[str]:
+    """`--users`: a file (Parquet/CSV/JSONL with a user_id column, else one id per line) or ID,ID,..."""
+    path = Path(spec)
+    if path.is_file():
+        if path.suffix.lower() in (".parquet", ".pq", ".csv", ".jsonl", ".ndjson", ".json"):
+            from pipeline.data.readers import read_raw
+
+            df = read_raw(path).df
+            if "user_id" not in df.columns:
+                raise PipeError(f"--users {path}: no user_id column (columns: {', '.join(c for c in df.columns if c != '__line')})")
+            ids = [str(u).strip() for u in df["user_id"].to_list() if u is not None]
+        else:
+            ids = [line.strip() for line in path.read_text().splitlines()]
+    else:
+        ids = [u.strip() for u in spec.split(",")]
+    ids = [u for u in ids if u]
+    if not ids:
+        raise PipeError(f"--users {spec!r}: no user ids")
+    return ids
+
+
+def _score_examples(run: Run, task: str, posts: pl.DataFrame, cache: str | Path | None,
+                    users: list[str] | None = None) -> pl.DataFrame | None:
+    """Ranking runs score user-post pairs: each new post for every follower of its author in
+    the run's dataset (its follows table), or for each of `users` (`--users`: every post for
+    every user given). Other tasks score the posts themselves."""
+    if task != "ranking":
+        if users is not None:
+            raise PipeError(f"--users: run {run.name} is a {task} run; only ranking runs score posts per user")
+        return None
+    if users is not None:
+        pairs = pl.DataFrame({"user_id": list(dict.fromkeys(users))}, schema={"user_id": pl.Utf8}).join(
+            posts.select("post_id", pl.col("posted_at").alias("at")), how="cross")
+        return pairs.select("user_id", "post_id", pl.lit(0, pl.Int8).alias("label"), pl.lit(0, pl.Int64).alias("group"), "at")
     side = load_side_tables(run.config["dataset"], run.config.get("cache") or cache)
     if "follows" not in side:
         raise PipeError(f"run {run.name} ranks posts for users, and its dataset has no follows table to find "

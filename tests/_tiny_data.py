@@ -6,6 +6,7 @@ one that reads fewer. Every 10th post has no image and no row in the visual stor
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,14 +14,15 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.specs import FeatureSpec
+from pipeline.core.specs import VOCAB_FILE, FeatureSpec
 from pipeline.store import StoreWriter
 
 GRID = "vgg16-pool5-64-aaaa1111"
 FC = "vgg16-fc7-64-dddd4444"
 TOKENS = "tokens-bbbb2222"
 TEXTVEC = "minilm-cccc3333"
-VISUAL_STORES = (GRID, FC)
+PIXELS = "pixels-16-eeee5555"
+VISUAL_STORES = (GRID, FC, PIXELS)
 TEXT_STORES = (TOKENS, TEXTVEC)
 
 
@@ -60,6 +62,8 @@ def write_store(cache: Path, dataset: str, eid: str, spec: FeatureSpec, ids: lis
     with StoreWriter(d, eid, eid.split("-")[0], spec, {"test": eid}) as w:
         if ids:
             w.write_shard(ids, rows, ["x"] * len(ids))
+        if spec.kind == "tokens":  # a vocabulary, as every tokens store has (ids 2..31: words w2..w31)
+            w.save_artifact(VOCAB_FILE, json.dumps({"words": [f"w{i}" for i in range(2, 32)], "dropped": []}).encode())
 
 
 def make_dataset(cache: Path, name: str = "tiny", n: int = 80, seed: int = 0, stores: tuple[str, ...] | None = None,
@@ -77,6 +81,9 @@ def make_dataset(cache: Path, name: str = "tiny", n: int = 80, seed: int = 0, st
         FC: (FeatureSpec("vector", (16,), "float32"), img, f["grid"][sel].mean(axis=1)),
         TOKENS: (FeatureSpec("tokens", (12,), "int32"), ids, f["tokens"]),
         TEXTVEC: (FeatureSpec("vector", (8,), "float32"), ids, f["textvec"]),
+        PIXELS: (FeatureSpec("pixels", (3, 16, 16), "uint8"), img,  # the grid's channel 0 as brightness
+                 np.clip(128 + 60 * f["grid"][sel][:, :, :1].mean(1, keepdims=True)[..., None], 0, 255)
+                 .repeat(3, 1).repeat(16, 2).repeat(16, 3).astype(np.uint8)),
     }
     for eid in stores if stores is not None else all_stores:
         spec, sids, rows = all_stores[eid]

@@ -217,3 +217,51 @@ def test_log_grows_during_a_fit_and_an_interrupted_run_is_marked(cache, tmp_path
         train(TrainOptions(name="stopped", **opts))
     run = load_run(tmp_path / "runs" / "stopped")
     assert run.status == "interrupted" and run.metrics is None
+
+
+def test_cli_train_watches_each_evaluation_and_warns_about_cost(cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    args = ["train", "--dataset", "tiny", "--head", "uhan", "--visual", tiny.GRID, "--text", tiny.TOKENS,
+            "--set", "dim=8", "--set", "batch_size=16", "--set", "device=cpu", "--runs", str(tmp_path / "runs"),
+            "--cache", str(cache)]
+    r = CliRunner().invoke(app, [*args, "--set", "max_steps=4", "--set", "eval_every=2", "--name", "w"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("step ")]
+    assert len(lines) == 3 and "valid mse" in lines[-1] and "evaluations left before stopping" in lines[-1]
+    assert "ETA" in lines[-1] and "samples/s" in lines[-1]
+    r = CliRunner().invoke(app, [*args, "--set", "max_steps=0", "--name", "cheap"])
+    assert "epochs" not in r.output  # no cost note for a run that trains nothing
+    from pipeline.train.run import schedule_cost
+
+    cfg = heads.get("uhan").Config()
+    assert "at least 1,280 steps" in schedule_cost(cfg, 56)  # the paper's schedule on 56 posts: said plainly
+    assert schedule_cost(cfg, 100_000) is None
+
+
+def test_keep_interrupted_saves_the_best_model_so_far(cache, tmp_path, monkeypatch, one_thread):
+    from pipeline.train.loop import Trainer
+    from pipeline.train.rundir import load_run
+    from pipeline.train.run import TrainOptions, train
+
+    real = Trainer.predict
+    calls = {"n": 0}
+
+    def predict_then_stop(self, model, source, fn=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third evaluation: Ctrl-C
+            raise KeyboardInterrupt
+        return real(self, model, source, fn)
+
+    monkeypatch.setattr(Trainer, "predict", predict_then_stop)
+    opts = TrainOptions(dataset="tiny", head="uhan", stores={"visual": tiny.GRID, "text": tiny.TOKENS},
+                        sets=["max_steps=10", "eval_every=2", "dim=8", "batch_size=16", "device=cpu"],
+                        runs=tmp_path / "runs", cache=cache, name="kept", keep_interrupted=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts)
+    run = load_run(tmp_path / "runs" / "kept")
+    assert run.status == "interrupted" and (run.dir / "model" / "head.json").is_file()
+    assert run.load_head().model is not None

@@ -1,6 +1,7 @@
 """Every registered head fits and predicts on a tiny store; save/load predicts identically.
 
-A new head is tested by being registered. Trainer and size fields are shrunk through the
+A new head is tested by being registered; its task builds the parts (tests/_tiny_tasks.py)
+and checks its outputs (`Task.check`). Trainer and size fields are shrunk through the
 same `key=value` path as `pipe train --set`, only where the head's Config has them.
 """
 from __future__ import annotations
@@ -8,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 
 import _tiny_data as tiny
+import _tiny_tasks
 import numpy as np
-import polars as pl
 import pytest
 
 import heads
-from heads.base import HeadData
 from pipeline.core.config import build_config
-from pipeline.data.splits import assign_split, parse_split
+from pipeline.train import tasks
 from pipeline.train.roles import resolve_roles
 
 TINY = {"max_steps": "6", "eval_every": "2", "patience": "2", "batch_size": "16", "device": "cpu", "dim": "16",
@@ -51,21 +51,28 @@ def test_head_fits_predicts_and_round_trips(name, cache, tmp_path):
     head = cls(config)
     stores, _ = resolve_roles(head.roles(), "tiny", cache, _choices(head.roles(), cache))
     assert {r for r, s in head.roles().items() if s.required} <= set(stores)
-    posts = assign_split(pl.read_parquet(cache / "tiny" / "posts.parquet"), parse_split(None))
-    part = {p: HeadData(posts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
+    task = tasks.get(cls.task)()
+    part = _tiny_tasks.parts(cls.task, cache, stores, head.config)
 
     assert head.fit(part["train"], part["valid"]) is head
-    yhat = head.predict(part["test"])
-    assert yhat.dtype == np.float32 and yhat.shape == (len(part["test"]),) and np.isfinite(yhat).all()
+    yhat = task.check(head.predict(part["test"]), part["test"], name, "test")  # shape and finiteness, per task
+    for a in _arrays(yhat):
+        assert a.dtype == np.float32 and len(a) == _tiny_tasks.n_outputs(cls.task, part["test"])
 
     head.save(tmp_path / "model")
     assert not any(p.suffix in (".pkl", ".pickle") for p in (tmp_path / "model").rglob("*"))
     again = cls.load(tmp_path / "model")
-    np.testing.assert_array_equal(again.predict(part["test"]), yhat)
+    for a, b in zip(_arrays(again.predict(part["test"])), _arrays(yhat)):
+        np.testing.assert_array_equal(a, b)
 
-    # a post of a user never seen in training still gets a finite score, and is flagged
-    stranger = HeadData(part["test"].posts.head(2).with_columns(pl.lit("nobody").alias("user_id")), stores)
-    assert np.isfinite(again.predict(stranger)).all()
+    # a user never seen in training still gets finite outputs, and is flagged
+    stranger = _tiny_tasks.stranger(cls.task, part["test"])
+    task.check(again.predict(stranger), stranger, name, "stranger")
     if hasattr(again, "unseen_users"):
         assert again.unseen_users(stranger).tolist() == [True, True]
         assert not again.unseen_users(part["train"]).any()
+
+
+def _arrays(out) -> list[np.ndarray]:
+    """The arrays of a task's output: itself, or an EmbeddingOutput's vectors and confidences."""
+    return [out] if isinstance(out, np.ndarray) else [out.vectors, out.confidence]

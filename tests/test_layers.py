@@ -20,11 +20,14 @@ RANKS = {
     "extractors": 3,
     "pipeline.extract": 4,
     "pipeline.train": 5, "pipeline.train.data": 5, "pipeline.train.tasks": 5, "pipeline.train.metrics": 5,
-    "pipeline.train.loop": 5,
+    "pipeline.train.loop": 5, "pipeline.train.windows": 5, "pipeline.train.targets": 5,
     "heads": 6,
     "pipeline.train.roles": 7, "pipeline.train.run": 7, "pipeline.train.rundir": 7, "pipeline.train.coverage": 7,
+    "pipeline.train.finetune": 7, "pipeline.train.images": 7,
     "pipeline.evaluate": 8,
-    "pipeline.score": 9, "pipeline.demo": 9, "pipeline.api": 9,
+    "pipeline.score": 9, "pipeline.tune": 9, "pipeline.submission": 9, "pipeline.demo": 9, "pipeline.api": 9,
+    "pipeline.search": 9,
+    "pipeline.explain": 9, "pipeline.rank": 9,
     "pipeline.cli": 10,
 }
 

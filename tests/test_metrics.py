@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.train.metrics import (average_precision, cross_modal_precision, embedding_metrics, mean_std,
-                                    ranking_metrics, regression_metrics)
+                                    precision_at_ks, ranking_metrics, regression_metrics)
 
 
 def test_regression_by_hand():
@@ -30,6 +30,18 @@ def test_ranking_by_hand():
     assert m["auc"] == pytest.approx((0.75 + 0.5) / 2)
     tie = ranking_metrics(["u", "u"], np.array([1, 0]), np.array([0.5, 0.5]))
     assert tie["auc"] == 0.5
+
+
+def test_precision_at_ks_by_hand():
+    users = ["a", "a", "a", "a", "b", "b", "b"]
+    labels = np.array([1, 0, 0, 1, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.5, 0.7, 0.6, 0.2])
+    # a ranked 1,0,1,0; b ranked 0,1,0 (a list shorter than k counts what it has)
+    p = precision_at_ks(users, labels, scores, ks=(1, 2, 4, 10))
+    assert p[1] == pytest.approx(0.5)
+    assert p[2] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert p[4] == pytest.approx((2 / 4 + 1 / 3) / 2)
+    assert p[10] == p[4]
 
 
 def test_average_precision_by_hand():

@@ -8,33 +8,23 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from _synth_runs import EXTRACT, TINY, synth_runs
 from heads.hisave import HisAve
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts
-from pipeline.data.ingest import ingest
-from pipeline.data.synth import synth
-from pipeline.extract import build_extractor, run_extract
 from pipeline.score import score
-from pipeline.train.run import TrainOptions, train
 
 _load_commands()
-EXTRACT = dict(quiet=True, num_workers=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A synth dataset at 32 px with random-VGG16 pool5 and token stores, and three runs."""
     root = tmp_path_factory.mktemp("score")
-    cache, runs = root / "cache", root / "runs"
-    ingest(synth(root / "synth", posts=120, image_size=32, seed=0), "train", cache=cache)
-    for ex in (build_extractor("vgg16", layer="pool5", image_size=32, weights="random"), build_extractor("tokens")):
-        run_extract("train", ex, cache, **EXTRACT)
-    tiny = ["max_steps=6", "eval_every=3", "batch_size=16", "dim=16", "device=cpu"]
-    for name, head, sets in (("hisave", "hisave", []), ("gbm", "lightgbm", ["n_estimators=30", "n_jobs=1"]),
-                             ("uhan", "uhan", tiny)):
-        train(TrainOptions(dataset="train", head=head, sets=sets, name=name, runs=runs, cache=cache))
+    cache, runs = synth_runs(root, 32, (("hisave", "hisave", []), ("gbm", "lightgbm", ["n_estimators=30", "n_jobs=1"]),
+                                        ("uhan", "uhan", TINY)))
     # new posts: known users, one stranger, one without image, one with a corrupt image file
     new = load_posts("train", cache).tail(8).with_columns(
         ("new-" + pl.col("post_id")).alias("post_id"), pl.lit(None, pl.Float64).alias("score"))

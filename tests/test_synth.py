@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.ingest import read_posts_file
+from pipeline.core.errors import PipeError
 from pipeline.data.synth import SIGNAL_WORDS, SynthConfig, synth
 
 
@@ -130,3 +131,41 @@ def test_cli_users_option_sets_the_number_of_users(tmp_path):
     res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--posts", "400", "--users", "5", "--image-size", "32"])
     assert res.exit_code == 0, res.output
     assert pl.read_parquet(tmp_path / "s" / "posts.parquet")["user_id"].n_unique() == 5
+
+
+def test_text_variants_words_vocabulary_and_topic_signal(tmp_path):
+    """Issue 9: --text-words, --vocab and --text-signal topic shape the text as documented."""
+    from pipeline.data.synth import FILLER_WORDS, TOPICS, filler_vocab, parse_text_words
+
+    cfg = SynthConfig(users=4, text_words=(6, 16), vocab=330, text_signal="topic")
+    df = pl.read_parquet(synth(tmp_path / "v", posts=200, image_size=8, seed=1, config=cfg))
+    truth = pl.read_parquet(tmp_path / "v" / "truth.parquet")
+    signals = json.loads((tmp_path / "v" / "signals.json").read_text())
+    vocab = filler_vocab(200, cfg)
+    assert len(vocab) == len(set(vocab)) == 330 and vocab[:60] == FILLER_WORDS
+    assert all(w.isalpha() for w in vocab) and not set(vocab) & {w for t in TOPICS for w in t}
+    t = df.join(truth, on="post_id")
+    lengths = [len((a + " " + b).split()) - 1 for a, b in zip(t["title"], t["text"])]
+    assert min(lengths) >= 6 and max(lengths) <= 16 and len(set(w for s in t["text"] for w in s.split())) > 150
+    for r in t.iter_rows(named=True):
+        mine = signals["users"][r["user_id"]]
+        assert r["word_hit"] == (r["signal_word"] in mine["lucky_topic"])
+        assert r["signal_word"] in (r["title"] + " " + r["text"]).split()
+    assert parse_text_words("6-16") == (6, 16) and parse_text_words("8") == (8, 8)
+    with pytest.raises(PipeError):
+        synth(tmp_path / "bad", posts=20, image_size=8, config=SynthConfig(text_words=(5, 2)))
+
+
+def test_cli_synth_variant_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), "--posts", "40", "--image-size", "8", "--users", "2",
+                                   "--text-words", "6-16", "--vocab", "100", "--text-signal", "topic"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "w" / "signals.json").read_text())["config"]
+    assert (cfg["text_words"], cfg["vocab"], cfg["text_signal"]) == ([6, 16], 100, "topic")
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--posts", "40", "--text-words", "many"])
+    assert res.exit_code == 2 and "LOW-HIGH" in res.output

@@ -24,7 +24,7 @@ _load_commands()
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     c = tmp_path_factory.mktemp("cache")
-    tiny.make_dataset(c, n=120, seed=2)
+    tiny.make_dataset(c, n=120, seed=2, stores=(tiny.GRID, tiny.FC, tiny.TOKENS, tiny.TEXTVEC))  # no pixels store
     return c
 
 

@@ -85,12 +85,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         try:
             return fn(*args, **kwargs)
-        except (PipeError, KeyError, FileNotFoundError) as e:
+        except (PipeError, FileNotFoundError) as e:  # a KeyError is a bug: it keeps its traceback
             console.quiet = False
             if verbose:
                 console.print_exception()
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, markup=True, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 2)) from None
         finally:
             console.quiet = was_quiet

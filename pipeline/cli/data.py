@@ -21,16 +21,64 @@ def synth_cmd(
                                       show_default="0"),
     users: Optional[int] = typer.Option(None, "--users", help="Exactly this many users, each with 10 posts or more.",
                                         show_default="24, fewer below 960 posts: one per 40"),
+    text_words: Optional[str] = typer.Option(None, "--text-words", help="Filler words per post: N or LOW-HIGH.",
+                                             show_default="4-7"),
+    vocab: Optional[int] = typer.Option(None, "--vocab", help="Filler vocabulary size (pseudo-words beyond 60).",
+                                        show_default="~15 uses per word, at most 60"),
+    text_signal: Optional[str] = typer.Option(None, "--text-signal", help="word: one lucky word per user; topic: "
+                                              "any of the 4 words of a lucky topic.", show_default="word"),
+    task: str = typer.Option("regression", "--task", help="regression (posts with a score), ranking (tweets, "
+                             "interactions.parquet, follows.parquet: pipeline/data/synth_ranking.py), embedding "
+                             "(posts with labels and tags: pipeline/data/synth_embedding.py) or sequence (scores "
+                             "that depend on the posts just before: pipeline/data/synth_sequence.py)."),
 ) -> None:
     """Write a synthetic dataset with planted signals (see pipeline/data/synth.py for the design)."""
-    from pipeline.data.synth import DEFAULT_POSTS, SynthConfig, n_users_for, synth
+    from pipeline.data.synth import DEFAULT_POSTS, SynthConfig, n_users_for, parse_text_words, synth
 
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
+    if task != "regression":
+        return _synth_task(task, out, posts, users, kw, {"--text-words": text_words, "--vocab": vocab,
+                                                         "--text-signal": text_signal})
     n = posts if posts is not None else DEFAULT_POSTS
     t0 = time.perf_counter()
-    path = synth(out, n, config=SynthConfig(users=users), **kw)
+    variant = {k: v for k, v in {"text_words": parse_text_words(text_words) if text_words is not None else None,
+                                 "vocab": vocab, "text_signal": text_signal}.items() if v is not None}
+    path = synth(out, n, config=SynthConfig(users=users, **variant), **kw)
     console.print(f"wrote {path} ({n} posts by {n_users_for(n, users)} users, images under {out / 'images'}) "
                   f"in {time.perf_counter() - t0:.1f}s; planted signals: {out / 'signals.json'}", highlight=False, soft_wrap=True)
+
+
+def _synth_task(task: str, out: Path, posts: Optional[int], users: Optional[int], kw: dict,
+                regression_only: dict) -> None:
+    """`pipe synth --task ranking|embedding`: the task's own synthetic data."""
+    from pipeline.core.errors import PipeError
+
+    given = [k for k, v in regression_only.items() if v is not None]
+    if given:
+        raise PipeError(f"{', '.join(given)}: options of the regression synth, not of --task {task}")
+    t0 = time.perf_counter()
+    if task == "ranking":
+        from pipeline.data.synth_ranking import RankingSynthConfig, synth as synth_ranking
+
+        cfg = RankingSynthConfig(**({"users": users} if users is not None else {}))
+        path = synth_ranking(out, posts if posts is not None else 480, config=cfg, **kw)
+        files = "interactions.parquet, follows.parquet"
+    elif task == "embedding":
+        if users is not None:
+            raise PipeError("--users: an option of the regression and ranking synths, not of --task embedding")
+        from pipeline.data.synth_embedding import synth as synth_embedding
+
+        path = synth_embedding(out, posts if posts is not None else 1500, kw.get("image_size", 64), kw.get("seed", 0))
+        files = "labels and tags in the posts"
+    elif task == "sequence":
+        from pipeline.data.synth_sequence import SequenceSynthConfig, synth as synth_sequence
+
+        path = synth_sequence(out, posts if posts is not None else 1500, config=SequenceSynthConfig(users=users), **kw)
+        files = "scores with a planted temporal context effect"
+    else:
+        raise PipeError(f"--task {task!r}: choose regression, ranking, embedding or sequence")
+    console.print(f"wrote {path} ({files}, images under {out / 'images'}) in {time.perf_counter() - t0:.1f}s; "
+                  f"planted signals: {out / 'signals.json'}", highlight=False, soft_wrap=True)
 
 
 @app.command("ingest")
@@ -50,14 +98,25 @@ def ingest_cmd(
     encoding: Optional[str] = typer.Option(None, "--encoding", help="Text encoding of a CSV/JSONL file (latin-1, "
                                            "cp1252, ...); without it, bytes that are not UTF-8 are refused naming the line.",
                                            show_default="utf-8"),
+    interactions: Optional[Path] = typer.Option(None, "--interactions", help="Ranking side table: user_id, post_id, at "
+                                                "[, kind] (retweets), stored as <cache>/NAME/interactions.parquet.",
+                                                show_default="none"),
+    follows: Optional[Path] = typer.Option(None, "--follows", help="Ranking side table: user_id, followee_id, stored as "
+                                           "<cache>/NAME/follows.parquet.", show_default="none"),
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """Validate a posts file and write the dataset's posts table (replacing an older one)."""
     from pipeline import api
 
     rep = api.ingest(path, name, fmt=fmt, cache=cache, skip_invalid=skip_invalid, min_words=min_words,
-                     unlabelled=unlabelled, split=split, encoding=encoding)
+                     unlabelled=unlabelled, split=split, encoding=encoding, interactions=interactions, follows=follows)
     console.print(f"ingested {rep.rows} posts from {path} into {rep.path}", highlight=False, soft_wrap=True)
+    for kind, rows in (rep.side or {}).items():
+        console.print(f"{kind}: {rows} rows into {rep.path.parent / (kind + '.parquet')}", highlight=False, soft_wrap=True)
+    for kind, rej in (rep.side_rejected or {}).items():
+        console.print(f"{kind}: rejected rows with reasons in {rej}", highlight=False, soft_wrap=True)
+    for kind in rep.side_removed or []:
+        console.print(f"removed the previous {kind} table (not given again)", highlight=False, soft_wrap=True)
     if rep.set_aside is not None:
         console.print(f"the previous table could not be read; it was set aside as {rep.set_aside}", highlight=False,
                       soft_wrap=True)

@@ -26,6 +26,11 @@ def score(
                                               show_default="CPUs - 1, at most 8"),
     min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a store lacks rows, without a recorded "
                                        "reason, for more than this fraction of the posts (unreadable images are flagged)."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="Also write the SMP Challenge submission "
+                                              "JSON (version, result, external_data) to this file.", show_default="none"),
+    users: Optional[str] = typer.Option(None, "--users", help="Ranking runs: rank every post for these users: a file "
+                                        "(a user_id column, or one id per line) or ID,ID,...",
+                                        show_default="every follower of each post's author"),
     as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
@@ -35,14 +40,18 @@ def score(
     import dataclasses
 
     from pipeline import api
+    from pipeline.score import read_users
 
     say = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
     rep = api.score(run, posts, out, dataset=dataset, cache=cache, runs=runs, fmt=fmt, say=say, device=device,
-                    batch_size=batch_size, num_workers=num_workers, quiet=quiet, min_coverage=min_coverage)
+                    batch_size=batch_size, num_workers=num_workers, quiet=quiet, min_coverage=min_coverage,
+                    submission=submission, users=read_users(users) if users is not None else None)
     if as_json:
         return print_json(dataclasses.asdict(rep))
     res = results_console()
     res.print(f"scored {rep.posts} posts -> {rep.out} ({rep.unseen_users} unseen users, {rep.missing_images} without image)",
               markup=False)
+    if rep.submission:
+        res.print(f"submission: {rep.submission}", markup=False)
     if rep.metrics:
         res.print("labels present: " + ", ".join(f"{k} {v:.4f}" for k, v in rep.metrics.items()), markup=False)

@@ -44,6 +44,18 @@ def train(
     split: Optional[str] = typer.Option(None, "--split", help="0.7,0.1,0.2 (chronological), other fractions, uhan[:SEED] or random[:SEED].",
                                         show_default="0.7,0.1,0.2; embedding: random:0"),
     target: str = typer.Option("score", "--target", help="Posts column a regression head learns (score, retweets, likes, ...)."),
+    target_transform: Optional[str] = typer.Option(None, "--target-transform", help="none | log1p | max (divide by the "
+                                                   "training maximum), fitted on the training part; predictions come back "
+                                                   "in the column's units.", show_default="the head's: max for hybrid_cnn, else none"),
+    min_target: Optional[float] = typer.Option(None, "--min-target", help="Keep only posts whose target is at least N "
+                                               "(says how many it drops).", show_default="off"),
+    finetune: Optional[str] = typer.Option(None, "--finetune", help="Fill the head's visual role with this backbone "
+                                           "(vgg16, inception_v3, clip) applied to the images and trained end to end; "
+                                           "--set finetune_blocks=N backbone_lr=X.", show_default="off (cached features)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="--finetune: the backbone's start, imagenet | random | PATH.",
+                                          show_default="imagenet"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="--finetune: input side in pixels.",
+                                             show_default="the backbone's default"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Head config override: one key=value per --set (repeat it).",
                                             show_default="none"),
     ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable).",
@@ -55,20 +67,29 @@ def train(
                                             show_default="off"),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm).",
                                                show_default="off"),
+    keep_interrupted: bool = typer.Option(False, "--keep-interrupted", help="On Ctrl-C or SIGTERM keep the best "
+                                          "model so far in the run's model/ folder (the run stays marked interrupted)."),
     min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a role's store has rows for a smaller "
                                        "fraction of the posts (posts without an image do not count against a visual store)."),
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
+    quiet: bool = False,  # filled in by `friendly` from -q/--quiet
 ) -> None:
     """Train a head on cached features; writes config, log, model, predictions and metrics to a run folder."""
     from pipeline import api
 
-    run = api.train(
-        dataset, head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
-        ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
-        scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
-        say=lambda m: console.print(m, highlight=False, markup=False),
-    )
+    watch = TrainWatch(quiet)
+    try:
+        run = api.train(
+            dataset, head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
+            ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
+            scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
+            target_transform=target_transform, min_target=min_target, finetune=finetune, weights=weights,
+            image_size=image_size, keep_interrupted=keep_interrupted, say=lambda m: console.print(m, highlight=False, markup=False),
+            watch=watch,
+        )
+    finally:
+        watch.close()
     for table in comparison_tables([run]):
         results_console().print(table)
     console.print(f"run written to {run.dir}", highlight=False)
@@ -117,3 +138,53 @@ def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
                       *[mean_pm_std(r, k, 3) for k in names])
         out.append(t)
     return out
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class TrainWatch:
+    """Live training progress: one line per validation evaluation (step, samples/s, latest and
+    best metric, evaluations left before early stopping, ETA to max_steps), as a status line
+    redrawn in place on a terminal and as plain lines otherwise; nothing with --quiet."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.status = None
+
+    def line(self, e: dict) -> str:
+        metric = next((k for k in e if k.startswith("valid_")), "valid")
+        value, best = e.get(metric), e.get("best")
+        parts = [f"step {e['step']:,}"]
+        if e.get("repeats", 1) > 1:
+            parts.insert(0, f"repeat {e['repeat'] + 1}/{e['repeats']}")
+        if e.get("samples_per_s"):
+            parts.append(f"{e['samples_per_s']:,.0f} samples/s")
+        parts.append(f"{metric.replace('_', ' ')} {value:.4f}" if value is not None else f"{metric} n/a")
+        if best is not None:
+            parts.append(f"best {best:.4f} at step {e.get('best_step', 0):,}")
+        parts.append(f"{e.get('evals_left', '?')} evaluations left before stopping")
+        if e.get("eta_seconds") is not None:
+            parts.append(f"ETA {_clock(e['eta_seconds'])}")
+        return " · ".join(parts)
+
+    def __call__(self, entry: dict) -> None:
+        if self.quiet:
+            return
+        if not self.live:
+            console.print(self.line(entry), highlight=False, markup=False, soft_wrap=True)
+            return
+        if self.status is None:
+            self.status = console.status("")
+            self.status.start()
+        self.status.update(self.line(entry))
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None

@@ -5,7 +5,8 @@ path, a relative one resolved against the folder of the ingested file), title, t
 tags, category / subcategory / concept, score, labels (ground-truth classes of the
 embedding task, a list like tags but distinct from them), plus any numeric `user_*`
 columns and any other numeric column (retweets, likes: regression targets with
-`--target`; not `views` and `days`, which become the score), as Float64. Required: post_id, user_id, posted_at and a score, or views + days to compute
+`--target`; not `views`, which becomes the score; `days`, the time online, is kept as an
+input), as Float64. Required: post_id, user_id, posted_at and a score, or views + days to compute
 it as log2(views / days + 1); everything else may be missing or entirely null. A file
 without labels (posts to score) is accepted with `unlabelled=True`: its score may be null.
 
@@ -142,19 +143,25 @@ def _structural_checks(raw: RawPosts, unlabelled: bool) -> None:
         raise PostsError(f"{raw.source}: contains no posts")
 
 
-def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(contract table of the valid rows, one row per problem: line, post_id, column, reason, value)."""
-    _structural_checks(raw, unlabelled)
-    df = raw.df
-    errs: list[pl.DataFrame] = []
-    pid = _to_str(df["post_id"]).alias("post_id")
-
+def flagger(df: pl.DataFrame, pid: pl.Series, errs: list[pl.DataFrame]):
+    """`flag(mask, column, reason[, value])`: append one problem row (line, post_id, column,
+    reason, value) to `errs` per row of `df` where mask is true (the posts and side-table checks)."""
     def flag(mask: pl.Series, column: str, reason: str | pl.Series, value: pl.Series | None = None) -> None:
         mask = mask.fill_null(False)
         if mask.any():
             v = _to_str(value) if value is not None else pl.Series([None] * df.height, dtype=pl.Utf8)
             errs.append(pl.DataFrame({"line": df[LINE], "post_id": pid, "column": column,
                                       "reason": reason, "value": v}).filter(mask))
+    return flag
+
+
+def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(contract table of the valid rows, one row per problem: line, post_id, column, reason, value)."""
+    _structural_checks(raw, unlabelled)
+    df = raw.df
+    errs: list[pl.DataFrame] = []
+    pid = _to_str(df["post_id"]).alias("post_id")
+    flag = flagger(df, pid, errs)
 
     out: dict[str, pl.Series] = {"post_id": pid}
     flag(pid.is_null(), "post_id", "missing post id")
@@ -197,8 +204,8 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
             f = _to_float(df[c])
             flag(_to_str(df[c]).is_not_null() & f.is_null() & ~_is_nan(df[c]), c, "user_* columns must be numeric", df[c])
             out[c] = f.alias(c)
-    for c in df.columns:  # any other numeric column is kept (a possible --target)
-        if c not in out and c not in (LINE, "views", "days") and c not in CONTRACT and _is_numeric(df[c]):
+    for c in df.columns:  # any other numeric column is kept (a possible --target; `days` online: the hybrid CNN's hours)
+        if c not in out and c not in (LINE, "views") and c not in CONTRACT and _is_numeric(df[c]):
             out[c] = _to_float(df[c]).alias(c)
 
     n = df.height

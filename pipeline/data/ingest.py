@@ -29,6 +29,9 @@ class IngestReport:
     rejected_path: Path | None = None  # rejected rows with reasons (skip_invalid only)
     replaced: dict[str, int] | None = None  # on re-ingest: posts added / removed / changed vs the old table
     set_aside: Path | None = None  # an old table that could not be read, moved here instead of deleted
+    side: dict[str, int] | None = None  # side tables written (interactions, follows) -> rows
+    side_rejected: dict[str, Path] | None = None  # side table -> its rejected rows (skip_invalid only)
+    side_removed: list[str] | None = None  # side tables of an earlier ingest not given again, removed
 
 def _describe(raw: RawPosts, problems: pl.DataFrame) -> str:
     """The error message: file, how many rows, then one line per problem (capped)."""
@@ -73,11 +76,14 @@ def count_words(df: pl.DataFrame) -> pl.Series:
 
 def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, skip_invalid: bool = False,
            min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None,
-           encoding: str | None = None) -> IngestReport:
+           encoding: str | None = None, interactions: Path | None = None, follows: Path | None = None) -> IngestReport:
     """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table.
 
     The new table is written before `rejected.parquet` changes; an old table that cannot be
     read is set aside (renamed), never a reason to fail; temp files of killed ingests go.
+    Side tables (`interactions`, `follows`; pipeline/data/sidetables.py) are validated
+    against the new posts before anything is written; a re-ingest replaces them, and removes
+    those of the earlier ingest not given again (they described the old posts).
     """
     from pipeline.core.io import atomic_write_bytes
 
@@ -96,15 +102,59 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
     remove_stale_temps(dest.parent)
     rejected_path = dest.with_name(REJECTED)
     table = table.sort("posted_at", "post_id")
+    sides = _read_side_tables(table, {"interactions": interactions, "follows": follows}, skip_invalid, encoding)
     replaced, set_aside = _old_table(dest, table)
     atomic_write_bytes(dest, parquet_bytes(table))
     if skip_invalid:
         atomic_write_bytes(rejected_path, parquet_bytes(_rejected_rows(raw, problems)))
     else:
         rejected_path.unlink(missing_ok=True)
+    written, side_rejected, removed = _write_side_tables(dest.parent, sides, skip_invalid)
     return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
                         path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced,
-                        set_aside=set_aside)
+                        set_aside=set_aside, side=written or None, side_rejected=side_rejected or None,
+                        side_removed=removed or None)
+
+
+def _read_side_tables(posts: pl.DataFrame, files: dict[str, Path | None], skip_invalid: bool,
+                      encoding: str | None) -> dict[str, tuple[RawPosts, pl.DataFrame, pl.DataFrame]]:
+    """Each given side table, validated against `posts`; PostsError naming rows unless skip_invalid."""
+    from pipeline.data.sidetables import read_side_table
+
+    out = {}
+    for kind, f in files.items():
+        if f is not None:
+            raw, side, problems = read_side_table(Path(f), kind, posts, encoding)
+            if problems.height and not skip_invalid:
+                raise PostsError(f"{kind} table " + _describe(raw, problems))
+            out[kind] = (raw, side, problems)
+    return out
+
+
+def _write_side_tables(folder: Path, sides: dict[str, tuple[RawPosts, pl.DataFrame, pl.DataFrame]],
+                       skip_invalid: bool) -> tuple[dict[str, int], dict[str, Path], list[str]]:
+    """Write `<kind>.parquet` (+ `<kind>.rejected.parquet`) atomically; remove side tables not given."""
+    from pipeline.core.io import atomic_write_bytes
+    from pipeline.data.contract import SIDE_TABLES
+
+    written, rejected, removed = {}, {}, []
+    for kind in SIDE_TABLES:
+        path, rej = folder / f"{kind}.parquet", folder / f"{kind}.rejected.parquet"
+        if kind not in sides:
+            if path.exists():
+                removed.append(kind)
+            path.unlink(missing_ok=True)
+            rej.unlink(missing_ok=True)
+            continue
+        raw, table, problems = sides[kind]
+        atomic_write_bytes(path, parquet_bytes(table))
+        written[kind] = table.height
+        if skip_invalid and problems.height:
+            atomic_write_bytes(rej, parquet_bytes(_rejected_rows(raw, problems)))
+            rejected[kind] = rej
+        else:
+            rej.unlink(missing_ok=True)
+    return written, rejected, removed
 
 
 def _old_table(dest: Path, new: pl.DataFrame) -> tuple[dict[str, int] | None, Path | None]:

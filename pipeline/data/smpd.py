@@ -32,6 +32,10 @@ from pipeline.core.errors import PostsError
 from pipeline.data.raw import LINE, RawPosts, json_column
 
 SPLITS = ("train", "test")
+# user_data.json fields as posts columns: crawled when the dataset was collected, after the posts
+CRAWLED_USER_COLUMNS = ("user_photo_count", "user_ispro", "user_canbuypro", "user_photo_firstdate",
+                        "user_photo_firstdatetaken", "user_timezone_offset", "user_followers", "user_following",
+                        "user_views", "user_faves", "user_tags", "user_ingroups")
 _ALIASES = {"tile": "title"}
 _OFFSET = re.compile(r"^\s*([+-])(\d{1,2}):?(\d{2})\s*$")
 

@@ -26,6 +26,12 @@ Planted score of a post by user u at time t (default `SynthConfig`):
   objects; every post contains exactly one signal word (its user's with probability 0.5),
   placed at a random position in the title or the text, among 4-7 filler words from a
   vocabulary sized so that every word appears >= 5 times (from about 150 posts up).
+  Variants that stress generalization (`pipe synth --text-words 6-16 --vocab 330
+  --text-signal topic`): `text_words` filler words per post, a `vocab`-word filler
+  vocabulary (letter-only pseudo-words beyond the 60 listed), and `text_signal="topic"`,
+  where a user's lucky signal is a topic (`TOPICS`, 4 words each) named by any one of its
+  words, so a model must tie four rarer words to one effect among many fillers (a text
+  model that memorizes word combinations overfits here: issue 9).
 - Three-level categories (5 categories x 3 subcategories x 2 concepts); a user posts in
   a favourite category 70 % of the time. Tags: 2-4 of the concept's tags.
 - `user_followers`: the user's follower count at posting time, log10 ~ 2 + 0.5 (base - 6),
@@ -86,6 +92,12 @@ CATEGORIES = {
     "people": {"portrait": ["smile", "selfie"], "events": ["concert", "party"], "sports": ["running", "football"]},
     "animals": {"pets": ["cat", "dog"], "wild": ["deer", "fox"], "birds": ["eagle", "owl"]},
 }
+# --text-signal topic: each signal is a topic of 4 words; a post names its topic by one of them
+TOPICS = [["sunset", "dusk", "twilight", "sundown"], ["puppy", "pup", "doggy", "whelp"],
+          ["festival", "carnival", "fair", "parade"], ["mountain", "peak", "summit", "ridge"],
+          ["coffee", "espresso", "cappuccino", "brew"], ["wedding", "bride", "groom", "vows"],
+          ["ocean", "sea", "waves", "surf"], ["guitar", "chords", "strings", "riff"]]
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70: pseudo-words beyond FILLER_WORDS
 START = datetime(2023, 1, 1, tzinfo=timezone.utc)
 YEAR_S = 365 * 86400
 
@@ -103,6 +115,9 @@ class SynthConfig:
     noise_sd: float = 0.3  # Gaussian noise on the score
     near_duplicates: float = 0.02  # fraction of posts that re-post an earlier post
     follower_growth: float = 0.3  # relative follower growth over the year
+    text_words: tuple[int, int] = (4, 7)  # filler words per post, drawn uniformly in [low, high]
+    vocab: int | None = None  # filler vocabulary size; None: sized for ~15 uses per word, at most 60 words
+    text_signal: str = "word"  # word: one fixed lucky word per user | topic: any of its lucky topic's 4 words
 
 
 def _texture(kind: str, size: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -180,9 +195,40 @@ def _every_user_posts(users: np.ndarray, n_users: int) -> np.ndarray:
     return users
 
 
+def filler_vocab(posts: int, cfg: SynthConfig) -> list[str]:
+    """The filler words: `cfg.vocab` of them (FILLER_WORDS, then letter-only pseudo-words, so
+    the tokens extractor keeps them), or by default about 15 uses per word, at most 60."""
+    if cfg.vocab is None:
+        return FILLER_WORDS[: int(np.clip(posts * 5.5 / 15, 8, len(FILLER_WORDS)))]
+    if cfg.vocab < 1:
+        raise PipeError(f"synth needs a vocabulary of at least 1 word (got --vocab {cfg.vocab})")
+    signal = {w for t in TOPICS for w in t}
+    extra = (a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES)
+    words = FILLER_WORDS + [w for w in extra if w not in signal and w not in FILLER_WORDS][: max(cfg.vocab - 60, 0)]
+    return words[: cfg.vocab]
+
+
+def parse_text_words(text: str) -> tuple[int, int]:
+    """`--text-words` "N" or "LOW-HIGH" -> (low, high)."""
+    low, _, high = text.strip().partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise PipeError(f"--text-words {text!r}: expected N or LOW-HIGH, e.g. 6-16") from None
+
+
+def check_config(cfg: SynthConfig) -> None:
+    low, high = cfg.text_words
+    if not 0 <= low <= high:
+        raise PipeError(f"synth --text-words needs 0 <= low <= high (got {low}-{high})")
+    if cfg.text_signal not in ("word", "topic"):
+        raise PipeError(f"synth --text-signal takes word or topic (got {cfg.text_signal!r})")
+
+
 def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: SynthConfig | None = None) -> Path:
     """Write the dataset under `out`; returns the posts file. Same seed -> same files."""
     cfg = config or SynthConfig()
+    check_config(cfg)
     if posts < 2 or image_size < 8:
         raise PipeError(f"synth needs at least 2 posts and 8 px images (got {posts} posts, {image_size} px)")
     out = Path(out)
@@ -197,7 +243,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     cats = list(CATEGORIES)
     favourite = rng.integers(len(cats), size=n_users)
     cat_effect = np.linspace(-cfg.category_effect, cfg.category_effect, len(cats))
-    fillers = FILLER_WORDS[: int(np.clip(posts * 5.5 / 15, 8, len(FILLER_WORDS)))]  # ~15 uses per word
+    fillers = filler_vocab(posts, cfg)
 
     users = _every_user_posts(rng.choice(n_users, size=posts, p=activity / activity.sum()), n_users)
     seconds = np.sort(rng.uniform(0, YEAR_S, posts))
@@ -210,8 +256,9 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
         c = int(favourite[u]) if rng.random() < 0.7 else int(rng.integers(len(cats)))
         sub = list(CATEGORIES[cats[c]])[rng.integers(3)]
         concept = CATEGORIES[cats[c]][sub][rng.integers(2)]
-        words = list(rng.choice(fillers, size=int(rng.integers(4, 8))))
-        words.insert(int(rng.integers(len(words) + 1)), SIGNAL_WORDS[word])
+        words = list(rng.choice(fillers, size=int(rng.integers(cfg.text_words[0], cfg.text_words[1] + 1))))
+        said = SIGNAL_WORDS[word] if cfg.text_signal == "word" else str(rng.choice(TOPICS[word]))
+        words.insert(int(rng.integers(len(words) + 1)), said)
         cut = int(rng.integers(2, 4))
         tags = [concept, sub, cats[c]][: int(rng.integers(2, 4))] + ([f"{concept}{rng.integers(3)}"] if rng.random() < 0.5 else [])
         img = f"images/p{i:05d}.jpg"
@@ -219,7 +266,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
                          title=" ".join(words[:cut]), text=" ".join(words[cut:]), tags=tags, category=cats[c],
                          subcategory=sub, concept=concept))
         truth.append(dict(post_id=f"p{i:05d}", base=float(base[u]), shown_object=OBJECTS[obj][0], object_hit=hit_o,
-                          signal_word=SIGNAL_WORDS[word], word_hit=hit_w, category_effect=float(cat_effect[c]),
+                          signal_word=said, word_hit=hit_w, category_effect=float(cat_effect[c]),
                           noise=float(rng.normal(0, cfg.noise_sd)), duplicate_of=None, obj=obj))
 
     # near-duplicates: a later post of the same user takes an earlier one's image, object and word
@@ -228,8 +275,9 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
         src = next((j for j in range(i - 1, -1, -1) if rows[j]["user_id"] == rows[i]["user_id"]), int(rng.integers(i)))
         r, s = rows[i], rows[src]
         words = (s["title"] + " " + s["text"]).split()
-        k = next(j for j, w in enumerate(words) if w not in SIGNAL_WORDS)
-        words[k] = str(rng.choice([w for w in fillers if w != words[k]]))
+        k = next((j for j, w in enumerate(words) if w != truth[src]["signal_word"]), None)
+        if k is not None:  # no filler words (--text-words 0): the text is the signal word alone
+            words[k] = str(rng.choice([w for w in fillers if w != words[k]]))
         cut = len(s["title"].split())
         r.update(user_id=s["user_id"], t=s["t"] + float(rng.uniform(3600, 48 * 3600)), title=" ".join(words[:cut]),
                  text=" ".join(words[cut:]), tags=s["tags"], category=s["category"], subcategory=s["subcategory"],
@@ -260,6 +308,8 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     pl.DataFrame(truth, infer_schema_length=None).write_parquet(out / "truth.parquet")
     design = {"config": asdict(cfg), "posts": posts, "image_size": image_size, "seed": seed, "n_users": n_users, "users": {
         f"u{u:02d}": {"base": round(float(base[u]), 4), "lucky_object": OBJECTS[lucky_obj[u]][0],
-                      "lucky_word": SIGNAL_WORDS[lucky_word[u]]} for u in range(n_users)}}
+                      "lucky_word": SIGNAL_WORDS[lucky_word[u]],
+                      **({"lucky_topic": TOPICS[lucky_word[u]]} if cfg.text_signal == "topic" else {})}
+        for u in range(n_users)}}
     (out / "signals.json").write_text(json.dumps(design, indent=2) + "\n")
     return out / "posts.parquet"

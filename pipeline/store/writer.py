@@ -49,7 +49,8 @@ class StoreWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        assert self._lock_cm is not None
+        if self._lock_cm is None:  # never entered
+            return
         try:
             if exc[0] is not None and self._created and not self.manifest.shards:
                 # failed before its first shard (e.g. a bad --weights): leave no empty store behind

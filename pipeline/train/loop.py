@@ -42,6 +42,7 @@ class TrainConfig:
     patience: int = 20  # evaluations without improvement before stopping (UHAN: 20)
     max_steps: int | None = None  # hard cap on training batches; None = until patience runs out
     seed: int = 0  # seeds weight init, batch order and any training-time masking
+    regime: str = "auto"  # auto: small-data settings below 20K training examples (heads/regime.py) | small | paper
     # device, threads and prefetch are run settings (pipeline.train.data.RunSettings), not model settings
 
 
@@ -204,6 +205,7 @@ class Trainer:
     criterion: Criterion | None = None  # None: MSE against the validation Source's y
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
     on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None  # model -> Adam groups (TorchHead.param_groups)
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
@@ -243,7 +245,8 @@ class Trainer:
             crit = mse_criterion(valid.y)
         sign = -1.0 if crit.higher_is_better else 1.0
         model.to(self.device)
-        opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        params = self.param_groups(model) if self.param_groups is not None else model.parameters()
+        opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
         rng = np.random.default_rng(c.seed)
         t0 = time.perf_counter()
         history: list[dict[str, Any]] = []
@@ -265,49 +268,66 @@ class Trainer:
                 "seconds": round(time.perf_counter() - t0, 3),
             }
             history.append(entry)
-            if self.progress is not None:
-                self.progress(entry)
             eval_s += time.perf_counter() - te
             return loss
 
+        def report() -> None:
+            """The latest evaluation, with what a watcher wants: best so far, evaluations left
+            before early stopping, training speed and the time left to max_steps."""
+            if self.progress is None:
+                return
+            spent = time.perf_counter() - t_train - (eval_s - eval_before)
+            rate = step / spent if spent > 0 and step else None
+            self.progress({**history[-1], "best": finite(sign * best), "best_step": best_step,
+                           "evals_left": c.patience - bad, "samples_per_s": round(seen / spent, 1) if rate else None,
+                           "eta_seconds": round((c.max_steps - step) / rate, 1) if rate and c.max_steps else None})
+
+        step = seen = 0
         best = evaluate(0, [])
         best_step, best_state, bad = 0, copy.deepcopy(model.state_dict()), 0
-        step, seen, losses, stop = 0, 0, [], "max_steps"
+        losses, stop = [], "max_steps"
         sync = torch.cuda.synchronize if self.device.type == "cuda" and self.on_step is not None else None
         t_train, eval_before = time.perf_counter(), eval_s
-        if c.max_steps != 0:
-            with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, self.settings.prefetch) as pf:
-                it = iter(pf)
-                while True:
-                    ts = time.perf_counter()
-                    batch = next(it)
-                    model.train()
-                    opt.zero_grad(set_to_none=True)
-                    loss = self.loss_fn(model(batch), batch)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.detach())  # no host sync per step
-                    step += 1
-                    rows = len(next(iter(batch.values())))
-                    seen += rows
-                    if self.on_step is not None:
-                        if sync is not None:
-                            sync()
-                        self.on_step(rows, time.perf_counter() - ts)
-                    at_cap = c.max_steps is not None and step >= c.max_steps
-                    if step % c.eval_every == 0 or at_cap:
-                        value = evaluate(step, losses)
-                        losses = []
-                        if value < best:
-                            best, best_step, bad = value, step, 0
-                            best_state = copy.deepcopy(model.state_dict())
-                        else:
-                            bad += 1
-                        if bad >= c.patience:
-                            stop = "patience"
+        report()
+        try:
+            if c.max_steps != 0:
+                with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, self.settings.prefetch) as pf:
+                    it = iter(pf)
+                    while True:
+                        ts = time.perf_counter()
+                        batch = next(it)
+                        model.train()
+                        opt.zero_grad(set_to_none=True)
+                        loss = self.loss_fn(model(batch), batch)
+                        loss.backward()
+                        opt.step()
+                        losses.append(loss.detach())  # no host sync per step
+                        step += 1
+                        rows = len(next(iter(batch.values())))
+                        seen += rows
+                        if self.on_step is not None:
+                            if sync is not None:
+                                sync()
+                            self.on_step(rows, time.perf_counter() - ts)
+                        at_cap = c.max_steps is not None and step >= c.max_steps
+                        if step % c.eval_every == 0 or at_cap:
+                            value = evaluate(step, losses)
+                            losses = []
+                            if value < best:
+                                best, best_step, bad = value, step, 0
+                                best_state = copy.deepcopy(model.state_dict())
+                            else:
+                                bad += 1
+                            report()
+                            if bad >= c.patience:
+                                stop = "patience"
+                                break
+                        if at_cap:
                             break
-                    if at_cap:
-                        break
+        except BaseException:  # Ctrl-C, SIGTERM, an error: the model keeps the best weights so far
+            model.load_state_dict(best_state)
+            model.eval()
+            raise
         # Evaluations end with a host copy, so this wall time also counts queued GPU work.
         train_s = time.perf_counter() - t_train - (eval_s - eval_before)
         model.load_state_dict(best_state)

@@ -57,9 +57,12 @@ def pair_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
-def ranking_metrics(users: Sequence[str], labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """P@1, P@3 and AUC per user over that user's candidates, averaged over users (NaN-free
-    users only for AUC). Candidates are ranked by score, ties broken by their order."""
+def _per_user(users: Sequence[str], labels: np.ndarray, scores: np.ndarray
+              ) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per user: (labels, scores) of its candidates and its labels ranked by score, where
+    tied candidates each count their tie's mean label (the expected P@k of a random order
+    among ties: a constant scorer must not gain from the candidates' listing order, which
+    puts the positive first)."""
     labels = np.asarray(labels, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if len(users) != len(labels) or len(labels) != len(scores) or len(labels) == 0:
@@ -67,17 +70,32 @@ def ranking_metrics(users: Sequence[str], labels: np.ndarray, scores: np.ndarray
     groups: dict[str, list[int]] = {}
     for i, u in enumerate(users):
         groups.setdefault(u, []).append(i)
-    p1, p3, auc = [], [], []
     for rows in groups.values():
         r = np.array(rows)
         order = r[np.argsort(-scores[r], kind="stable")]
-        ranked = labels[order]
+        _, tie = np.unique(scores[order], return_inverse=True)  # tie block of each ranked candidate
+        yield labels[r], scores[r], (np.bincount(tie, labels[order]) / np.bincount(tie))[tie]
+
+
+def ranking_metrics(users: Sequence[str], labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """P@1, P@3 and AUC per user over that user's candidates, averaged over users (NaN-free
+    users only for AUC). Candidates are ranked by score; ties count their mean (`_per_user`)."""
+    p1, p3, auc = [], [], []
+    for lab, sc, ranked in _per_user(users, labels, scores):
         p1.append(_precision_at(ranked, 1))
         p3.append(_precision_at(ranked, 3))
-        a = pair_auc(scores[r], labels[r])
+        a = pair_auc(sc, lab)
         if not math.isnan(a):
             auc.append(a)
     return {"p@1": float(np.mean(p1)), "p@3": float(np.mean(p3)), "auc": float(np.mean(auc)) if auc else math.nan}
+
+
+def precision_at_ks(users: Sequence[str], labels: np.ndarray, scores: np.ndarray, ks: Iterable[int] = range(1, 11)
+                    ) -> dict[int, float]:
+    """P@k per user for each k, averaged over users (the curve `pipe report` draws; P@1 and
+    P@3 equal ranking_metrics')."""
+    ranked = [r for _, _, r in _per_user(users, labels, scores)]
+    return {k: float(np.mean([_precision_at(r, k) for r in ranked])) for k in ks}
 
 
 def average_precision(truth: np.ndarray, confidence: np.ndarray) -> float:

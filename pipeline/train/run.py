@@ -24,6 +24,8 @@ import polars as pl
 
 import heads
 from heads.base import Head
+from heads.regime import describe as describe_regime
+from heads.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, parse_sets, with_seed
 from pipeline.core.errors import PipeError
@@ -31,11 +33,12 @@ from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import parse_split
 from pipeline.extract.build import reads_images
 from pipeline.store.coverage import check_coverage
-from pipeline.train import tasks
+from pipeline.train import finetune, tasks
 from pipeline.train.data import RunSettings
 from pipeline.train.metrics import mean_std
 from pipeline.train.roles import describe_stores, resolve_roles
 from pipeline.train.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
+from pipeline.train.targets import task_options
 
 PARTS = ("train", "valid", "test")
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings))  # --set keys that are run settings
@@ -57,6 +60,12 @@ class TrainOptions:
     scheduler: str | None = None  # dask scheduler address (heads that train on dask)
     dask_workers: int | None = None  # or a local dask cluster of this many processes (same heads)
     min_coverage: float = 0.95  # refuse when a role's store has rows for fewer of the posts (pipeline/store/coverage.py)
+    keep_interrupted: bool = False  # an interrupted run keeps its best-so-far model in model/
+    target_transform: str | None = None  # none | log1p | max (regression; pipeline/train/targets.py); None: the head's
+    min_target: float | None = None  # keep posts whose target is >= this (regression); None: all
+    finetune: str | None = None  # fill the head's visual role with this backbone trained end to end (finetune.py)
+    weights: str | None = None  # --finetune: imagenet | random | PATH (default imagenet)
+    image_size: int | None = None  # --finetune: input side in pixels (default: the extractor's)
 
 
 def settings_and_config(head: str, cls: type[Head], opts: TrainOptions) -> tuple[RunSettings, Any]:
@@ -82,21 +91,58 @@ class _Interrupted(Exception):
     """SIGTERM, turned into an exception so the run is marked like Ctrl-C."""
 
 
-def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Path:
-    """Train and evaluate; returns the run directory."""
-    if opts.repeats < 1:
-        raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
+def schedule_cost(config: Any, n_train: int) -> str | None:
+    """A plain warning when a torch head's schedule implies far more than a few epochs of its
+    training part (the defaults are the paper's, sized for 100K+ posts)."""
+    if not all(hasattr(config, k) for k in ("eval_every", "patience", "batch_size", "max_steps")) or n_train <= 0:
+        return None
+    steps = config.max_steps if config.max_steps is not None else config.eval_every * config.patience
+    epochs = steps * config.batch_size / n_train
+    if epochs <= 20:
+        return None
+    least = "" if config.max_steps is not None else "at least "
+    return (f"this schedule runs {least}{steps:,} steps of {config.batch_size} = {epochs:,.0f} epochs of the "
+            f"{n_train:,} training examples; for a quick run use e.g. --set max_steps=... eval_every=... patience=...")
+
+
+def prepare(opts: TrainOptions) -> tuple:
+    """What a run needs before fitting, shared by `pipe train` and `pipe tune`: the head class,
+    run settings, its config with the data-aware regime applied (heads/regime.py), the task,
+    split, stores, the parts, the notes and the regime decided (None for a head without one)."""
     cls = heads.get(opts.head)
+    ft_sets, sets = finetune.split_sets(opts.sets)  # finetune_blocks, backbone_lr, ... are not the head's
+    opts = dataclasses.replace(opts, sets=sets)
     settings, config = settings_and_config(opts.head, cls, opts)
-    task = tasks.get(cls.task)(opts.target)
+    task = tasks.get(cls.task)(opts.target, **task_options(cls, opts.target_transform, opts.min_target))
+    roles = cls(config).roles()
+    ft = finetune.setup(opts, cls, ft_sets, settings, roles)
     split = parse_split(opts.split, task.default_split)
     posts = load_posts(opts.dataset, opts.cache)
-    stores, notes = resolve_roles(cls(config).roles(), opts.dataset, opts.cache, opts.stores)
+    stores, notes = resolve_roles({r: s for r, s in roles.items() if not ft or r != ft.role}, opts.dataset, opts.cache,
+                                  opts.stores)
     parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores, config)
     data = parts.data
     covered = pl.concat([d.posts for d in data.values()], how="diagonal_relaxed").unique("post_id")
     notes += check_coverage(stores, covered, opts.min_coverage, opts.dataset, image_store=reads_images)  # refuses a partial store
-    notes += parts.notes
+    notes += parts.notes + (ft.attach(parts.data) if ft else [])
+    parts.finetune = ft
+    n_train = len(data["train"]) if data["train"].examples is None else data["train"].examples.height
+    config, regime = resolve_regime(cls, config, n_train, set(parse_sets(opts.sets)))
+    notes += [n for n in (describe_regime(regime),) if n]
+    cost = schedule_cost(config, n_train) if not regime or regime["regime"] != "small" else None  # scaled on purpose
+    if cost:
+        notes.append(cost)
+    return cls, settings, config, task, split, stores, parts, notes, regime
+
+
+def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
+          watch: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train and evaluate; returns the run directory. `watch` sees each validation evaluation
+    of a torch head (step, metric, best, evaluations left, samples/s, ETA) as it happens."""
+    if opts.repeats < 1:
+        raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
+    cls, settings, config, task, split, stores, parts, notes, regime = prepare(opts)
+    data = parts.data
     for n in notes:
         say(n)
 
@@ -110,7 +156,8 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
         "ablate": list(ablate), "dataset": opts.dataset, "cache": str(paths.cache_root(opts.cache).resolve()),
         "stores": describe_stores(stores), "split": {**split.to_json(), "parts": parts.summary},
         "posts": parts.counts, "repeats": opts.repeats, "seeds": seeds,
-        "notes": notes, "versions": library_versions(), "git": git_revision(),
+        "notes": notes, "regime": regime, "versions": library_versions(), "git": git_revision(),
+        **({"finetune": parts.finetune.describe()} if parts.finetune else {}),
     })
     for name, frame in parts.files.items():
         run.write_table(name, frame)
@@ -126,6 +173,7 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
         raise _Interrupted("SIGTERM")
 
     repeats: list[dict[str, Any]] = []
+    head: Head | None = None
     try:
         try:
             signal.signal(signal.SIGTERM, on_term)
@@ -134,12 +182,20 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
         for k, seed in enumerate(seeds):
             head = cls(with_seed(config, seed))
             head.settings = settings
-            if hasattr(head, "progress"):  # each evaluation reaches the log as it happens
-                head.progress = lambda entry, k=k, seed=seed: run.log({"event": "valid", "repeat": k, "seed": seed,
-                                                                       **entry})
+            if parts.finetune:
+                parts.finetune.wrap(head, data)
+            if hasattr(head, "progress"):  # each evaluation reaches the log (and the watcher) as it happens
+                def progress(entry: dict[str, Any], k: int = k, seed: int = seed) -> None:
+                    run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+                    if watch is not None:
+                        watch({"repeat": k, "repeats": opts.repeats, **entry})
+                head.progress = progress
             t0 = time.perf_counter()
             head.fit(data["train"], data["valid"])
             fit_s = time.perf_counter() - t0
+            if parts.finetune:  # predictions come from a store extracted with the fine-tuned backbone
+                for n in parts.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
+                    say(n)
             if not hasattr(head, "progress"):
                 for h in _history_lines(head):
                     run.log({"event": "valid", "repeat": k, "seed": seed, **h})
@@ -158,11 +214,16 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None) -> Pa
                                                 how="diagonal_relaxed"))
     except (KeyboardInterrupt, _Interrupted) as e:
         run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        if opts.keep_interrupted and not repeats and getattr(head, "model", None) is not None:
+            head.save(run.model_dir)  # the trainer left the best weights so far in the model
+            say(f"kept the best model so far in {run.model_dir}")
         raise
     except Exception as e:
         run.mark_interrupted(f"{type(e).__name__}: {e}")
         raise
     finally:
+        if parts.finetune:
+            parts.finetune.close()
         try:
             signal.signal(signal.SIGTERM, old_term)
         except ValueError:

@@ -29,6 +29,7 @@ class Parts:
     counts: dict[str, int] = field(default_factory=dict)  # examples used / left out (config.json "posts")
     notes: list[str] = field(default_factory=list)  # said to the user and kept in config.json
     files: dict[str, pl.DataFrame] = field(default_factory=dict)  # extra run files (candidates.parquet)
+    finetune: Any = None  # pipeline.train.finetune.Finetune when `--finetune` fills a role from images
 
 
 class Task(ABC):
@@ -75,6 +76,13 @@ class Task(ABC):
         """What config.json records about the task."""
         return {"name": self.name, "target": self.target, "criterion": self.criterion,
                 "higher_is_better": self.higher_is_better, "metrics": list(self.metrics_names)}
+
+    def restore(self, described: dict[str, Any]) -> None:
+        """Fitted state from what `describe` recorded (regression: the target transform), for scoring."""
+
+    def label(self, posts: pl.DataFrame) -> pl.DataFrame:
+        """New posts as the heads see them (regression: the target on the fitted scale)."""
+        return posts
 
 
 def finite_1d(out: Any, n: int, head: str, what: str) -> np.ndarray:

@@ -15,6 +15,7 @@ ranked by Euclidean distance of their tag outputs).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from pipeline.core.errors import PipeError
 from pipeline.data.splits import SplitSpec, assign_split, split_summary
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData
-from pipeline.train.metrics import EMBEDDING, cross_modal_precision, embedding_metrics
+from pipeline.train.metrics import CROSS_MODAL_K, EMBEDDING, cross_modal_precision, embedding_metrics
 from pipeline.train.tasks import register
 from pipeline.train.tasks.base import Parts, Task
 
@@ -46,11 +47,20 @@ def label_vocabulary(posts: pl.DataFrame) -> list[str]:
     return sorted({x for row in posts["labels"].to_list() if row for x in row})
 
 
-def multi_hot(posts: pl.DataFrame, vocab: list[str]) -> np.ndarray:
-    """(N, L) float32 0/1 of each post's labels over `vocab` (unknown labels ignored)."""
+def tag_vocabulary(posts: pl.DataFrame, size: int) -> list[str]:
+    """The `size` most frequent tags of these (training) posts, ties broken by name so that
+    the vocabulary does not depend on row order (DMAN: the 1,000 most frequent tags)."""
+    if "tags" not in posts.columns or size <= 0:
+        return []
+    counts = Counter(t for row in posts["tags"].to_list() if row for t in set(row) if t)
+    return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]]
+
+
+def multi_hot(posts: pl.DataFrame, vocab: list[str], column: str = "labels") -> np.ndarray:
+    """(N, L) float32 0/1 of each post's `column` (labels, or tags) over `vocab` (others ignored)."""
     index = {v: j for j, v in enumerate(vocab)}
     out = np.zeros((posts.height, len(vocab)), np.float32)
-    rows = posts["labels"].to_list() if "labels" in posts.columns else [None] * posts.height
+    rows = posts[column].to_list() if column in posts.columns else [None] * posts.height
     for i, row in enumerate(rows):
         for x in row or ():
             if x in index:
@@ -58,11 +68,19 @@ def multi_hot(posts: pl.DataFrame, vocab: list[str]) -> np.ndarray:
     return out
 
 
+def tag_query_distance(tag_confidence: np.ndarray, queries: list[int]) -> np.ndarray:
+    """(Q, N) Euclidean distances between one-hot tag queries (tag indices) and the (N, T)
+    tag outputs of the images: DMAN's cross-modal search (section 4.4)."""
+    onehot = np.zeros((len(queries), tag_confidence.shape[1]))
+    onehot[np.arange(len(queries)), queries] = 1.0
+    return np.linalg.norm(onehot[:, None, :] - tag_confidence[None, :, :], axis=2)  # (Q, N)
+
+
 @register
 class Embedding(Task):
     name = "embedding"
     summary = "an embedding and label confidences per post (multi-label, cross-modal search); mAP, P/R/F1"
-    metrics_names = EMBEDDING
+    metrics_names = EMBEDDING + tuple(f"p@{k}" for k in CROSS_MODAL_K)  # p@k: null for heads without tag outputs
     criterion = "map"
     higher_is_better = True
     default_split = "random:0"
@@ -84,6 +102,14 @@ class Embedding(Task):
                          f"{sorted(outside)[:5]}")
         counts = {"labelled": labelled.height, "unlabelled_skipped": posts.height - labelled.height,
                   "labels": len(vocab)}
+        size = getattr(config, "tags", None)  # heads with a tag vocabulary (DMAN) train on posts with a vocabulary tag
+        if isinstance(size, int) and not isinstance(size, bool) and "tags" in posts.columns:
+            tags = set(tag_vocabulary(data["train"].posts, size))
+            counts["train_without_vocabulary_tag"] = sum(
+                1 for row in data["train"].posts["tags"].to_list() if not tags.intersection(row or ()))
+            if counts["train_without_vocabulary_tag"]:
+                notes.append(f"{counts['train_without_vocabulary_tag']} training posts have none of the {len(tags)} "
+                             f"vocabulary tags (--set tags={size}) and are left out of training")
         return Parts(data, split_summary(parts), counts, notes)
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
@@ -110,9 +136,7 @@ class Embedding(Task):
             tag_index = {t: j for j, t in enumerate(out.tags)}
             queries = [(j, tag_index[lab]) for j, lab in enumerate(out.labels) if lab in tag_index]
             if queries:
-                onehot = np.zeros((len(queries), len(out.tags)))
-                onehot[np.arange(len(queries)), [t for _, t in queries]] = 1.0
-                dist = np.linalg.norm(onehot[:, None, :] - out.tag_confidence[None, :, :], axis=2)  # (Q, N)
+                dist = tag_query_distance(out.tag_confidence, [t for _, t in queries])  # (Q, N)
                 m.update(cross_modal_precision(truth[:, [j for j, _ in queries]].T, dist))
         return m
 

@@ -120,7 +120,8 @@ class Ranking(Task):
             data[part] = HeadData(used, stores, self.target, examples=e, side=known)
         notes = []
         if no_followees:
-            notes.append(f"{len(no_followees)} users without followees: negatives drawn from every author")
+            notes.append(f"{len(no_followees)} users without followees: negatives drawn from every author; "
+                         "followee attention (amnl) uses h = 1 for them")
         if no_negatives:
             notes.append(f"{no_negatives} positives had no eligible negative (training ones left out)")
         counts = {"events": events.height, "examples": ex.height, "negatives_per_positive": k}

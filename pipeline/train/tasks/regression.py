@@ -4,7 +4,16 @@ The target is `score` unless `pipe train --target COLUMN` names another numeric 
 (retweets, likes). Posts without a finite target are left out and counted. Split: posts
 in time order (`0.7,0.1,0.2` chronological by default, `uhan[:SEED]`, `random[:SEED]`).
 Loss MSE; early stopping on valid MSE; metrics MSE, MAE, SRC, MedAE. Every part carries a
-`History`: all posts of the dataset with the target kept for training posts only.
+`History`: all posts of the dataset with the target kept for training posts only. A head
+with a `window` (DSN) gets its windows recorded as the run's `windows.parquet`.
+
+Engagement targets (`--target-transform none|log1p|max`, `--min-target N`): posts below
+N are dropped before the split and counted; the transform (pipeline/train/targets.py) is
+fitted on the training part only and applied to the target column of every part, so
+heads learn the transformed scale unchanged. Metrics are on that scale (what the
+hybrid-CNN paper reports) plus, under a transform, on the original values as
+`mse_counts`, `mae_counts`, `src_counts`, `medae_counts`; predictions.parquet (`y`,
+`yhat`) and `pipe score` are mapped back to the original values.
 """
 from __future__ import annotations
 
@@ -14,12 +23,17 @@ import numpy as np
 import polars as pl
 
 from pipeline.core.errors import PipeError
+from pipeline.data.smpd import CRAWLED_USER_COLUMNS
 from pipeline.data.splits import SplitSpec, assign_split, split_summary
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData, History
 from pipeline.train.metrics import REGRESSION, regression_metrics
 from pipeline.train.tasks import register
+from pipeline.train.targets import TargetTransform
 from pipeline.train.tasks.base import Parts, Task, finite_1d
+from pipeline.train.windows import window_table
+
+COUNTS = tuple(f"{m}_counts" for m in REGRESSION)  # metrics on the original values, under a transform
 
 
 @register
@@ -29,6 +43,12 @@ class Regression(Task):
     metrics_names = REGRESSION
     criterion = "mse"
     higher_is_better = False
+
+    def __init__(self, target: str = "score", transform: str = "none", min_target: float | None = None) -> None:
+        super().__init__(target)
+        self.transform = TargetTransform(transform)  # fitted on the training part by `prepare`
+        self.min_target = min_target  # keep posts with target >= this (None: all)
+        self.metrics_names = REGRESSION + (COUNTS if transform != "none" else ())
 
     def labelled(self, posts: pl.DataFrame, dataset: str = "") -> tuple[pl.DataFrame, int]:
         """Posts with a finite target, and how many were left out."""
@@ -43,15 +63,49 @@ class Regression(Task):
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore], config: Any) -> Parts:
         labelled, dropped = self.labelled(posts)
+        counts, notes = self._min_target(labelled)
+        labelled = labelled.filter(pl.col(self.target).cast(pl.Float64) >= self.min_target) \
+            if self.min_target is not None else labelled
         parts = assign_split(labelled, split)
-        train_ids = parts.filter(pl.col("split") == "train")["post_id"].implode()
-        known = posts.sort("posted_at", "post_id").with_columns(
+        is_train = pl.col("split") == "train"
+        self.transform.fit(parts.filter(is_train)[self.target].to_numpy(), self.target)  # training part only
+        parts = self.label(parts)
+        train_ids = parts.filter(is_train)["post_id"].implode()
+        known = self.label(posts).sort("posted_at", "post_id").with_columns(
             pl.when(pl.col("post_id").is_in(train_ids)).then(pl.col(self.target)).otherwise(None).alias(self.target))
         history = History(known, stores)
         data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores, self.target, side=side,
                             history=history) for p in ("train", "valid", "test")}
-        notes = [f"{dropped} posts without a finite {self.target!r} left out"] if dropped else []
-        return Parts(data, split_summary(parts), {"labelled": labelled.height, "unlabelled_skipped": dropped}, notes)
+        notes = ([f"{dropped} posts without a finite {self.target!r} left out"] if dropped else []) + notes
+        crawled = [c for c in CRAWLED_USER_COLUMNS if c in posts.columns]
+        if crawled and "user" not in (getattr(config, "ablate", None) or ()):
+            notes.append(f"the posts carry SMPD's crawled user statistics ({', '.join(crawled)}): collected after "
+                         "posting, so a head reading user_* features sees a leak")
+        files = {}
+        if getattr(config, "window", None):  # a sequence head: the run records every post's window
+            files["windows"] = window_table(history, labelled["post_id"].to_list(), config.window,
+                                            getattr(config, "window_scope", "global"))
+        return Parts(data, split_summary(parts), {"labelled": labelled.height, "unlabelled_skipped": dropped,
+                                                  **counts}, notes, files)
+
+    def _min_target(self, labelled: pl.DataFrame) -> tuple[dict[str, int], list[str]]:
+        """How many posts `--min-target` drops (as the paper kept > 100 retweets), and the note saying so."""
+        if self.min_target is None:
+            return {}, []
+        below = int((labelled[self.target].cast(pl.Float64) < self.min_target).sum())
+        return {"below_min_target": below}, [f"--min-target {self.min_target:g}: {below} posts with {self.target} "
+                                             f"below it dropped, {labelled.height - below} kept"]
+
+    def label(self, posts: pl.DataFrame) -> pl.DataFrame:
+        """The posts with the target column on the fitted scale (nulls stay null; a no-op for `none`)."""
+        if self.transform.kind == "none" or self.target not in posts.columns:
+            return posts
+        y = posts[self.target].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        return posts.with_columns(pl.Series(self.target, self.transform.forward(y)).fill_nan(None))
+
+    def restore(self, described: dict[str, Any]) -> None:
+        self.transform = TargetTransform.from_json(described.get("transform"))
+        self.metrics_names = REGRESSION + (COUNTS if self.transform.kind != "none" else ())
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
         import torch.nn.functional as F
@@ -61,12 +115,28 @@ class Regression(Task):
     def check(self, out: Any, data: HeadData, head: str, what: str) -> np.ndarray:
         return finite_1d(out, len(data), head, what)
 
+    def _y(self, data: HeadData) -> np.ndarray:
+        """The part's target on the learned scale, float64."""
+        return data.posts[self.target].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
     def metrics(self, data: HeadData, out: np.ndarray) -> dict[str, float]:
-        return regression_metrics(data.y, out)
+        y = self._y(data)
+        m = regression_metrics(y, out)
+        if self.transform.kind != "none":
+            counts = regression_metrics(self.transform.inverse(y), self.transform.inverse(out))
+            m.update({f"{k}_counts": v for k, v in counts.items()})
+        return m
 
     def predictions(self, data: HeadData, out: np.ndarray, part: str) -> pl.DataFrame:
-        return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
-                             "y": data.posts[self.target].cast(pl.Float64), "yhat": out.astype(np.float64)})
+        y, t = self._y(data), self.transform
+        cols = {"post_id": data.ids, "split": [part] * len(data), "y": t.inverse(y), "yhat": t.inverse(out)}
+        if t.kind != "none":  # what the head learned and predicted, on its own scale
+            cols.update(y_scaled=y, yhat_scaled=np.asarray(out, np.float64))
+        return pl.DataFrame(cols)
 
     def scores(self, data: HeadData, out: np.ndarray) -> pl.DataFrame:
-        return pl.DataFrame({"post_id": data.ids, "score": out.astype(np.float64)})
+        return pl.DataFrame({"post_id": data.ids, "score": self.transform.inverse(out)})
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "metrics": list(self.metrics_names), "transform": self.transform.to_json(),
+                "min_target": self.min_target}

@@ -1,0 +1,229 @@
+"""AMNL: attentional multi-faceted ranking network (Zhao et al., amnl.md section 2).
+
+Scores a user-tweet pair F_u(z) = f_u(z) * h_N(z) (section 2.1), trained with the
+pairwise hinge L = max(0, c + F_u(z-) - F_u(z+)) + beta ||Psi||^2 (section 2.2).
+
+- image x: VGG16 fc7 (the "15th layer", 4096-d; `pipe extract --backbone vgg16 --layer fc7`),
+  standardized per dimension with the training rows' mean and sd (`standardize_visual`):
+  fc7 rows share a large common part (cosine ~0.96 between images with random weights),
+  which alone drives g(W_i x) into saturation, the same z for every tweet.
+- text y: the `tokens` store through word embedding + LSTM per sentence, the last hidden
+  state of each sentence max-pooled over the sentences (Fig. 2c). The tokens extractor
+  keeps no sentence boundaries (punctuation separates words like spaces), so by default the
+  whole text is ONE sentence; `sep_id` names a separator id for a store that has one.
+- fusion: z = g(W_i x + W_d y), g(v) = 1.7159 tanh(2v/3) (LeCun's scaled tanh), no bias.
+- user preference u_j: a `dim`-vector per user (400, the paper's choice); f_u(z) = u^T z.
+- followee attention: s_pq = p^T tanh(W_s u_p + W_n u_q + b), alpha = softmax over the user's
+  followees N_p; h_N(z) = sum_q alpha_q u_q^T z. F = f * h is kept as written although it
+  multiplies two unbounded dot products (the papers' README: keep it).
+
+Choices where the paper is open: a user without followees gets h = 1 (F = f; the task's
+notes count them); followees are the training users' followees from the `follows` table,
+capped at `max_followees` (the paper's maximum was 162); users are the training examples'
+users and their followees (a followee's u is learnt through h even when it never
+retweets); an unseen user is row 0, a zero vector, so its pairs score 0 (flagged); user
+vectors start N(0, 1/dim) so f and h start O(1) (the paper: zero-mean Gaussian, no
+scale); the margin c = 0.5 (0 < c < 1, not given); the hinge is averaged over a batch's
+pairs and beta weighs the squared norm of every parameter per batch; Adam at the paper's
+learning rate 0.01 ("SGD with AdaGrad [Kingma and Ba]"); negatives, split and candidates
+are the ranking task's (2 per positive, followees' earlier tweets not retweeted in training).
+
+Ablations (Table 4 and the followee term): `text` -> AMNL_i (z = g(W_i x)), `visual` ->
+AMNL_d (z = g(W_d y)), `followees` -> h = 1 for everyone (F = f).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from heads import register
+from heads._ranking import RankingHead, examples, read_rows
+from heads.base import HeadData, Role
+from heads.encoders import TextEncoder, masked_softmax
+from heads.torch_head import VisualTextHead
+from pipeline.core.specs import PAD_ID
+from pipeline.train.loop import TrainConfig
+
+ABLATIONS = ("text", "visual", "followees")
+
+
+@dataclass
+class AMNLConfig(TrainConfig):
+    lr: float = 0.01  # the paper's learning rate
+    dim: int = 400  # user preference and fusion size (paper: 400; stable above)
+    text_dim: int = 256  # word embedding and LSTM size (not given by the paper)
+    margin: float = 0.5  # hinge margin c, 0 < c < 1 (not given by the paper)
+    beta: float = 1e-3  # weight of the L2 term beta ||Psi||^2 over every parameter (not given; planted data overfits below)
+    negatives: int = 2  # negatives per training positive (the ranking task draws them; paper: 2)
+    max_followees: int = 200  # followees attended per user, the first by id beyond it (paper's max: 162)
+    sep_id: int | None = None  # token id that separates sentences; None: the whole text is one sentence
+    standardize_visual: bool = True  # fc7 minus the training mean, over the training sd, per dimension
+    ablate: tuple[str, ...] = ()  # any of text (AMNL_i) | visual (AMNL_d) | followees (h = 1)
+
+
+def scaled_tanh(v: torch.Tensor) -> torch.Tensor:
+    return 1.7159 * torch.tanh(2.0 * v / 3.0)  # g of the fusion layer (LeCun et al. 2012)
+
+
+def sentences(tokens: np.ndarray, sep: int | None) -> np.ndarray:
+    """(N, L) token rows -> (N, S, L) sentences split at `sep` (dropped), words left-aligned."""
+    if sep is None:
+        return tokens[:, None, :]  # (N, 1, L): the whole text is one sentence
+    is_sep = tokens == sep
+    sent = np.cumsum(is_sep, axis=1) - is_sep  # sentence index of every position (N, L)
+    keep = (tokens != PAD_ID) & ~is_sep
+    n_sent = int(sent.max(initial=0)) + 1
+    out = np.zeros((tokens.shape[0], n_sent, tokens.shape[1]), tokens.dtype)
+    rows, cols = np.nonzero(keep)
+    s = sent[rows, cols]
+    first = np.full((tokens.shape[0], n_sent), tokens.shape[1])  # first position of each sentence
+    np.minimum.at(first, (rows, s), cols)
+    out[rows, s, cols - first[rows, s]] = tokens[rows, cols]
+    return out
+
+
+class SentenceLSTM(nn.Module):
+    """Word embedding + LSTM per sentence; last hidden state, max-pooled over sentences (Fig. 2c)."""
+
+    def __init__(self, vocab_size: int, dim: int, known: list[int]) -> None:
+        super().__init__()
+        self.encoder = TextEncoder(vocab_size, dim, known)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, s, length = tokens.shape  # (N, S, L)
+        h, mask = self.encoder(tokens.reshape(n * s, length))  # (N*S, L', dim), (N*S, L')
+        last = h[torch.arange(n * s, device=h.device), (mask.sum(1) - 1).clamp(min=0)]  # (N*S, dim)
+        present = mask.any(1).reshape(n, s)  # (N, S): sentences with a word
+        last = last.reshape(n, s, -1).masked_fill(~present.unsqueeze(-1), float("-inf"))
+        return torch.nan_to_num(last.max(1).values, neginf=0.0) * present.any(1, keepdim=True)  # (N, dim); empty -> 0
+
+
+class AMNLModel(nn.Module):
+    def __init__(self, n_users: int, dim: int, visual_dim: int | None, text: SentenceLSTM | None, text_dim: int,
+                 followees: list[list[int]] | None) -> None:
+        super().__init__()
+        self.U = nn.Embedding(n_users, dim, padding_idx=0)  # u_j; row 0 (unseen users) stays zero
+        nn.init.normal_(self.U.weight, 0.0, dim ** -0.5)
+        with torch.no_grad():
+            self.U.weight[0].zero_()
+        self.W_i = nn.Linear(visual_dim, dim, bias=False) if visual_dim else None
+        if visual_dim:  # training mean and 1/sd of fc7 (set by the head before training, saved with the weights)
+            self.register_buffer("x_mean", torch.zeros(visual_dim))
+            self.register_buffer("x_inv_sd", torch.ones(visual_dim))
+        self.text = text
+        self.W_d = nn.Linear(text_dim, dim, bias=False) if text is not None else None
+        self.attend = followees is not None
+        if self.attend:
+            self.W_s, self.W_n = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=True)  # b in W_n
+            self.p = nn.Linear(dim, 1, bias=False)
+            width = max((len(f) for f in followees), default=0) or 1
+            table = torch.zeros(n_users, width, dtype=torch.long)
+            for i, f in enumerate(followees):
+                table[i, :len(f)] = torch.tensor(f, dtype=torch.long)
+            self.register_buffer("followees", table)  # (n_users, F) user rows, 0 = padding
+
+    def tweets(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """z = g(W_i x + W_d y): (B, C, dim)."""
+        acc = 0.0
+        if self.W_i is not None:
+            x = (b["visual"].float() - self.x_mean) * self.x_inv_sd  # (B, C, 4096)
+            acc = acc + self.W_i(x * b["visual_present"].unsqueeze(-1))  # no image: W_i x = 0
+        if self.text is not None:
+            bsz, c = b["tokens"].shape[:2]
+            y = self.text(b["tokens"].reshape(bsz * c, *b["tokens"].shape[2:]))  # (B*C, text_dim)
+            acc = acc + self.W_d(y).reshape(bsz, c, -1)
+        return scaled_tanh(acc)
+
+    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        users = b["user"].long()
+        u = self.U(users)  # (B, dim)
+        z = self.tweets(b)  # (B, C, dim)
+        f = torch.einsum("bd,bcd->bc", u, z)  # f_u(z) = u^T z, (B, C)
+        if not self.attend:
+            return f
+        q = self.followees[users]  # (B, F)
+        has = q > 0
+        uq = self.U(q)  # (B, F, dim)
+        s = self.p(torch.tanh(self.W_s(u).unsqueeze(1) + self.W_n(uq))).squeeze(-1)  # s_pq, (B, F)
+        alpha = masked_softmax(s, has)  # (B, F)
+        h = torch.einsum("bf,bfd,bcd->bc", alpha, uq, z)  # h_N(z) = sum_q alpha_q u_q^T z
+        h = torch.where(has.any(1, keepdim=True), h, torch.ones_like(h))  # no followees: h = 1
+        return f * h  # F_u(z), (B, C)
+
+
+@register
+class AMNL(RankingHead, VisualTextHead):
+    __doc__ = __doc__
+    name = "amnl"
+    Config = AMNLConfig
+    ABLATIONS = ABLATIONS
+    visual_role = Role(("vector",), "vgg16-fc7")
+    text_role = Role(("tokens",), "tokens")
+
+    def _follows(self, data: HeadData) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        follows = data.side.get("follows")
+        if follows is not None:
+            for u, f in follows.select("user_id", "followee_id").sort("user_id", "followee_id").iter_rows():
+                out.setdefault(u, []).append(f)
+        return {u: fs[: self.config.max_followees] for u, fs in out.items()}
+
+    def fit_users(self, train: HeadData) -> list[str]:
+        users = set(examples(train, self.name)["user_id"].to_list())
+        if self.ablated("followees"):
+            return sorted(users)
+        follows = self._follows(train)
+        return sorted(users.union(*(follows.get(u, []) for u in users)))
+
+    def prepare(self, train: HeadData) -> None:
+        super().prepare(train)
+        self._stats = None
+        if not self.ablated("visual") and self.config.standardize_visual:
+            store = train.stores["visual"]
+            x = store.read([p for p in train.ids if p in store]).astype(np.float64)  # (N, 4096) training rows
+            if len(x):
+                self._stats = (x.mean(0), 1.0 / np.maximum(x.std(0), 1e-6))
+        if self.ablated("followees"):
+            return
+        follows = self._follows(train)
+        index = self.users.index
+        self.meta["followees"] = [[index[f] for f in follows.get(u, []) if f in index] for u in [""] + self.users.users]
+        self.meta["users_without_followees"] = sum(
+            1 for u in set(examples(train, self.name)["user_id"].to_list()) if not follows.get(u))
+
+    def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
+        out = {}
+        if not self.ablated("visual"):
+            out["visual"], out["visual_present"] = read_rows(data, "visual", ids)  # (n, 4096), (n,)
+        if not self.ablated("text"):
+            out["tokens"] = sentences(read_rows(data, "text", ids)[0], self.config.sep_id)  # (n, S, L)
+        return out
+
+    def loss(self, task):  # the task's hinge with margin c, plus beta ||Psi||^2
+        base = super().loss(task)
+        beta = self.config.beta
+
+        def loss(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            out = base(pred, batch)
+            if beta > 0:
+                out = out + beta * sum(p.pow(2).sum() for p in self.model.parameters())
+            return out
+        return loss
+
+    def build_model(self) -> nn.Module:
+        c, m = self.config, self.meta
+        text = None
+        if "vocab_size" in m:
+            text = SentenceLSTM(m["vocab_size"], c.text_dim, m["known_tokens"])
+        shape = m.get("visual_shape")
+        model = AMNLModel(len(m["users"]) + 1, c.dim, int(np.prod(shape)) if shape else None, text, c.text_dim,
+                          m.get("followees"))
+        stats = getattr(self, "_stats", None)  # after loading, the saved buffers replace these
+        if stats is not None:
+            with torch.no_grad():
+                model.x_mean.copy_(torch.as_tensor(stats[0], dtype=torch.float32))
+                model.x_inv_sd.copy_(torch.as_tensor(stats[1], dtype=torch.float32))
+        return model

@@ -1,0 +1,315 @@
+"""DMAN: Deep Multimodal Attention Networks for social image embedding (Huang et al., dman.md).
+
+Input: VGG16 pool5 regions R (D x M = 49 x 512 at 224 px; eq 4, f_c is the frozen,
+cached backbone, times the training part's 1/RMS scale). Tag vector T: 0/1 over the
+`tags` (1,000) most frequent tags of the training part; tags are the target of the tag
+branch (eq 10), never an input: a post is embedded from its image alone.
+
+- Tag-wise attention (eqs 5-8): Z = tanh(w R^T + b), w in R^{L x M}; alpha = softmax
+  over the D regions for each tag; u^k = sum_j alpha^k_j r_j, U in R^{L x M}.
+- LFC layers (eq 9): per tag, independent weights M -> 128 -> 32 -> 1, ReLU between,
+  sigmoid last: Y in [0, 1]^L. Y is the embedding f_t (the base network's final layer,
+  section 3.2) and the tag confidences used for cross-modal search (section 4.4).
+- Sim(a, b) = a.b / (|a| + |b|) (eq 1; the SUM of the norms). Hinge rank loss (eqs 2-3):
+  max(0, M - Sim(a, p) + Sim(a, n)), M = 0.3, summed over K = 3 negatives drawn from the
+  batch (anchors and positives) among posts sharing no label with the anchor (fewer when
+  the batch has fewer).
+- Weighted BCE (eq 11, with its sign slip and log(1 - T) read as log(1 - Y)):
+  -sum_k [lambda T_k log Y_k + (1 - T_k) log(1 - Y_k)], lambda = 10, summed over tags.
+- L = L_h + beta L_c (eq 12), beta = 1; the paper's sums over the N images are batch
+  means here (a learning-rate scale).
+
+Links (section 4.1): two training posts are linked when they share a label; each post
+keeps at most `links` (50) links sampled uniformly among them (`sample_links`). A batch
+pairs each anchor with one of its links drawn at random; an anchor without a link adds
+no hinge term. Only training posts with a label, an image and a vocabulary tag are
+trained on (the others are counted in `train_info["left_out"]`); links, tag vocabulary,
+label vocabulary and the visual scale come from those posts alone.
+
+Evaluation (section 4.3): after training, a 3-layer FC classifier (`clf_hidden`) is fitted
+on the frozen embeddings of the training posts (BCE, Adam, best valid mAP); its
+confidences are the label confidences (positive above 0.5). While the embedding trains,
+early stopping watches valid mAP of a label-centroid probe: centroids of the embeddings
+of up to `probe_posts` training posts, confidence = (1 + cos) / 2 (refitting the
+classifier at every evaluation would cost a pass over the training part each time).
+
+Ablations: `tags` = DMAN_Triplet (an FC base network on the flattened regions,
+flatten -> fc_dim -> fc_dim -> dim, dropout between, triplet loss only; no tag outputs);
+`attention` = DMAN_Triplet+Text (the same FC network ending in L sigmoid tag outputs,
+trained with L_h + beta L_c: the tags merged through FC layers instead of attention + LFC).
+
+Open choices: dropout (the paper replaces L2 normalization by unspecified dropout
+layers) = `dropout` 0.2 between the hidden FC / LFC layers; ReLU between LFC layers; the
+widths of the FC base network and of the classifier; Adam (the shared trainer) instead
+of SGD with Nesterov momentum, at the paper's lr 0.01 (at Adam's usual 1e-3 the weighted
+BCE hardly moves before early stopping on a few hundred posts: test mAP 0.54 vs 0.72 on
+the planted benchmark). Links are drawn per post as at most 50 distinct
+co-labelled posts, so the link graph is directed (the paper's adjacency is sparse and
+symmetric only in spirit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads import register
+from heads._embedding import EmbeddingHead, LabelClassifier, fit_classifier
+from heads.base import HeadData
+from pipeline.core.device import torch_threads
+from pipeline.core.errors import PipeError
+from pipeline.train import tasks
+from pipeline.train.loop import Source, TrainConfig, Trainer
+from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot, tag_vocabulary
+
+
+@dataclass
+class DMANConfig(TrainConfig):
+    lr: float = 0.01  # the paper's step size (it used SGD with Nesterov momentum 0.9; the shared trainer's Adam here)
+    tags: int = 1000  # tag vocabulary: the most frequent tags of the training part (paper: 1,000)
+    links: int = 50  # links kept per training post among the training posts sharing a label (paper: 50)
+    negatives: int = 3  # K: in-batch negatives per (anchor, positive) pair, sharing no label with the anchor (paper: 3)
+    margin: float = 0.3  # M of the hinge rank loss, eq 2 (paper: 0.3)
+    lam: float = 10.0  # lambda: weight of the positive tags in the weighted BCE, eq 11 (paper: 10)
+    beta: float = 1.0  # beta: weight of L_c in L = L_h + beta L_c, eq 12 (paper: 1)
+    lfc: tuple[int, ...] = (128, 32)  # hidden widths of the per-tag LFC layers before their 1-unit output (paper: 128, 32)
+    fc_dim: int = 512  # width of the FC base network of the ablations (tags, attention)
+    dim: int = 128  # embedding size of DMAN_Triplet (`--ablate tags`); DMAN's embedding is Y, one value per tag
+    dropout: float = 0.2  # dropout between hidden FC / LFC layers ("L2 normalization replaced by dropout")
+    normalize_visual: bool = True  # scale regions by 1/RMS of the training grids (a train-only scalar)
+    clf_hidden: tuple[int, ...] = (256, 128)  # hidden widths of the 3-layer FC evaluation classifier
+    clf_epochs: int = 200  # most epochs of the classifier fit
+    clf_patience: int = 10  # classifier epochs without a better valid mAP before it stops
+    probe_posts: int = 1000  # training posts embedded at each validation for the early-stopping centroid probe
+    ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
+
+
+def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarray]:
+    """For each row of an (N, L) 0/1 label matrix, up to `per_post` distinct other rows
+    sharing a label with it, drawn uniformly (all of them when there are fewer)."""
+    rng = np.random.default_rng(seed)
+    by_label = [np.flatnonzero(labels[:, j]) for j in range(labels.shape[1])]
+    out = []
+    for i in range(len(labels)):
+        mine = np.flatnonzero(labels[i])
+        sizes = np.array([len(by_label[j]) for j in mine], np.int64)
+        if len(mine) == 0 or sizes.max() <= per_post + 1:  # the union may hold fewer: enumerate it
+            pool = np.setdiff1d(np.concatenate([by_label[j] for j in mine]) if len(mine) else np.zeros(0, np.int64), [i])
+            out.append(np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool)
+            continue
+        chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
+        while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
+            j = mine[rng.choice(len(mine), p=sizes / sizes.sum())]
+            x = int(by_label[j][rng.integers(len(by_label[j]))])
+            if x != i and rng.random() < 1.0 / int((labels[x, mine] > 0).sum()):
+                chosen.add(x)
+        out.append(np.array(sorted(chosen), np.int64))
+    return out
+
+
+def sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Eq 1: a.b / (|a| + |b|) over the last dim."""
+    return (a * b).sum(-1) / (a.norm(dim=-1) + b.norm(dim=-1)).clamp(min=1e-8)
+
+
+class LFC(nn.Module):
+    """Locally fully connected layers (eq 9): independent weights per tag, (B, L, M) -> (B, L)."""
+
+    def __init__(self, n_tags: int, sizes: list[int], dropout: float) -> None:
+        super().__init__()
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for a, b in zip(sizes, sizes[1:]):
+            bound = 1.0 / np.sqrt(a)  # nn.Linear's default init, per tag
+            self.weights.append(nn.Parameter(torch.empty(n_tags, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n_tags, b).uniform_(-bound, bound)))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        h = u
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if k:
+                h = self.drop(F.relu(h))
+            h = torch.einsum("blm,lmh->blh", h, w) + b  # (B, L, h)
+        return h.squeeze(-1)  # (B, L) logits; sigmoid in `act`
+
+
+class DMANModel(nn.Module):
+    """forward: (B, out) logits of the anchors, followed by those of the positives when the
+    batch carries them (training); `embed`: the embedding (sigmoid(logits) with tags)."""
+
+    def __init__(self, shape: list[int], n_tags: int, n_labels: int, c: DMANConfig, scale: float) -> None:
+        super().__init__()
+        d, m = int(np.prod(shape[:-1])), int(shape[-1])
+        self.regions, self.channels, self.scale = d, m, float(scale)
+        self.attention = "attention" not in c.ablate and "tags" not in c.ablate
+        self.sigmoid = "tags" not in c.ablate
+        self.embed_dim = n_tags if self.sigmoid else c.dim
+        if self.attention:
+            self.att = nn.Linear(m, n_tags)  # w in R^{L x M}, b in R^L (eq 7)
+            self.lfc = LFC(n_tags, [m, *c.lfc, 1], c.dropout)
+        else:
+            self.fc = nn.Sequential(nn.Linear(d * m, c.fc_dim), nn.ReLU(), nn.Dropout(c.dropout),
+                                    nn.Linear(c.fc_dim, c.fc_dim), nn.ReLU(), nn.Dropout(c.dropout),
+                                    nn.Linear(c.fc_dim, self.embed_dim))
+        self.classifier = LabelClassifier(self.embed_dim, n_labels, tuple(c.clf_hidden))
+
+    def logits(self, visual: torch.Tensor) -> torch.Tensor:
+        r = visual.float().reshape(len(visual), self.regions, self.channels) * self.scale  # (B, D, M)
+        if not self.attention:
+            return self.fc(r.flatten(1))  # (B, out)
+        z = torch.tanh(self.att(r))  # eq 7: (B, D, L)
+        alpha = torch.softmax(z, dim=1)  # eq 6: over regions, (B, D, L)
+        u = torch.einsum("bdl,bdm->blm", alpha, r)  # eq 8: (B, L, M)
+        return self.lfc(u)  # eq 9 before the sigmoid: (B, L)
+
+    def forward(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        v = torch.cat([b["visual"], b["visual_pos"]]) if "visual_pos" in b else b["visual"]  # (B or 2B, D, M)
+        return self.logits(v)
+
+    def act(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(raw) if self.sigmoid else raw
+
+    def embed(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.act(self.logits(b["visual"]))  # (B, embed_dim)
+
+
+def dman_loss(model: DMANModel, c: DMANConfig) -> Any:
+    """L_h + beta L_c (eq 12) of a training batch: anchors, then their positives."""
+
+    def loss(raw: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = len(b["visual"])
+        emb = model.act(raw)  # (2B, E)
+        a, p = emb[:n], emb[n:]
+        share = (b["labels"] @ torch.cat([b["labels"], b["labels_pos"]]).T) > 0  # (B, 2B): no negative there
+        keys = torch.rand(share.shape, device=raw.device).masked_fill(share, -1.0)  # random order of candidates
+        k = min(c.negatives, share.shape[1])
+        top, idx = keys.topk(k, dim=1)  # (B, K) random candidates; -1 marks "no negative left"
+        neg = emb[idx]  # (B, K, E)
+        hinge = F.relu(c.margin - sim(a, p).unsqueeze(1) + sim(a.unsqueeze(1), neg))  # eq 2, (B, K)
+        hinge = (hinge * (top >= 0) * b["has_pos"].unsqueeze(1)).sum(1).mean()  # eq 3 over K triplets, batch mean
+        if not model.sigmoid:
+            return hinge
+        w = torch.where(b["tags"] > 0, c.lam, 1.0)  # eq 11: lambda on the positive tags
+        bce = F.binary_cross_entropy_with_logits(raw[:n], b["tags"], weight=w, reduction="none").sum(1).mean()
+        return hinge + c.beta * bce
+
+    return loss
+
+
+@register
+class DMAN(EmbeddingHead):
+    __doc__ = __doc__
+    name = "dman"
+    Config = DMANConfig
+    ABLATIONS = ("tags", "attention")
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self._train: HeadData | None = None  # the training posts trained on, while fitting
+        self._links: list[np.ndarray] = []
+        self._probe: tuple[HeadData, np.ndarray] | None = None  # early-stopping probe posts and their labels
+        self._tag_vocab: list[str] = []  # the training part's tag vocabulary, fixed before prepare()
+
+    def check_config(self) -> None:
+        c = self.config
+        if c.tags < 1 or c.links < 1 or c.negatives < 1:
+            raise PipeError(f"dman needs tags, links and negatives >= 1 (got {c.tags}, {c.links}, {c.negatives})")
+
+    def usable(self, train: HeadData) -> tuple[np.ndarray, dict[str, int]]:
+        """Rows trained on (a label, an image, a vocabulary tag) and counts of those left out.
+        The tag vocabulary is that of the task's training part (as the run's notes count it)."""
+        labelled = train.posts["labels"].list.len().fill_null(0).to_numpy() > 0
+        store = train.stores.get("visual")
+        image = np.array([store is not None and p in store for p in train.ids], bool)
+        keep, out = labelled & image, {"no_label": int((~labelled).sum()), "no_image": int((labelled & ~image).sum())}
+        vocab = tag_vocabulary(train.posts, self.config.tags)
+        self._tag_vocab = [] if "tags" in self.config.ablate else vocab
+        if "tags" in train.posts.columns:
+            tagged = multi_hot(train.posts, vocab, "tags").any(1)
+            out["no_vocabulary_tag"] = int((keep & ~tagged).sum())
+            keep &= tagged
+        elif "tags" not in self.config.ablate:
+            raise PipeError("dman learns tag outputs from a posts column `tags`; this dataset has none "
+                            "(`--ablate tags` trains DMAN_Triplet, which needs no tags)")
+        return keep, out
+
+    def prepare(self, train: HeadData) -> None:
+        super().prepare(train)
+        self.meta["tags"] = self._tag_vocab
+
+    def build_model(self) -> nn.Module:
+        m = self.meta
+        return DMANModel(m["visual_shape"], len(m["tags"]), len(m["labels"]), self.config, m.get("visual_scale", 1.0))
+
+    def loss(self, task: tasks.Task) -> Any:
+        return dman_loss(self.model, self.config)
+
+    def source(self, data: HeadData, with_y: bool) -> Source:
+        if data is not self._train:
+            return super().source(data, with_y)
+        cols = self.columns(data, with_y)
+        tags = multi_hot(data.posts, self.meta["tags"], "tags")  # (N, T)
+        rng = np.random.default_rng([self.config.seed, 1])  # one producer thread: a deterministic order
+
+        def assemble(rows: np.ndarray) -> dict[str, np.ndarray]:
+            out = self.assemble(cols, rows)
+            has = np.array([len(self._links[i]) > 0 for i in rows])
+            pos = np.array([self._links[i][rng.integers(len(self._links[i]))] if ok else i for i, ok in zip(rows, has)])
+            other = self.assemble(cols, pos)
+            out.update(visual_pos=other["visual"], labels_pos=other["labels"], has_pos=has.astype(np.float32),
+                       tags=tags[rows])
+            return out
+
+        return Source(len(data), assemble, cols.y)
+
+    def fit(self, train: HeadData, valid: HeadData) -> "DMAN":
+        c = self.config
+        keep, left_out = self.usable(train)
+        if not keep.any():
+            raise PipeError(f"dman: no training post has a label, an image and a vocabulary tag ({left_out})")
+        self._train = part = train.subset(np.flatnonzero(keep))
+        labels = multi_hot(part.posts, label_vocabulary(part.posts))  # (N, L): the vocabulary prepare() keeps
+        self._links = sample_links(labels, c.links, c.seed)
+        n_links = int(sum(len(x) for x in self._links))
+        rows = np.sort(np.random.default_rng(c.seed).permutation(len(part))[: c.probe_posts])
+        self._probe = (part.subset(rows), labels[rows])
+        try:
+            super().fit(part, valid)  # the embedding, early-stopped on the centroid probe
+            self._train, self._probe = None, None
+            emb_train, emb_valid = self.embed(part), self.embed(valid)
+            with torch_threads(self.settings.threads):
+                clf_info = fit_classifier(self.model.classifier.cpu(), (emb_train, self.targets(part)),
+                                          (emb_valid, self.targets(valid)), c.clf_epochs, c.clf_patience, c.seed)
+        finally:
+            self._train, self._probe, self._links = None, None, []
+        self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links)
+        return self
+
+    def output(self, data: HeadData, raw: np.ndarray) -> Any:
+        """Valid outputs while the embedding trains -> centroid-probe confidences (see the docstring)."""
+        if self._probe is None:
+            raise PipeError("dman predicts through predict(), not output()")
+        probe, truth = self._probe  # truth: (P, L) over meta["labels"]
+        emb = self.model.act(torch.from_numpy(raw)).numpy().reshape(len(data), -1)  # (N, E)
+        ref = Trainer(self.config, self.settings).predict(self.model, self.source(probe, False), fn=self.model.embed)
+        cent = truth.T @ ref.reshape(len(probe), -1) / np.maximum(truth.sum(0), 1)[:, None]  # (L, E) label centroids
+        conf = (1 + _unit(emb) @ _unit(cent).T) / 2  # (N, L) in [0, 1]
+        return EmbeddingOutput(emb, list(self.meta["labels"]), conf.astype(np.float32))
+
+    def confidences(self, emb: np.ndarray) -> np.ndarray:
+        clf = self.model.classifier
+        with torch.no_grad():
+            x = torch.from_numpy(emb).to(clf.mean.device)
+            return torch.sigmoid(clf(x)).cpu().numpy().reshape(len(emb), -1)[:, : len(self.meta["labels"])]
+
+    def tag_outputs(self, emb: np.ndarray) -> np.ndarray | None:
+        return emb if self.meta["tags"] and self.model.sigmoid else None
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+

@@ -1,0 +1,309 @@
+"""`pipe report`: one self-contained HTML page to look at runs rather than read their JSON.
+
+Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
+repeats), the best value of each column marked and each ablation's change against its
+full model (same head, dataset, stores, split and target, no ablation, among the runs
+given). Per run: the validation curve of each repeat (train_log.jsonl), and from
+predictions.parquet, on the test part: predicted vs true and the error by user activity
+(the user's posts in the training part) and by posting time (regression), P@k for
+k = 1..10 (ranking), AP per label and cross-modal P@k (embedding). Plots are inline PNGs
+(pipeline/evaluate/plots.py); the page has no script and no network reference, so it
+opens from disk anywhere. What cannot be drawn (no posts table left in the cache, a run
+still running) is said in place of the plot.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes
+from pipeline.data.contract import load_posts
+from pipeline.evaluate import plots
+from pipeline.evaluate.compare import ablate_text, comparison_rows
+from pipeline.train import tasks
+from pipeline.train.metrics import average_precision, precision_at_ks
+from pipeline.train.rundir import TRAIN_LOG, Run
+
+LOWER_IS_BETTER = frozenset({"mse", "mae", "medae"})  # every other metric: higher is better
+OPEN_BELOW = 10  # run sections start unfolded for fewer runs than this
+ACTIVITY_BINS = ((0, 0, "unseen"), (1, 4, "1–4"), (5, 19, "5–19"), (20, 99, "20–99"), (100, None, "100+"))
+
+PAGE = Template("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>$title</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#eee;position:sticky;top:0}
+td.l,th.l{text-align:left}
+td.best{font-weight:bold;background:#e6f4d7}
+.delta{display:block;font-size:11px}.better{color:#2e7d32}.worse{color:#c62828}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{border:1px solid #ddd}
+.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
+</style></head><body>
+<h1>$title</h1>
+$body
+</body></html>
+""")
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document around `body` (already escaped HTML)."""
+    return PAGE.substitute(title=html.escape(title), body=body)
+
+
+def img(png: bytes, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}">'
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def run_posts(run: Run, cache: str | Path | None, memo: dict[tuple[str, str], Any] | None = None
+              ) -> pl.DataFrame | None:
+    """The run dataset's posts (from the cache the run recorded, else `cache`), or None when
+    the table is gone; `memo` shares tables between runs of one dataset."""
+    memo = {} if memo is None else memo
+    ds = run.config.get("dataset", "")
+    for root in dict.fromkeys(r for r in (run.config.get("cache"), cache) if r is not None) or (None,):
+        key = (ds, str(root))
+        if key not in memo:
+            try:
+                memo[key] = load_posts(ds, Path(root) if root is not None else None)
+            except PipeError:
+                memo[key] = None
+        if memo[key] is not None:
+            return memo[key]
+    return None
+
+
+def user_training_stats(preds: pl.DataFrame, posts: pl.DataFrame) -> pl.DataFrame:
+    """user_id, n_train (posts in the training part) and train_mean (mean target there; null
+    for tasks without a per-post target)."""
+    train = preds.filter(pl.col("split") == "train").select("post_id", *(["y"] if "y" in preds.columns else []))
+    joined = train.join(posts.select("post_id", "user_id"), on="post_id")
+    mean = pl.col("y").mean() if "y" in joined.columns else pl.lit(None, pl.Float64)
+    return joined.group_by("user_id").agg(pl.len().alias("n_train"), mean.alias("train_mean"))
+
+
+# -- the comparison table -------------------------------------------------------------
+def _metric_names(task: str, runs: list[Run]) -> list[str]:
+    """The task's metrics, then any further test metric a run recorded (cross-modal P@k)."""
+    names = list(tasks.get(task).metrics_names)
+    extra = {k for r in runs if r.metrics for k in (r.metrics.get("test") or {}) if k not in names}
+    return names + sorted(extra, key=lambda k: (k.split("@")[0], int(k.split("@")[1]) if "@" in k and
+                                                k.split("@")[1].isdigit() else 0))
+
+
+def _value(run: Run, key: str, metric: str) -> float | None:
+    m = run.metrics or {}
+    part = (m.get("std") or {}).get("test") if key == "std" else m.get("test")
+    v = (part or {}).get(metric)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _full_model(run: Run, runs: list[Run]) -> Run | None:
+    """The run this ablation is measured against: same everything but no ablation."""
+    def key(r: Run) -> tuple:
+        c = r.config
+        return (r.task, r.head, c.get("dataset"), json.dumps(r.stores, sort_keys=True),
+                json.dumps(c.get("split"), sort_keys=True), json.dumps(c.get("task"), sort_keys=True))
+    return next((r for r in runs if not r.config.get("ablate") and r.metrics and key(r) == key(run)), None)
+
+
+def comparison_table(task: str, runs: list[Run]) -> str:
+    names = _metric_names(task, runs)
+    rows = comparison_rows(runs)
+    best: dict[str, float] = {}
+    for k in names:
+        vals = [v for r in runs if (v := _value(r, "mean", k)) is not None]
+        if vals:
+            best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
+    head = ["run", "head", "ablations", "dataset", "status", "repeats", *[f"test {k}" for k in names]]
+    out = ["<table class=\"cmp\"><thead><tr>" + "".join(
+        f'<th class="{"l" if i < 5 else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+    for run, row in zip(runs, rows):
+        full = _full_model(run, runs) if run.config.get("ablate") else None
+        cells = [f'<td class="l"><a href="#run-{html.escape(run.name)}">{html.escape(run.name)}</a></td>',
+                 f'<td class="l">{html.escape(run.head)}</td>', f'<td class="l">{html.escape(ablate_text(row))}'
+                 + ("" if full or not run.config.get("ablate") else '<span class="delta">no full model here</span>')
+                 + "</td>", f'<td class="l">{html.escape(str(run.config.get("dataset", "")))}</td>',
+                 f'<td class="l">{run.status}</td>', f"<td>{row['repeats']}</td>"]
+        for k in names:
+            mean, std = _value(run, "mean", k), _value(run, "std", k)
+            if mean is None:
+                cells.append("<td>—</td>")
+                continue
+            text = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row["repeats"] > 1 else "")
+            if full is not None and (base := _value(full, "mean", k)) is not None:
+                d = mean - base
+                good = d < 0 if k in LOWER_IS_BETTER else d > 0
+                text += (f'<span class="delta {"better" if good else "worse" if d else ""}" '
+                         f'title="vs {html.escape(full.name)}">Δ {d:+.4f}</span>')
+            cls = ' class="best" title="best in this column"' if best.get(k) == mean else ""
+            cells.append(f"<td{cls}>{text}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+# -- per run --------------------------------------------------------------------------
+def validation_curves(run: Run) -> dict[str, tuple[list[float], list[float | None]]]:
+    """Per repeat: steps and the validation criterion, from train_log.jsonl (unreadable lines skipped)."""
+    crit = (run.config.get("task") or {}).get("criterion") or tasks.get(run.task).criterion
+    series: dict[str, tuple[list[float], list[float | None]]] = {}
+    try:
+        lines = (run.dir / TRAIN_LOG).read_text().splitlines()
+    except OSError:
+        return series
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("event") == "valid" and "step" in e:
+            x, y = series.setdefault(f"repeat {e.get('repeat', 0)}", ([], []))
+            x.append(e["step"])
+            y.append(e.get(f"valid_{crit}"))
+    return series
+
+
+def _error_by_activity(test: pl.DataFrame, stats: pl.DataFrame) -> bytes | None:
+    t = test.join(stats.select("user_id", "n_train"), on="user_id", how="left").with_columns(
+        pl.col("n_train").fill_null(0), err=(pl.col("yhat") - pl.col("y")).abs())
+    labels, maes, counts = [], [], []
+    for lo, hi, label in ACTIVITY_BINS:
+        sel = t.filter((pl.col("n_train") >= lo) & (pl.col("n_train") <= hi if hi is not None else pl.lit(True)))
+        if sel.height:
+            labels.append(label)
+            maes.append(float(sel["err"].mean()))
+            counts.append(sel.height)
+    return plots.bars(labels, maes, "error by user activity (test)", "MAE", counts,
+                      "the user's posts in the training part") if labels else None
+
+
+def _error_by_time(test: pl.DataFrame, bins: int = 8) -> bytes | None:
+    t = test.drop_nulls("posted_at").sort("posted_at").with_columns(err=(pl.col("yhat") - pl.col("y")).abs())
+    if t.height == 0:
+        return None
+    parts = [p for p in np.array_split(np.arange(t.height), min(bins, t.height)) if len(p)]
+    starts = [t["posted_at"][int(p[0])] for p in parts]
+    fmt = "%Y-%m-%d" if len({s.date() for s in starts}) == len(starts) else "%m-%d %H:%M"
+    err = t["err"].to_numpy()
+    return plots.bars([s.strftime(fmt) for s in starts], [float(err[p].mean()) for p in parts],
+                      "error by posting time (test)", "MAE", [len(p) for p in parts], "bins of equal size, from")
+
+
+def _regression_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None) -> list[str]:
+    test = preds.filter(pl.col("split") == "test")
+    if test.height == 0:
+        return [note("no test predictions")]
+    out = [img(plots.scatter(test["y"].to_numpy(), test["yhat"].to_numpy(), "test: predicted vs true"),
+               f"{run.name}: predicted vs true")]
+    if posts is None:
+        return out + [note(f"the posts table of dataset {run.config.get('dataset')!r} is not in the cache: "
+                           "no error by user activity or time")]
+    t = test.join(posts.select("post_id", "user_id", "posted_at"), on="post_id")
+    for fig, alt in ((_error_by_activity(t, user_training_stats(preds, posts)), "error by user activity"),
+                     (_error_by_time(t), "error by time")):
+        if fig is not None:
+            out.append(img(fig, f"{run.name}: {alt}"))
+    return out
+
+
+def _ranking_plots(run: Run, preds: pl.DataFrame) -> list[str]:
+    test = preds.filter(pl.col("split") == "test")
+    if test.height == 0:
+        return [note("no test candidates")]
+    p = precision_at_ks(test["user_id"].to_list(), test["label"].to_numpy(), test["score"].to_numpy())
+    return [img(plots.bars([str(k) for k in p], list(p.values()), "test: P@k, mean over users", "precision",
+                           xlabel="k"), f"{run.name}: P@k")]
+
+
+def _embedding_plots(run: Run, preds: pl.DataFrame) -> list[str]:
+    test = preds.filter(pl.col("split") == "test")
+    out = []
+    if test.height:
+        truth = test["labels"].to_list()
+        conf = [dict(zip(ls or [], cs or [])) for ls, cs in zip(test["top_labels"].to_list(),
+                                                               test["top_confidence"].to_list())]
+        labels = sorted({x for row in truth for x in row or []})
+        aps = {lab: average_precision(np.array([lab in (row or []) for row in truth]),
+                                      np.array([c.get(lab, 0.0) for c in conf])) for lab in labels}
+        aps = {k: v for k, v in aps.items() if not math.isnan(v)}
+        if aps:
+            out.append(img(plots.bars(list(aps), list(aps.values()), "test: AP per label (from the top-3 "
+                                      "confidences kept per post; others count as 0)", "AP"), f"{run.name}: AP"))
+    cm = {k: v for k, v in ((run.metrics or {}).get("test") or {}).items() if k.startswith("p@")}
+    if cm:
+        ks = sorted(cm, key=lambda k: int(k[2:]))
+        out.append(img(plots.bars(ks, [cm[k] for k in ks], "test: cross-modal P@k (tag queries)", "precision"),
+                       f"{run.name}: cross-modal P@k"))
+    else:
+        out.append(note("no cross-modal P@k: the head has no tag outputs"))
+    return out
+
+
+def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
+    c = run.config
+    facts = (f"head {run.head} · task {run.task} · dataset {c.get('dataset')} · status {run.status} · ablations "
+             f"{', '.join(c.get('ablate', [])) or 'none'} · stores {', '.join(run.stores.values()) or 'none'}")
+    parts = [f"<p>{html.escape(facts)}</p>"]
+    figs: list[str] = []
+    curves = validation_curves(run)
+    if curves:
+        crit = tasks.get(run.task).criterion
+        figs.append(img(plots.curves(curves, "step", f"valid {crit}", "validation curve"), f"{run.name}: validation"))
+    else:
+        parts.append(note("no validation curve in train_log.jsonl (a head fitted in one go)"))
+    if run.status != "done":
+        parts.append(note(f"the run is {run.status}: no predictions to plot"))
+    else:
+        try:
+            preds = run.predictions()
+        except PipeError as e:
+            preds = None
+            parts.append(note(str(e)))
+        if preds is not None:
+            figs += {"regression": lambda: _regression_plots(run, preds, posts),
+                     "ranking": lambda: _ranking_plots(run, preds),
+                     "embedding": lambda: _embedding_plots(run, preds)}.get(run.task, lambda: [])()
+    body = "".join(parts) + '<div class="plots">' + "".join(figs) + "</div>"
+    return (f'<section id="run-{html.escape(run.name)}"><details{" open" if open_ else ""}><summary>'
+            f"{html.escape(run.name)}</summary>{body}</details></section>")
+
+
+def build_report(runs: list[Run], cache: str | Path | None = None, title: str = "pipe report") -> str:
+    """The whole page: one comparison table per task, then one section per run."""
+    if not runs:
+        raise PipeError("no runs to report on")
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.task, []).append(r)
+    memo: dict[tuple[str, str], Any] = {}
+    body = [f"<p>{len(runs)} runs, {len(groups)} task(s): {html.escape(', '.join(groups))}. Test metrics are means "
+            "over repeats (± sample std); the best of each column is shaded; Δ is an ablation's change against its "
+            "full model.</p>"]
+    for task, group in groups.items():
+        body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group))
+    body.append("<h2>Runs</h2>")
+    for r in runs:
+        body.append(run_section(r, run_posts(r, cache, memo) if r.task == "regression" else None, len(runs) < OPEN_BELOW))
+    return page(title, "\n".join(body))
+
+
+def write_report(runs: list[Run], out: str | Path, cache: str | Path | None = None) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, build_report(runs, cache).encode())
+    return out

@@ -1,0 +1,273 @@
+"""`pipe tune`: hyper-parameter search on the validation split, then one normal run of the best.
+
+Optuna with a TPE sampler (seeded) and median pruning on the validation curve: a torch
+head calls `progress(entry)` after each evaluation, the value is reported to the trial,
+and a trial whose curve is worse than the median of earlier trials at the same point
+(half-epochs of training examples seen, after `WARMUP_EPOCHS`) is stopped. The search space is the head's `search_space` (declared next to its Config);
+keys given with `--set` are fixed, never searched. The defaults (the config the head would
+train with, regime included) are fitted once before the search: their validation metric
+is quoted beside the best trial's, and they are not a trial.
+
+Only the training and validation parts reach the search: the test part is built by the
+task (so the split is the one `pipe train` uses) and then dropped, never predicted or
+scored (tests/test_tune.py checks that poisoning the test labels changes no trial). The
+best configuration is then trained and evaluated once, on test too, by `pipe train`'s
+own code (`pipeline.train.run.train`) into `runs/<name>/`.
+
+Files: while searching, the study is an SQLite file `runs/.tune/<name>/study.db`; a
+killed search resumes with the same `--name` (trials left running by the kill are marked
+failed and the missing ones run). At the end the run folder holds, beside the normal run
+files, `study.db`, `trials.csv` (one row per trial: number, state, value, seconds,
+params) and `tune.json` (best trial, defaults' value, parameter importances).
+
+Parallel trials (`--dask-workers N` or `--scheduler ADDR`): each dask worker prepares the
+data itself and runs trials against the same SQLite study, so the runs root must be on a
+file system every worker sees.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.core import paths
+from heads.regime import resolve_regime
+from pipeline.core.config import config_to_dict, parse_sets
+from pipeline.core.errors import PipeError
+from pipeline.train.rundir import CONFIG, default_run_name
+from pipeline.train.run import TrainOptions, prepare, settings_and_config, train
+
+STUDY_FILE, TRIALS_FILE, TUNE_FILE = "study.db", "trials.csv", "tune.json"
+STAGING = ".tune"  # under the runs root: studies still searching
+WARMUP_EPOCHS = 5  # no pruning in a trial's first epochs: slow starters (a small lr) are not failures
+
+
+@dataclass
+class TuneOptions:
+    run: TrainOptions  # dataset, head, stores, split, fixed --set values, name, runs, cache (not searched)
+    trials: int = 20  # finished trials (complete or pruned) the study should hold
+    timeout: float | None = None  # minutes of searching at most (this invocation); None: no limit
+    seed: int = 0  # TPE sampler seed
+    scheduler: str | None = None  # run trials on the dask cluster at this address
+    dask_workers: int | None = None  # or on a local dask cluster of this many processes
+    startup_trials: int = 4  # trials before TPE and pruning start (random sampling first)
+    extra: dict[str, Any] = field(default_factory=dict)  # reserved for callers (recorded in tune.json)
+
+
+def suggest(trial: Any, name: str, spec: tuple) -> Any:
+    """One value from a search-space entry: ("log"|"float"|"int", lo, hi) or ("cat", [choices])."""
+    kind = spec[0]
+    if kind == "log":
+        return trial.suggest_float(name, spec[1], spec[2], log=True)
+    if kind == "float":
+        return trial.suggest_float(name, spec[1], spec[2])
+    if kind == "int":
+        return trial.suggest_int(name, spec[1], spec[2])
+    if kind == "cat":
+        return trial.suggest_categorical(name, list(spec[1]))
+    raise PipeError(f"search space entry {name}: unknown kind {kind!r}")
+
+
+def space_of(cls: type, fixed: set[str]) -> dict[str, tuple]:
+    """The head's search space less the keys fixed with --set."""
+    from heads.regime import TRAIN_SPACE
+
+    space = dict(getattr(cls, "search_space", None) or {})
+    if not space and hasattr(cls.Config, "lr"):
+        space = dict(TRAIN_SPACE)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    space = {k: v for k, v in space.items() if k in names and k not in fixed}
+    if not space:
+        raise PipeError(f"head {cls.name!r} has nothing to tune (no search space, or every key fixed with --set)")
+    return space
+
+
+class Search:
+    """The data (train and valid parts only) and the objective; built once per process."""
+
+    def __init__(self, opts: TrainOptions) -> None:
+        self.opts = opts
+        self.cls, self.settings, self.config, self.task, _, _, parts, self.notes, self.regime = prepare(opts)
+        self.train, self.valid = parts.data["train"], parts.data["valid"]  # the test part is dropped here
+        self.raw = settings_and_config(opts.head, self.cls, opts)[1]  # before the regime: trials re-resolve it
+        self.explicit = set(parse_sets(opts.sets))
+        self.n_train = len(self.train) if self.train.examples is None else self.train.examples.height
+
+    def trial_config(self, params: dict[str, Any]) -> Any:
+        """The config `pipe train --set` with these params would resolve to (a trial's batch size
+        rescales the regime's schedule exactly as it will in the final run)."""
+        config = dataclasses.replace(self.raw, **params)
+        return resolve_regime(self.cls, config, self.n_train, self.explicit | set(params))[0]
+
+    def fit(self, config: Any, trial: Any = None) -> float:
+        """Fit on train; the task's criterion on valid. With a trial, each evaluation is reported and may prune."""
+        import optuna
+
+        head = self.cls(config)
+        head.settings = self.settings
+        crit = self.task.criterion
+        if trial is not None and hasattr(head, "progress"):
+            reported: set[int] = set()
+
+            def progress(entry: dict[str, Any]) -> None:
+                """Report on a common axis, half-epochs of training examples seen, so trials with other
+                batch sizes or evaluation intervals are compared at the same point of training."""
+                value = entry.get(f"valid_{crit}")
+                at = int(entry["step"] * config.batch_size * 2 / max(self.n_train, 1))
+                if value is None or entry["step"] == 0 or at in reported:
+                    return
+                reported.add(at)
+                trial.report(float(value), at)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            head.progress = progress
+        head.fit(self.train, self.valid)
+        out = self.task.check(head.predict(self.valid), self.valid, self.opts.head, "valid")
+        return float(self.task.metrics(self.valid, out)[crit])
+
+    def objective(self, space: dict[str, tuple]) -> Callable[[Any], float]:
+        def run(trial: Any) -> float:
+            params = {k: suggest(trial, k, spec) for k, spec in space.items()}
+            return self.fit(self.trial_config(params), trial)
+        return run
+
+
+def _storage(path: Path) -> Any:
+    import optuna
+
+    return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def _study(path: Path, direction: str, opts: TuneOptions) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name="tune", storage=_storage(path), load_if_exists=True, direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=opts.startup_trials),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=opts.startup_trials, n_warmup_steps=2 * WARMUP_EPOCHS),
+    )
+
+
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+def _fail_stale(study: Any) -> int:
+    """Trials left RUNNING by a killed search: marked failed so the study can go on."""
+    from optuna.trial import TrialState
+
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for t in stale:
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def _worker(run: TrainOptions, study_path: str, direction: str, opts: TuneOptions, space: dict, n: int,
+            timeout_s: float | None) -> int:
+    """Runs on a dask worker: its own data, `n` trials of the shared study."""
+    study = _study(Path(study_path), direction, opts)
+    study.optimize(Search(run).objective(space), n_trials=n, timeout=timeout_s, catch=())
+    return n
+
+
+def trials_table(study: Any) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        secs = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
+                     "last_step": max(t.intermediate_values, default=None), "seconds": secs,
+                     **{f"param_{k}": v for k, v in t.params.items()}})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import polars as pl
+
+    pl.DataFrame(rows, infer_schema_length=None).write_csv(path)
+
+
+def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path:
+    """Search, then train the best config as a normal run; returns the run folder."""
+    import optuna
+
+    if opts.trials < 1:
+        raise PipeError(f"--trials must be at least 1, got {opts.trials}")
+    run = opts.run
+    name = run.name or default_run_name(f"tune-{run.head}")
+    final = paths.run_dir(name, run.runs)
+    if (final / CONFIG).exists():
+        raise PipeError(f"run {final} already exists: this search has finished; pass another --name")
+    stage = paths.contained(paths.runs_root(run.runs) / STAGING / paths.check_name(name, "run name"),
+                            paths.runs_root(run.runs))
+    stage.mkdir(parents=True, exist_ok=True)
+    search = Search(run)
+    for n in search.notes:
+        say(n)
+    fixed = set(parse_sets(run.sets))
+    space = space_of(search.cls, fixed)
+    direction = "maximize" if search.task.higher_is_better else "minimize"
+    study = _study(stage / STUDY_FILE, direction, opts)
+    meta_path = stage / TUNE_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if (stale := _fail_stale(study)):
+        say(f"resuming: {stale} trial(s) left running by an earlier search marked failed")
+    crit = search.task.criterion
+    if "defaults" not in meta:
+        t0 = time.perf_counter()
+        value = search.fit(search.config)
+        meta = {"name": name, "head": run.head, "dataset": run.dataset, "criterion": crit, "direction": direction,
+                "fixed": sorted(fixed), "space": {k: list(v) for k, v in space.items()}, "regime": search.regime,
+                "defaults": {"valid": value, "config": config_to_dict(search.config),
+                             "seconds": round(time.perf_counter() - t0, 1)}, **opts.extra}
+        meta_path.write_text(json.dumps(meta, indent=1, default=list))
+        say(f"defaults: valid {crit} {value:.4f} ({meta['defaults']['seconds']:.0f}s)")
+    left = opts.trials - _finished(study)
+    timeout_s = opts.timeout * 60 if opts.timeout else None
+    if left > 0:
+        say(f"searching {left} trial(s) of {run.head} over {', '.join(space)} (study {stage / STUDY_FILE})")
+        if opts.scheduler or opts.dask_workers:
+            from pipeline.core.cluster import dask_client
+
+            with dask_client(opts.scheduler, opts.dask_workers) as client:
+                k = max(1, min(len(client.scheduler_info()["workers"]), left))
+                shares = [left // k + (i < left % k) for i in range(k)]
+                futures = [client.submit(_worker, run, str(stage / STUDY_FILE), direction, opts, space, n, timeout_s,
+                                         pure=False) for n in shares]
+                client.gather(futures)
+        else:
+            def log(study: Any, t: Any) -> None:
+                v = f"{t.value:.4f}" if t.value is not None else "-"
+                say(f"trial {t.number}: {t.state.name.lower()} {crit} {v} ({', '.join(f'{k}={p:.3g}' if isinstance(p, float) else f'{k}={p}' for k, p in t.params.items())})")
+            study.optimize(search.objective(space), n_trials=left, timeout=timeout_s, callbacks=[log], catch=())
+    rows = trials_table(study)
+    _write_csv(stage / TRIALS_FILE, rows)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise PipeError(f"no trial completed; the study is kept in {stage / STUDY_FILE}")
+    best = study.best_trial
+    try:
+        with warnings.catch_warnings():  # few trials: "importances will be equal" is no news
+            warnings.simplefilter("ignore")
+            importances = {k: round(v, 4) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (RuntimeError, ValueError):  # too few completed trials
+        importances = {}
+    meta.update(best={"number": best.number, "valid": best.value, "params": best.params},
+                trials={s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")},
+                importances=importances)
+    meta_path.write_text(json.dumps(meta, indent=1, default=list))
+    say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
+        "training it as a normal run")
+    sets = [*run.sets, *(f"{k}={v}" for k, v in best.params.items())]
+    out = train(dataclasses.replace(run, sets=sets, name=name), say)
+    for f in (STUDY_FILE, TRIALS_FILE, TUNE_FILE):
+        shutil.move(str(stage / f), str(out / f))
+    shutil.rmtree(stage, ignore_errors=True)
+    return out

@@ -1,0 +1,94 @@
+"""Tiny train/valid/test parts for every task, so head tests loop over heads of any task.
+
+`parts(task, cache, stores, config)` builds the three HeadData parts of the tiny dataset
+(tests/_tiny_data.py, written under `cache` as "tiny") the way `pipe train` does for that
+task; `n_outputs` is how many values `predict` returns; `stranger` is a part whose user was
+never seen in training. A new task adds one builder to PARTS (and, where the defaults do
+not fit, to N_OUTPUTS / STRANGERS).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from pipeline.data.splits import assign_split, parse_split
+from pipeline.store import FeatureStore
+from pipeline.train import tasks
+from pipeline.train.data import HeadData
+
+PartsFn = Callable[[Path, dict[str, FeatureStore], Any], dict[str, HeadData]]
+
+
+def _posts(cache: Path) -> pl.DataFrame:
+    return pl.read_parquet(cache / "tiny" / "posts.parquet")
+
+
+def regression_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+    posts = assign_split(_posts(cache), parse_split(None))
+    return {p: HeadData(posts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
+
+
+def social_tables(posts: pl.DataFrame, n_fans: int = 10, seed: int = 0) -> dict[str, pl.DataFrame]:
+    """Follows and retweets over the tiny posts: fans r0.. (who never post) each follow 3 of
+    the authors and retweet, 1-5 hours after posting, about a third of their tweets."""
+    rng = np.random.default_rng(seed)
+    authors = sorted(posts["user_id"].unique().to_list())
+    follows = [(f"r{k}", a) for k in range(n_fans) for a in rng.choice(authors, 3, replace=False)]
+    by_author = {a: g for (a,), g in posts.group_by(["user_id"])}
+    events = []
+    for fan, author in follows:
+        for pid, at in by_author[author].select("post_id", "posted_at").iter_rows():
+            if rng.random() < 0.35:
+                events.append((fan, pid, at + timedelta(hours=int(rng.integers(1, 6)))))
+    return {"follows": pl.DataFrame(follows, schema=["user_id", "followee_id"], orient="row"),
+            "interactions": pl.DataFrame(events, schema={"user_id": pl.Utf8, "post_id": pl.Utf8,
+                                                         "at": pl.Datetime("us", "UTC")}, orient="row")}
+
+
+def ranking_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+    posts = _posts(cache)
+    return tasks.get("ranking")().prepare(posts, social_tables(posts), parse_split(None), stores, config).data
+
+
+def embedding_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+    """The tiny posts with labels (dog / cat by parity, sky on every third) as `tags` too, split at random."""
+    posts = _posts(cache)
+    labels = [["dog" if i % 2 else "cat"] + (["sky"] if i % 3 == 0 else []) for i in range(posts.height)]
+    posts = posts.with_columns(labels=pl.Series(labels, dtype=pl.List(pl.Utf8)),
+                               tags=pl.Series(labels, dtype=pl.List(pl.Utf8)))
+    return tasks.get("embedding")().prepare(posts, {}, parse_split("random:0"), stores, config).data
+
+
+def _rows(data: HeadData) -> int:
+    return data.examples.height if data.examples is not None else len(data)
+
+
+def _stranger_posts(data: HeadData) -> HeadData:
+    return HeadData(data.posts.head(2).with_columns(pl.lit("nobody").alias("user_id")), data.stores)
+
+
+def _stranger_examples(data: HeadData) -> HeadData:
+    ex = data.examples.head(2).with_columns(pl.lit("nobody").alias("user_id"))
+    return HeadData(data.posts, data.stores, examples=ex, side=data.side)
+
+
+PARTS: dict[str, PartsFn] = {"regression": regression_parts, "ranking": ranking_parts, "embedding": embedding_parts}
+N_OUTPUTS: dict[str, Callable[[HeadData], int]] = {"ranking": _rows}  # default: one per post
+STRANGERS: dict[str, Callable[[HeadData], HeadData]] = {"ranking": _stranger_examples}  # default: posts
+
+
+def parts(task: str, cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+    return PARTS[task](cache, stores, config)
+
+
+def n_outputs(task: str, data: HeadData) -> int:
+    return N_OUTPUTS.get(task, len)(data)
+
+
+def stranger(task: str, data: HeadData) -> HeadData:
+    """Two rows of `data` whose user is "nobody", never seen in training."""
+    return STRANGERS.get(task, _stranger_posts)(data)
