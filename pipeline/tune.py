@@ -143,15 +143,20 @@ def _storage(path: Path) -> Any:
     return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
 
 
-def _study(path: Path, direction: str, opts: TuneOptions) -> Any:
+def _study(path: Path, direction: str, opts: TuneOptions, salt: int = 0) -> Any:
+    """The study at `path`, new or resumed. The sampler's seed moves on with the trials already
+    there (and `salt`, a dask worker's index), so a resumed search or a second worker does not
+    draw the same configurations again."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name="tune", storage=_storage(path), load_if_exists=True, direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=opts.startup_trials),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=opts.startup_trials, n_warmup_steps=2 * WARMUP_EPOCHS),
     )
+    seed = opts.seed + 1000 * salt + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=opts.startup_trials)
+    return study
 
 
 def _finished(study: Any) -> int:
@@ -171,9 +176,9 @@ def _fail_stale(study: Any) -> int:
 
 
 def _worker(run: TrainOptions, study_path: str, direction: str, opts: TuneOptions, space: dict, n: int,
-            timeout_s: float | None) -> int:
+            timeout_s: float | None, index: int) -> int:
     """Runs on a dask worker: its own data, `n` trials of the shared study."""
-    study = _study(Path(study_path), direction, opts)
+    study = _study(Path(study_path), direction, opts, salt=index + 1)
     study.optimize(Search(run).objective(space), n_trials=n, timeout=timeout_s, catch=())
     return n
 
@@ -240,7 +245,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
                 k = max(1, min(len(client.scheduler_info()["workers"]), left))
                 shares = [left // k + (i < left % k) for i in range(k)]
                 futures = [client.submit(_worker, run, str(stage / STUDY_FILE), direction, opts, space, n, timeout_s,
-                                         pure=False) for n in shares]
+                                         i, pure=False) for i, n in enumerate(shares)]
                 client.gather(futures)
         else:
             def log(study: Any, t: Any) -> None:

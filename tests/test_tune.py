@@ -103,4 +103,6 @@ def test_a_killed_search_resumes(cache, tmp_path, monkeypatch):
     out = tune(dataclasses.replace(opts))
     states = pl.read_csv(out / TRIALS_FILE)["state"].to_list()
     assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 2 and states.count("FAIL") == 2
+    params = pl.read_csv(out / TRIALS_FILE).filter(pl.col("state") == "COMPLETE")["param_lr"].to_list()
+    assert len(set(params)) == len(params)  # the resumed sampler draws new configurations
     assert json.loads((out / TUNE_FILE).read_text())["defaults"]["valid"] > 0  # kept from the first search
