@@ -78,7 +78,8 @@ class Regression(Task):
                             history=history) for p in ("train", "valid", "test")}
         notes = ([f"{dropped} posts without a finite {self.target!r} left out"] if dropped else []) + notes
         crawled = [c for c in CRAWLED_USER_COLUMNS if c in posts.columns]
-        if crawled and "user" not in (getattr(config, "ablate", None) or ()):
+        smpd_only = set(crawled) - {"user_followers", "user_following", "user_views"}  # names any dataset may use
+        if smpd_only and "user" not in (getattr(config, "ablate", None) or ()):
             notes.append(f"the posts carry SMPD's crawled user statistics ({', '.join(crawled)}): collected after "
                          "posting, so a head reading user_* features sees a leak")
         files = {}
