@@ -155,6 +155,8 @@ def test_embedding_task_splits_at_random_and_scores_outputs():
     assert m["map"] == 1.0 and m["micro_f1"] == 1.0 and m["p@1"] == 1.0
     p = task.predictions(d, out, "test")
     assert p.columns[:2] == ["post_id", "split"] and "embedding" in p.columns
+    every = p["confidence"].struct.unnest()  # every label's confidence is kept, not only the top ones
+    assert every.columns == ["a", "b"] and np.allclose(every.to_numpy(), out.confidence)
     with pytest.raises(PipeError, match="EmbeddingOutput"):
         task.check(np.zeros(len(d)), d, "x", "test")
 

@@ -235,15 +235,20 @@ def _embedding_plots(run: Run, preds: pl.DataFrame) -> list[str]:
     out = []
     if test.height:
         truth = test["labels"].to_list()
-        conf = [dict(zip(ls or [], cs or [])) for ls, cs in zip(test["top_labels"].to_list(),
-                                                               test["top_confidence"].to_list())]
+        if "confidence" in test.columns:  # every label's confidence (runs written since it was kept)
+            every = test["confidence"].struct.unnest()
+            conf = [dict(zip(every.columns, row)) for row in every.iter_rows()]
+            title = "test: AP per label"
+        else:  # older runs kept the top 3 only
+            conf = [dict(zip(ls or [], cs or [])) for ls, cs in zip(test["top_labels"].to_list(),
+                                                                   test["top_confidence"].to_list())]
+            title = "test: AP per label (from the top-3 confidences kept per post; others count as 0)"
         labels = sorted({x for row in truth for x in row or []})
         aps = {lab: average_precision(np.array([lab in (row or []) for row in truth]),
                                       np.array([c.get(lab, 0.0) for c in conf])) for lab in labels}
         aps = {k: v for k, v in aps.items() if not math.isnan(v)}
         if aps:
-            out.append(img(plots.bars(list(aps), list(aps.values()), "test: AP per label (from the top-3 "
-                                      "confidences kept per post; others count as 0)", "AP"), f"{run.name}: AP"))
+            out.append(img(plots.bars(list(aps), list(aps.values()), title, "AP"), f"{run.name}: AP"))
     cm = {k: v for k, v in ((run.metrics or {}).get("test") or {}).items() if k.startswith("p@")}
     if cm:
         ks = sorted(cm, key=lambda k: int(k[2:]))

@@ -151,9 +151,11 @@ class Embedding(Task):
 
     def predictions(self, data: HeadData, out: EmbeddingOutput, part: str) -> pl.DataFrame:
         names, confs = self._top(out)
+        every = pl.DataFrame(out.confidence.astype(np.float64), schema=list(out.labels), orient="row")
         return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
                              "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
-                             "embedding": out.vectors.astype(np.float32).tolist()})
+                             "embedding": out.vectors.astype(np.float32).tolist()}).with_columns(
+            every.to_struct("confidence"))  # every label's confidence, one struct field per label
 
     def scores(self, data: HeadData, out: EmbeddingOutput) -> pl.DataFrame:
         names, confs = self._top(out)
