@@ -42,7 +42,7 @@ from torch import nn
 from heads import register
 from heads._ranking import RankingHead, examples, read_rows
 from heads.base import HeadData, Role
-from heads.encoders import TextEncoder, masked_softmax
+from heads.encoders import TextConfig, masked_softmax
 from heads.torch_head import VisualTextHead
 from pipeline.core.specs import PAD_ID
 from pipeline.train.loop import TrainConfig
@@ -51,7 +51,7 @@ ABLATIONS = ("text", "visual", "followees")
 
 
 @dataclass
-class AMNLConfig(TrainConfig):
+class AMNLConfig(TrainConfig, TextConfig):  # TextConfig: word dropout, max_vocab, word vectors...
     lr: float = 0.01  # the paper's learning rate
     dim: int = 400  # user preference and fusion size (paper: 400; stable above)
     text_dim: int = 256  # word embedding and LSTM size (not given by the paper)
@@ -88,9 +88,9 @@ def sentences(tokens: np.ndarray, sep: int | None) -> np.ndarray:
 class SentenceLSTM(nn.Module):
     """Word embedding + LSTM per sentence; last hidden state, max-pooled over sentences (Fig. 2c)."""
 
-    def __init__(self, vocab_size: int, dim: int, known: list[int]) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = TextEncoder(vocab_size, dim, known)
+        self.encoder = encoder  # the shared TextEncoder with the config's text options
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         n, s, length = tokens.shape  # (N, S, L)
@@ -217,7 +217,7 @@ class AMNL(RankingHead, VisualTextHead):
         c, m = self.config, self.meta
         text = None
         if "vocab_size" in m:
-            text = SentenceLSTM(m["vocab_size"], c.text_dim, m["known_tokens"])
+            text = SentenceLSTM(self.text_encoder(c.text_dim))
         shape = m.get("visual_shape")
         model = AMNLModel(len(m["users"]) + 1, c.dim, int(np.prod(shape)) if shape else None, text, c.text_dim,
                           m.get("followees"))
