@@ -3,7 +3,11 @@ fine-tuned UHAN, and the fine-tuning loop's images/s against a bare forward+back
 
 A planted `pipe synth` dataset (default 400 posts at 32 px, random weights: no download)
 with an engagement count `retweets` = round(3 (2^score - 1)), so the planted image and
-user signals drive the count. All runs use the default chronological 70/10/20 split.
+user signals drive the count. synth's image signal is user-conditional (a user's lucky
+object), which the hybrid CNN cannot use: it has no user input. So a second count,
+`likes` = round(3 (2^(1 + 1.5 [the most common object is shown] + N(0, 0.3)) - 1)), plants
+a signal every user shares, and the hybrid CNN is compared with its no-image ablation on
+both. All runs use the default chronological 70/10/20 split.
 
 - retweets, `--target-transform max` (the paper's): hybrid_cnn at its data-aware defaults,
   at the paper's exact settings (`regime=paper`), and `--ablate visual`; the paper's SVR
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -41,7 +46,12 @@ from pipeline.train.finetune import FinetuneModel
 
 def dataset(root: Path, posts: int, size: int, pixels: int) -> Path:
     table = synth(root / "synth", posts, image_size=max(size, 75), seed=0)
-    pl.read_parquet(table).with_columns(retweets=(pl.col("views") / pl.col("days") * 3).round(0)).write_parquet(table)
+    truth = pl.read_parquet(table.parent / "truth.parquet").select("post_id", "shown_object")
+    lucky = truth["shown_object"].value_counts().sort("count", descending=True)["shown_object"][0]
+    noise = pl.Series(np.random.default_rng(0).normal(0, 0.3, truth.height))
+    likes = ((2 ** (1 + 1.5 * (truth["shown_object"] == lucky).cast(pl.Float64) + noise) - 1) * 3).round(0)
+    (pl.read_parquet(table).join(truth.with_columns(likes=likes).select("post_id", "likes"), on="post_id")
+     .with_columns(retweets=(pl.col("views") / pl.col("days") * 3).round(0)).write_parquet(table))
     cache = root / "cache"
     api.ingest(table, "bench", cache=cache)
     run = {"quiet": True, "num_workers": 1, "cache": cache}
@@ -103,6 +113,9 @@ def main() -> None:
             train(cache, runs, "hybrid_cnn", "hybrid_cnn", n, **count),
             train(cache, runs, "hybrid_cnn-paper", "hybrid_cnn", n, **count, config={"regime": "paper"}),
             train(cache, runs, "hybrid_cnn-no-visual", "hybrid_cnn", n, **count, ablate="visual"),
+            train(cache, runs, "hybrid_cnn-likes", "hybrid_cnn", n, target="likes", target_transform="max"),
+            train(cache, runs, "hybrid_cnn-likes-no-visual", "hybrid_cnn", n, target="likes", target_transform="max",
+                  ablate="visual"),
             train(cache, runs, "inception-svr", "svr", n, **count, visual="inception_v3", ablate=["text", "user"],
                   **paper_svr),
             train(cache, runs, "bow-svr", "svr", n, **count, text="bow", ablate=["visual", "user"], **paper_svr),
