@@ -75,7 +75,7 @@ def _weights(name: str, over: dict, folder: Path) -> dict:
     """Random weights saved as a state dict, so start-up reads and hashes a real file."""
     import torch
 
-    from extractors._weights import seeded
+    from pipeline.nn.weights import seeded
 
     if name == "vgg16":
         import torchvision

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from extractors import register
-from extractors._weights import file_sha256
 from extractors.base import Extractor
 from pipeline.core.errors import PipeError
 from pipeline.core.specs import FeatureSpec
+from pipeline.nn.weights import file_sha256
 
 WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punctuation dropped
 

@@ -14,10 +14,10 @@ from PIL import Image
 from torchvision import transforms as T
 from typer.testing import CliRunner
 
-from extractors._weights import seeded
 from pipeline.cli import _load_commands, app
 from pipeline.core.errors import PipeError
 from pipeline.extract import build_extractor, extractor_from_store, run_extract
+from pipeline.nn.weights import seeded
 from pipeline.store import FeatureStore, read_failures, verify_store
 
 _load_commands()
