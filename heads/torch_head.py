@@ -46,7 +46,7 @@ class Columns:
 
 class TorchHead(Head):
     Config = TrainConfig
-    small_data: dict[str, Any] = {}  # config values of the small-data regime (heads/regime.py), beside the schedule
+    small_data: dict[str, Any] = {}  # config values of the small-data regime (heads/_regime.py), beside the schedule
     search_space: dict[str, tuple] = {}  # `pipe tune` ranges: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
 
     def __init__(self, config: Any = None) -> None:
@@ -280,7 +280,7 @@ class VisualTextHead(TorchHead):
             self.meta["vocab_size"] = text_vocab_size(train.stores["text"], tokens)
             self.meta["known_tokens"] = known_tokens(tokens, getattr(c, "max_vocab", None))
             if getattr(c, "word_vectors", None):  # the initial rows only: the weights are saved with the model
-                from heads.word_vectors import init_for_tokens
+                from heads._word_vectors import init_for_tokens
 
                 self._word_init, found = init_for_tokens(train.stores["text"], self.meta["known_tokens"],
                                                          c.word_vectors, c.seed)

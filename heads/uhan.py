@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
+from heads._regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from heads.encoders import TextConfig, UserEncoder, VisualInput, attend, masked_mean, masked_softmax
-from heads.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from heads.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
@@ -52,7 +52,7 @@ class UHANConfig(TrainConfig, TextConfig):
     ablate: tuple[str, ...] = ()  # any of intra | inter | shortcut | user | visual | text
 
 
-# The small-data regime (heads/regime.py) and the `pipe tune` search space of UHANConfig.
+# The small-data regime (heads/_regime.py) and the `pipe tune` search space of UHANConfig.
 SMALL = {"dim": 128, "batch_size": 64, "dropout": 0.3, "weight_decay": 1e-4, **TEXT_SMALL}
 SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "dropout": ("float", 0.0, 0.5),
          "user_dropout": ("float", 0.0, 0.2), "batch_size": ("cat", [32, 64, 128])}

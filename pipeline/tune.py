@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from heads._regime import resolve_regime
 from pipeline.core import paths
-from heads.regime import resolve_regime
 from pipeline.core.config import config_to_dict, parse_sets
 from pipeline.core.errors import PipeError
-from pipeline.train.rundir import CONFIG, default_run_name
 from pipeline.train.run import TrainOptions, prepare, settings_and_config, train
+from pipeline.train.rundir import CONFIG, default_run_name
 
 STUDY_FILE, TRIALS_FILE, TUNE_FILE = "study.db", "trials.csv", "tune.json"
 STAGING = ".tune"  # under the runs root: studies still searching
@@ -75,7 +75,7 @@ def suggest(trial: Any, name: str, spec: tuple) -> Any:
 
 def space_of(cls: type, fixed: set[str]) -> dict[str, tuple]:
     """The head's search space less the keys fixed with --set."""
-    from heads.regime import TRAIN_SPACE
+    from heads._regime import TRAIN_SPACE
 
     space = dict(getattr(cls, "search_space", None) or {})
     if not space and hasattr(cls.Config, "lr"):

@@ -187,8 +187,8 @@ def test_target_column_and_extra_numeric_columns(cache):
 
 
 def test_log_grows_during_a_fit_and_an_interrupted_run_is_marked(cache, tmp_path, monkeypatch, one_thread):
-    from pipeline.train.rundir import load_run
     from pipeline.train.run import TrainOptions, train
+    from pipeline.train.rundir import load_run
 
     uhan = heads.get("uhan")
     seen: list[int] = []
@@ -246,8 +246,8 @@ def test_cli_train_watches_each_evaluation_and_warns_about_cost(cache, tmp_path)
 
 def test_keep_interrupted_saves_the_best_model_so_far(cache, tmp_path, monkeypatch, one_thread):
     from pipeline.train.loop import Trainer
-    from pipeline.train.rundir import load_run
     from pipeline.train.run import TrainOptions, train
+    from pipeline.train.rundir import load_run
 
     real = Trainer.predict
     calls = {"n": 0}

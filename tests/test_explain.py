@@ -8,10 +8,10 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from _synth_runs import EXTRACT, TINY, synth_runs
 from PIL import Image
 from typer.testing import CliRunner
 
-from _synth_runs import EXTRACT, TINY, synth_runs
 from heads.base import Explanation, Head
 from pipeline import api
 from pipeline.cli import _load_commands

@@ -21,8 +21,7 @@ import pipeline.cli as cli
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
 from pipeline.core.specs import FeatureSpec
-from pipeline.store import FeatureStore, StoreWriter, store_lock, verify_store, write_shard_file
-from pipeline.store import integrity
+from pipeline.store import FeatureStore, StoreWriter, integrity, store_lock, verify_store, write_shard_file
 
 cli._load_commands()
 runner = CliRunner()

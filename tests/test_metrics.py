@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.train.metrics import (average_precision, cross_modal_precision, embedding_metrics, mean_std,
-                                    precision_at_ks, ranking_metrics, regression_metrics)
+from pipeline.train.metrics import (
+    average_precision,
+    cross_modal_precision,
+    embedding_metrics,
+    mean_std,
+    precision_at_ks,
+    ranking_metrics,
+    regression_metrics,
+)
 
 
 def test_regression_by_hand():

@@ -8,11 +8,11 @@ import torch
 from _extract_data import image_posts, write_posts
 from PIL import Image
 
+from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.extract import build_extractor, run_extract
 from pipeline.nn import build_backbone
 from pipeline.nn.backbone import Backbone
-from pipeline.core.config import config_to_dict
 from pipeline.store import FeatureStore
 
 # name, extractor overrides, the first layer's weight (None: no weights)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from _synth_runs import EXTRACT, TINY, synth_runs
 from typer.testing import CliRunner
 
-from _synth_runs import EXTRACT, TINY, synth_runs
 from heads.hisave import HisAve
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app

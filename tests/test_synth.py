@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from pipeline.data.ingest import read_posts_file
 from pipeline.core.errors import PipeError
+from pipeline.data.ingest import read_posts_file
 from pipeline.data.synth import SIGNAL_WORDS, SynthConfig, synth
 
 

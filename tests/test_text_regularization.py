@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import heads
-from heads.torch_head import TorchHead
+from heads._regime import SMALL_DATA, resolve_regime, small_schedule
+from heads._word_vectors import load_word_vectors
 from heads.encoders import UNK, TextConfig, TextEncoder, known_tokens
-from heads.regime import SMALL_DATA, resolve_regime, small_schedule
+from heads.torch_head import TorchHead
 from heads.uhan import UHAN
-from heads.word_vectors import load_word_vectors
 from pipeline.core.errors import PipeError
 
 # every registered torch head that reads a tokens store through a text encoder (the tabular

@@ -58,7 +58,8 @@ def _synth_task(task: str, out: Path, posts: Optional[int], users: Optional[int]
         raise PipeError(f"{', '.join(given)}: options of the regression synth, not of --task {task}")
     t0 = time.perf_counter()
     if task == "ranking":
-        from pipeline.data.synth_ranking import RankingSynthConfig, synth as synth_ranking
+        from pipeline.data.synth_ranking import RankingSynthConfig
+        from pipeline.data.synth_ranking import synth as synth_ranking
 
         cfg = RankingSynthConfig(**({"users": users} if users is not None else {}))
         path = synth_ranking(out, posts if posts is not None else 480, config=cfg, **kw)
@@ -71,7 +72,8 @@ def _synth_task(task: str, out: Path, posts: Optional[int], users: Optional[int]
         path = synth_embedding(out, posts if posts is not None else 1500, kw.get("image_size", 64), kw.get("seed", 0))
         files = "labels and tags in the posts"
     elif task == "sequence":
-        from pipeline.data.synth_sequence import SequenceSynthConfig, synth as synth_sequence
+        from pipeline.data.synth_sequence import SequenceSynthConfig
+        from pipeline.data.synth_sequence import synth as synth_sequence
 
         path = synth_sequence(out, posts if posts is not None else 1500, config=SequenceSynthConfig(users=users), **kw)
         files = "scores with a planted temporal context effect"

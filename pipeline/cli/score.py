@@ -6,8 +6,17 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli.app import (FORMAT_HELP, CacheOpt, JsonOpt, RunsOpt, app, console, friendly, print_json,
-                              results_console)
+from pipeline.cli.app import (
+    FORMAT_HELP,
+    CacheOpt,
+    JsonOpt,
+    RunsOpt,
+    app,
+    console,
+    friendly,
+    print_json,
+    results_console,
+)
 
 
 @app.command()

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.data.synth import SynthConfig, synth as synth_posts
+from pipeline.data.synth import SynthConfig
+from pipeline.data.synth import synth as synth_posts
 
 
 @dataclass(frozen=True)

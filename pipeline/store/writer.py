@@ -13,8 +13,8 @@ import polars as pl
 from pipeline.core.errors import IntegrityError, StoreError
 from pipeline.core.io import atomic_write_bytes, parquet_bytes, sha256_file
 from pipeline.core.specs import FeatureSpec
-from pipeline.store.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, SHARD_RE, Manifest, read_failures, store_lock
 from pipeline.store.integrity import load_stamps, orphan_problem, quarantine, save_stamps, spec_problem, stamp
+from pipeline.store.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, SHARD_RE, Manifest, read_failures, store_lock
 from pipeline.store.shards import ShardMeta, read_shard_meta, repair_hint, write_shard_file
 
 

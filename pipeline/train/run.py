@@ -23,9 +23,9 @@ from typing import Any, Callable
 import polars as pl
 
 import heads
+from heads._regime import describe as describe_regime
+from heads._regime import resolve_regime
 from heads.base import Head
-from heads.regime import describe as describe_regime
-from heads.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, parse_sets, with_seed
 from pipeline.core.errors import PipeError
@@ -107,7 +107,7 @@ def schedule_cost(config: Any, n_train: int) -> str | None:
 
 def prepare(opts: TrainOptions) -> tuple:
     """What a run needs before fitting, shared by `pipe train` and `pipe tune`: the head class,
-    run settings, its config with the data-aware regime applied (heads/regime.py), the task,
+    run settings, its config with the data-aware regime applied (heads/_regime.py), the task,
     split, stores, the parts, the notes and the regime decided (None for a head without one)."""
     cls = heads.get(opts.head)
     ft_sets, sets = finetune.split_sets(opts.sets)  # finetune_blocks, backbone_lr, ... are not the head's

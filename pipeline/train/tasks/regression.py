@@ -28,8 +28,8 @@ from pipeline.data.splits import SplitSpec, assign_split, split_summary
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData, History
 from pipeline.train.metrics import REGRESSION, regression_metrics
-from pipeline.train.tasks import register
 from pipeline.train.targets import TargetTransform
+from pipeline.train.tasks import register
 from pipeline.train.tasks.base import Parts, Task, finite_1d
 from pipeline.train.windows import window_table
 
