@@ -161,6 +161,14 @@ def test_embedding_task_splits_at_random_and_scores_outputs():
         task.check(np.zeros(len(d)), d, "x", "test")
 
 
+def _earlier(hist: History, pid: str, n: int, scope: str) -> list[str]:
+    """The ids of up to n posts published strictly before `pid` (its window without itself)."""
+    from pipeline.train.windows import window_index
+
+    ids = hist.posts["post_id"].to_list()
+    return [ids[j] for j in window_index(hist, [pid], n + 1, scope)[0] if j >= 0][:-1]
+
+
 def test_history_gives_earlier_posts_and_training_labels_only(cache):
     posts = pl.read_parquet(cache / "tiny" / "posts.parquet")
     parts = tasks.get("regression")().prepare(posts, {}, parse_split(None), {}, None)
@@ -170,11 +178,11 @@ def test_history_gives_earlier_posts_and_training_labels_only(cache):
     assert sorted(known) == sorted(parts.data["train"].ids)  # labels of training posts only
     ordered = hist.posts["post_id"].to_list()
     pid = parts.data["test"].ids[0]
-    window = hist.before([pid], 4)[0]
+    window = _earlier(hist, pid, 4, "global")
     i = ordered.index(pid)
     assert window == ordered[max(0, i - 4):i] and pid not in window
     user = hist.posts.filter(pl.col("post_id") == pid)["user_id"][0]
-    mine = hist.before([pid], 50, user_scope=True)[0]
+    mine = _earlier(hist, pid, 50, "user")
     assert all(u == user for u in hist.posts.filter(pl.col("post_id").is_in(mine))["user_id"])
 
 

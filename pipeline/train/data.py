@@ -55,34 +55,11 @@ class RunSettings:
 @dataclass
 class History:
     """The whole dataset as a sequence head may see it: every post's features (strictly
-    earlier posts only, by `before`) and labels of training posts only (`target` is null
+    earlier posts only: `pipeline.train.windows.window_index`) and labels of training posts only (`target` is null
     elsewhere), so a window never carries a label the model could not have known."""
 
     posts: pl.DataFrame  # every post, sorted by (posted_at, post_id); target null outside the training part
     stores: dict[str, FeatureStore] = field(default_factory=dict)  # role -> store, as for the parts
-
-    def before(self, post_ids: list[str], length: int, user_scope: bool = False) -> list[list[str]]:
-        """For each post, the ids of up to `length` posts published strictly before it (ties
-        broken by post_id, as the split orders them), newest last; `user_scope` keeps the
-        post's own user's posts only. A post not in the history gets no earlier posts."""
-        order = self.posts.select("post_id", "user_id")
-        ids, users = order["post_id"].to_list(), order["user_id"].to_list()
-        pos = {p: i for i, p in enumerate(ids)}
-        by_user: dict[str, list[int]] = {}
-        for i, u in enumerate(users):
-            by_user.setdefault(u, []).append(i)
-        out = []
-        for p in post_ids:
-            i = pos.get(p)
-            if i is None:
-                out.append([])
-            elif user_scope:
-                rows = by_user[users[i]]
-                k = int(np.searchsorted(rows, i))
-                out.append([ids[j] for j in rows[max(0, k - length):k]])
-            else:
-                out.append(ids[max(0, i - length):i])
-        return out
 
 
 @dataclass
