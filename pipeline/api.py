@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from pipeline.core import paths
 from pipeline.core.errors import PipeError
 from pipeline.train.rundir import Run as _RunFolder
 from pipeline.train.rundir import load_run as _load_run
@@ -64,6 +65,7 @@ def _posts_file(posts: Any, folder: Path, name: str, base: PathLike | None) -> P
     import polars as pl
 
     df = _as_polars(posts)
+    paths.check_name(name, "dataset name")  # it names the file written below, before ingest checks it
     if "image" in df.columns and df.schema["image"] == pl.String:
         root = Path(base) if base is not None else Path.cwd()
         df = df.with_columns(pl.Series("image", [p if not p or Path(p).is_absolute() else str((root / p).resolve())

@@ -65,7 +65,7 @@ def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pat
     """The run's store of `extractor_id`, under `cache` or the cache recorded in the run."""
     ds = run.config["dataset"]
     for root in dict.fromkeys([paths.cache_root(cache), Path(run.config.get("cache") or paths.cache_root(cache))]):
-        d = paths.features_dir(ds, root) / extractor_id
+        d = paths.store_dir(ds, extractor_id, root)  # the id from config.json is checked like any name
         if (d / MANIFEST).is_file():
             return d
     raise PipeError(f"run {run.name} read store {extractor_id} of dataset {ds!r}, which is no longer in the cache "
@@ -158,8 +158,9 @@ def head_data(run: Run, posts: pl.DataFrame, stores: dict[str, FeatureStore], ca
     tables, history); `pipe explain` reads posts of the run's own dataset this way too."""
     task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
     task.restore(run.config.get("task", {}))  # the fitted target transform: scores come back in counts
-    data = HeadData(task.label(posts), stores, task.target, examples=_score_examples(run, task.name, posts, cache, users),
-                    side=load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
+    side = load_side_tables(run.config["dataset"], run.config.get("cache") or cache)
+    data = HeadData(task.label(posts), stores, task.target, examples=_score_examples(run, task.name, posts, side, users),
+                    side=side)
     if task.name == "regression":
         data.history = _history(run, task, data, cache, say)
     return task, data
@@ -193,32 +194,21 @@ def score_table(s: Scoring) -> tuple[pl.DataFrame, Any]:
     return table.join(flags, on="post_id", how="left", maintain_order="left"), out_value
 
 
-def score(
-    run_ref: str | Path,
-    posts_file: str | Path,
-    out: str | Path,
-    dataset: str | None = None,
-    cache: str | Path | None = None,
-    runs: str | Path | None = None,
-    fmt: str = "auto",
-    say: Callable[[str], None] = lambda m: None,
-    min_coverage: float = DEFAULT_MIN_COVERAGE,
-    submission: str | Path | None = None,
-    users: list[str] | None = None,
-    **extract_options: Any,
-) -> ScoreReport:
+def score(run_ref: str | Path, posts_file: str | Path, out: str | Path, submission: str | Path | None = None,
+          **options: Any) -> ScoreReport:
     """Ingest, extract what is missing, predict, write post_id/score/unseen_user/missing_image
-    (and, with `submission`, the SMP Challenge JSON: pipeline/submission.py)."""
-    s = prepare(run_ref, posts_file, dataset, cache, runs, fmt, say, min_coverage, users, **extract_options)
+    (and, with `submission`, the SMP Challenge JSON: pipeline/submission.py). `options` are
+    `prepare`'s (dataset, cache, runs, fmt, say, min_coverage, users, extraction's)."""
+    s = prepare(run_ref, posts_file, **options)
     table, out_value = score_table(s)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.write_parquet(out)
     windows = record_windows(s, out)
     if submission is not None:
-        stores = {r: FeatureStore(training_store(s.run, eid, cache)) for r, eid in s.run.stores.items()}
+        # the scored stores were written by the run's exact extractors (same ids, same configs)
         write_submission(submission, table, external_data({r: (st.manifest.extractor, st.config)
-                                                           for r, st in stores.items()}))
+                                                           for r, st in s.data.stores.items()}))
 
     metrics = None
     posts, task = s.data.posts, s.task
@@ -263,7 +253,7 @@ def read_users(spec: str) -> list[str]:
     return ids
 
 
-def _score_examples(run: Run, task: str, posts: pl.DataFrame, cache: str | Path | None,
+def _score_examples(run: Run, task: str, posts: pl.DataFrame, side: dict[str, pl.DataFrame],
                     users: list[str] | None = None) -> pl.DataFrame | None:
     """Ranking runs score user-post pairs: each new post for every follower of its author in
     the run's dataset (its follows table), or for each of `users` (`--users`: every post for
@@ -276,7 +266,6 @@ def _score_examples(run: Run, task: str, posts: pl.DataFrame, cache: str | Path 
         pairs = pl.DataFrame({"user_id": list(dict.fromkeys(users))}, schema={"user_id": pl.Utf8}).join(
             posts.select("post_id", pl.col("posted_at").alias("at")), how="cross")
         return pairs.select("user_id", "post_id", pl.lit(0, pl.Int8).alias("label"), pl.lit(0, pl.Int64).alias("group"), "at")
-    side = load_side_tables(run.config["dataset"], run.config.get("cache") or cache)
     if "follows" not in side:
         raise PipeError(f"run {run.name} ranks posts for users, and its dataset has no follows table to find "
                         "who sees the new posts")

@@ -59,7 +59,7 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
     posts = load_posts(dataset, cache)
     stores = {}
     for role, eid in run.stores.items():
-        d = paths.features_dir(dataset, cache) / eid
+        d = paths.store_dir(dataset, eid, cache)
         if not (d / MANIFEST).is_file():
             raise PipeError(f"dataset {dataset!r} has no store {eid} (the run's {role}): extract it with the run's "
                             f"extractor first (`pipe score --run {run.name} --posts FILE` does)")
