@@ -19,7 +19,7 @@ from heads.base import Explanation, HeadData
 from pipeline.core.specs import PAD_ID
 
 
-def _grid(shape: list[int] | None, m: int) -> tuple[int, int]:
+def _grid(m: int) -> tuple[int, int]:
     """(rows, cols) of M regions: square when M is a square (a pool5 grid), else one row."""
     side = math.isqrt(m)
     return (side, side) if side * side == m else (1, m)
@@ -48,18 +48,17 @@ def explain_torch(head: Any, data: HeadData) -> list[Explanation]:
             d = model.details({k: torch.as_tensor(v).to(device) for k, v in batch.items()})
             ys.append(d["y"].float().cpu().numpy())
             for i in range(len(rows)):
-                maps.append(_maps(d, batch, i, head.meta.get("visual_shape")))
+                maps.append(_maps(d, batch, i))
     out = head.output(data, np.concatenate(ys) if ys else np.zeros(0, np.float32))
     return [Explanation(post_id=pid, prediction=_prediction(out, i), **maps[i]) for i, pid in enumerate(data.ids)]
 
 
-def _maps(d: dict[str, torch.Tensor], batch: dict[str, np.ndarray], i: int, shape: list[int] | None
-          ) -> dict[str, Any]:
+def _maps(d: dict[str, torch.Tensor], batch: dict[str, np.ndarray], i: int) -> dict[str, Any]:
     """One post's maps; a map over nothing (no image, no words) is None."""
     out: dict[str, Any] = {}
     if "alpha_V" in d and bool(batch["visual_present"][i]):
         w = d["alpha_V"][i].float().cpu().numpy()
-        out["regions"], out["grid"] = w.tolist(), _grid(shape, len(w))
+        out["regions"], out["grid"] = w.tolist(), _grid(len(w))
     if "alpha_T" in d:
         w = d["alpha_T"][i].float().cpu().numpy()
         tokens = batch["tokens"][i][: len(w)]

@@ -16,7 +16,6 @@ from torch import nn
 
 from heads.base import HeadData, Role
 from heads.torch_head import Columns, VisualTextHead
-from pipeline.train.loop import Trainer
 from pipeline.train.metrics import embedding_metrics
 from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot
 
@@ -53,10 +52,7 @@ class EmbeddingHead(VisualTextHead):
         """(N, D) float32 `model.embed` of every post of `data`, in order."""
         if self.model is None:
             raise self.not_fitted()
-        trainer = Trainer(self.config, self.settings)
-        self.model.to(trainer.device)
-        emb = trainer.predict(self.model, self.source(data, False), fn=self.model.embed)
-        return emb.reshape(len(data), self.model.embed_dim)
+        return self.run_model(data, self.model.embed).reshape(len(data), self.model.embed_dim)
 
     def confidences(self, emb: np.ndarray) -> np.ndarray:
         """(N, L) label confidences in [0, 1] from (N, D) embeddings."""

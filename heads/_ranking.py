@@ -21,7 +21,6 @@ import numpy as np
 import polars as pl
 import torch
 
-from heads.encoders import UserVocab
 from heads.torch_head import Columns, TorchHead
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
@@ -46,14 +45,6 @@ def group_rows(ex: pl.DataFrame) -> np.ndarray:
     return out
 
 
-def read_rows(data: HeadData, role: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Store rows of `role` for ids (zeros where missing) and the present mask."""
-    store = data.stores[role]
-    if all(p in store for p in ids):
-        return store.read(ids), np.ones(len(ids), bool)
-    return data.features(role, ids)
-
-
 def hinge(margin: float, mask_key: str = "mask") -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
     """Mean of max(0, margin - F(z+) + F(z-)) over the real negatives of (B, C) scores."""
     def loss(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -64,7 +55,6 @@ def hinge(margin: float, mask_key: str = "mask") -> Callable[[torch.Tensor, dict
 
 class RankingHead(TorchHead):
     task = "ranking"
-    _grouped: HeadData | None = None  # the part being fitted: its batches are (positive, negatives) groups
 
     # -- what a subclass provides ----------------------------------------------------------
     def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
@@ -76,18 +66,6 @@ class RankingHead(TorchHead):
         return examples(train, self.name)["user_id"].unique().to_list()
 
     # -- plumbing ---------------------------------------------------------------------------
-    def fit(self, train: HeadData, valid: HeadData) -> "RankingHead":
-        self._grouped = train
-        try:
-            return super().fit(train, valid)
-        finally:
-            self._grouped = None
-
-    def prepare(self, train: HeadData) -> None:
-        super().prepare(train)
-        self.users = UserVocab.fit(self.fit_users(train))
-        self.meta["users"] = self.users.to_json()
-
     def loss(self, task: tasks.Task) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
         return hinge(float(getattr(self.config, "margin", 1.0)))
 
@@ -97,15 +75,15 @@ class RankingHead(TorchHead):
     def output(self, data: HeadData, raw: np.ndarray) -> np.ndarray:
         return np.asarray(raw, np.float32).reshape(-1)  # (N, 1) -> (N,): one score per example row
 
-    def source(self, data: HeadData, with_y: bool) -> Source:
+    def source(self, data: HeadData, with_y: bool, training: bool = False) -> Source:
+        """Training: (positive, negatives) groups; otherwise the example rows one by one."""
         if self.users is None:
             raise self.not_fitted()
         self._check_roles(data)
         ex = examples(data, self.name)
         users = self.users.encode(ex["user_id"].to_list())
         ids = ex["post_id"].to_list()
-        grouped = data is self._grouped
-        groups = group_rows(ex) if grouped else np.arange(len(ids))[:, None]  # (G, C) or (N, 1)
+        groups = group_rows(ex) if training else np.arange(len(ids))[:, None]  # (G, C) or (N, 1)
 
         def assemble(rows: np.ndarray) -> dict[str, np.ndarray]:
             idx = groups[rows]  # (B, C)

@@ -40,6 +40,13 @@ from pipeline.train.windows import user_history
 
 LEVELS = ("category", "subcategory", "concept")
 
+
+def category_vocabulary(posts: pl.DataFrame) -> dict[str, list[str]]:
+    """Level -> the values the posts have, as strings, sorted (none for a level they lack)."""
+    return {lv: sorted({str(v) for v in posts[lv].drop_nulls().to_list()}) if lv in posts.columns else []
+            for lv in LEVELS}
+
+
 CHUNK = 2048  # posts read from a store at a time: bounds memory for 196x512 grids
 
 
@@ -100,8 +107,7 @@ class TabularFeatures:
             med = np.nanmedian(v) if np.isfinite(v).any() else 0.0
             fill.append(float(med))
         self.user_fill = fill
-        self.category_values = {lv: sorted({str(v) for v in train.posts[lv].drop_nulls().to_list()})
-                                if lv in train.posts.columns else [] for lv in LEVELS} if self.categories else {}
+        self.category_values = category_vocabulary(train.posts) if self.categories else {}
         self.names = []
         return self
 

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from heads._tabular import LEVELS, category_vocabulary
 from heads.base import HeadData, Role
-from heads.torch_head import Columns, TorchHead
+from heads.torch_head import Columns, TorchHead, rms_scale
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns
 from pipeline.train.data import History
 from pipeline.train.loop import TrainConfig
 from pipeline.train.windows import check_scope, part_history, window_index
 
-LEVELS = ("category", "subcategory", "concept")
 TIME_WIDTH = 12 + 31 + 24  # one-hots of month, day of month, hour
 ROLE_OF = {"image": "visual", "text": "text"}  # ablation name -> role
 
@@ -91,14 +91,10 @@ class WindowHead(TorchHead):
         rng = np.random.default_rng(self.config.seed)
         for role in self.roles():
             store = train.stores[role]
-            ids = [p for p in train.ids if p in store]
-            sample = [ids[i] for i in np.sort(rng.permutation(len(ids))[:1024])]
-            ms = float(np.mean(np.square(read_rows(store, sample).astype(np.float64)))) if sample else 0.0
             self.meta[f"{role}_dim"] = int(store.spec.shape[-1])
-            self.meta[f"{role}_scale"] = 1.0 / np.sqrt(ms) if ms > 0 else 1.0
+            self.meta[f"{role}_scale"] = rms_scale(store, train.ids, 1024, rng)
         posts = train.posts
-        self.meta["categories"] = {lv: sorted({str(v) for v in posts[lv].drop_nulls().to_list()})
-                                   if lv in posts.columns else [] for lv in LEVELS}
+        self.meta["categories"] = category_vocabulary(posts)
         cols = user_feature_columns(posts)
         stats = []
         for c in cols:

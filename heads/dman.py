@@ -63,7 +63,7 @@ from heads.base import HeadData
 from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
-from pipeline.train.loop import Source, TrainConfig, Trainer
+from pipeline.train.loop import Source, TrainConfig
 from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot, tag_vocabulary
 
 
@@ -209,7 +209,6 @@ class DMAN(EmbeddingHead):
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self._train: HeadData | None = None  # the training posts trained on, while fitting
         self._links: list[np.ndarray] = []
         self._probe: tuple[HeadData, np.ndarray] | None = None  # early-stopping probe posts and their labels
         self._tag_vocab: list[str] = []  # the training part's tag vocabulary, fixed before prepare()
@@ -248,8 +247,8 @@ class DMAN(EmbeddingHead):
     def loss(self, task: tasks.Task) -> Any:
         return dman_loss(self.model, self.config)
 
-    def source(self, data: HeadData, with_y: bool) -> Source:
-        if data is not self._train:
+    def source(self, data: HeadData, with_y: bool, training: bool = False) -> Source:
+        if not training:  # anchors paired with a link: the training batches only
             return super().source(data, with_y)
         cols = self.columns(data, with_y)
         tags = multi_hot(data.posts, self.meta["tags"], "tags")  # (N, T)
@@ -271,7 +270,7 @@ class DMAN(EmbeddingHead):
         keep, left_out = self.usable(train)
         if not keep.any():
             raise PipeError(f"dman: no training post has a label, an image and a vocabulary tag ({left_out})")
-        self._train = part = train.subset(np.flatnonzero(keep))
+        part = train.subset(np.flatnonzero(keep))
         labels = multi_hot(part.posts, label_vocabulary(part.posts))  # (N, L): the vocabulary prepare() keeps
         self._links = sample_links(labels, c.links, c.seed)
         n_links = int(sum(len(x) for x in self._links))
@@ -279,13 +278,13 @@ class DMAN(EmbeddingHead):
         self._probe = (part.subset(rows), labels[rows])
         try:
             super().fit(part, valid)  # the embedding, early-stopped on the centroid probe
-            self._train, self._probe = None, None
+            self._probe = None
             emb_train, emb_valid = self.embed(part), self.embed(valid)
             with torch_threads(self.settings.threads):
                 clf_info = fit_classifier(self.model.classifier.cpu(), (emb_train, self.targets(part)),
                                           (emb_valid, self.targets(valid)), c.clf_epochs, c.clf_patience, c.seed)
         finally:
-            self._train, self._probe, self._links = None, None, []
+            self._probe, self._links = None, []
         self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links)
         return self
 
@@ -295,7 +294,7 @@ class DMAN(EmbeddingHead):
             raise PipeError("dman predicts through predict(), not output()")
         probe, truth = self._probe  # truth: (P, L) over meta["labels"]
         emb = self.model.act(torch.from_numpy(raw)).numpy().reshape(len(data), -1)  # (N, E)
-        ref = Trainer(self.config, self.settings).predict(self.model, self.source(probe, False), fn=self.model.embed)
+        ref = self.run_model(probe, self.model.embed)
         cent = truth.T @ ref.reshape(len(probe), -1) / np.maximum(truth.sum(0), 1)[:, None]  # (L, E) label centroids
         conf = (1 + _unit(emb) @ _unit(cent).T) / 2  # (N, L) in [0, 1]
         return EmbeddingOutput(emb, list(self.meta["labels"]), conf.astype(np.float32))

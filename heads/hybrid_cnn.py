@@ -32,7 +32,7 @@ observation that without them "one cannot get meaningful predictions" is the rev
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -47,6 +47,11 @@ from pipeline.core.errors import PipeError
 from pipeline.train.loop import TrainConfig
 
 CONTEXT = ("user_followers", "days")  # posts columns: followers at posting, days online at the crawl (x 24 = hours)
+
+
+@dataclass
+class ContextColumns(Columns):
+    context: np.ndarray = field(default_factory=lambda: np.zeros((0, len(CONTEXT)), np.float32))  # (N, 2) scaled
 
 
 @dataclass
@@ -125,10 +130,14 @@ class HybridCNN(TorchHead):
     def build_model(self) -> nn.Module:
         return HybridCNNModel(self.config, self.meta.get("side"), self.meta["y_mean"])
 
-    def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(self, data: HeadData, with_y: bool) -> ContextColumns:
+        base = super().columns(data, with_y)
+        ctx = self._raw_context(data.posts) / np.asarray(self.meta["context_max"])  # once per part
+        return ContextColumns(base.data, base.ids, base.users, base.y, np.nan_to_num(ctx, nan=0.0).astype(np.float32))
+
+    def assemble(self, cols: ContextColumns, rows: np.ndarray) -> dict[str, np.ndarray]:  # type: ignore[override]
         out = self.base_batch(cols, rows)
-        ctx = self._raw_context(cols.data.posts[rows]) / np.asarray(self.meta["context_max"])
-        out["context"] = np.nan_to_num(ctx, nan=0.0).astype(np.float32)  # (B, 2), training maxima
+        out["context"] = cols.context[rows]  # (B, 2), over the training maxima
         if "visual" in self.roles():
             out["pixels"] = self.read(cols, "visual", rows)[0]  # (B, 3, s, s) uint8, zeros without an image
         return out

@@ -19,6 +19,7 @@ from torch import nn
 from heads import register
 from heads._embedding import EmbeddingHead
 from heads.base import HeadData, Role
+from heads.torch_head import sample_ids
 from pipeline.train.loop import TrainConfig
 from pipeline.train.tasks.embedding import EmbeddingOutput
 
@@ -56,9 +57,8 @@ class Probe(EmbeddingHead):
     def prepare(self, train: HeadData) -> None:
         super().prepare(train)
         store = train.stores["visual"]
-        ids = [p for p in train.ids if p in store]
-        rows = np.sort(np.random.default_rng(self.config.seed).permutation(len(ids))[:2048])
-        x = pool(torch.from_numpy(store.read([ids[i] for i in rows])), store.spec.shape[-1]).double() if len(rows) \
+        sample = sample_ids(store, train.ids, 2048, np.random.default_rng(self.config.seed))
+        x = pool(torch.from_numpy(store.read(sample)), store.spec.shape[-1]).double() if sample \
             else torch.zeros(1, store.spec.shape[-1], dtype=torch.float64)
         self.meta["channel_mean"] = x.mean(0).tolist()
         self.meta["channel_std"] = x.std(0, unbiased=False).clamp(min=1e-6).tolist()

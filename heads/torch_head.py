@@ -8,7 +8,7 @@ thread) and optionally `prepare(train)` (statistics of the training part into
 criterion and the output: regression heads return (B,) and `targets` is the posts'
 target column; heads of other tasks override `targets` (what a batch's `y` holds) and
 `output` (raw model outputs -> the task's `predict` value). The base class fits the user
-vocabulary (`self.users`, row 0 = unseen user), checks roles and labels, trains, and
+vocabulary (`self.users` over `fit_users`, row 0 = unseen user), checks roles and labels, trains, and
 saves `head.json` (config, meta, history) + `model.pt` (a state dict, loaded with
 `weights_only=True`: no pickled code is ever executed). Run settings are not saved.
 """
@@ -44,6 +44,27 @@ class Columns:
     y: np.ndarray | None  # (N,) float32 targets (or (N, L) for multi-label), None when predicting
 
 
+def read_rows(data: HeadData, role: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Store rows of `role` for ids (zeros where the store has none) and the present mask."""
+    store = data.stores[role]
+    if all(p in store for p in ids):  # the common case: one gather straight from the memory maps
+        return store.read(ids), np.ones(len(ids), bool)
+    return data.features(role, ids)
+
+
+def sample_ids(store: Any, ids: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """Up to `n` of `ids` that `store` holds, drawn with `rng`, in their order (training statistics)."""
+    have = [p for p in ids if p in store]
+    return [have[i] for i in np.sort(rng.permutation(len(have))[:n])]
+
+
+def rms_scale(store: Any, ids: list[str], n: int, rng: np.random.Generator) -> float:
+    """1 / RMS of the rows of a sample of up to `n` of `ids` (1 without any): a train-only scalar."""
+    sample = sample_ids(store, ids, n, rng)
+    ms = float(np.mean(np.square(store.read(sample).astype(np.float64)))) if sample else 0.0
+    return 1.0 / np.sqrt(ms) if ms > 0 else 1.0
+
+
 class TorchHead(Head):
     Config = TrainConfig
     small_data: dict[str, Any] = {}  # config values of the small-data regime (heads/_regime.py), beside the schedule
@@ -59,6 +80,10 @@ class TorchHead(Head):
         self.progress: Callable[[dict[str, Any]], None] | None = None  # called after each evaluation
 
     # -- what a subclass provides -----------------------------------------------------
+    def fit_users(self, train: HeadData) -> list[Any]:
+        """The user ids that get an embedding row (`self.users`): the training posts' users."""
+        return train.posts["user_id"].to_list()
+
     def prepare(self, train: HeadData) -> None:
         """Fit training-part statistics into self.meta (vocabulary sizes, scales, ...)."""
 
@@ -88,11 +113,7 @@ class TorchHead(Head):
     # -- helpers for subclasses -----------------------------------------------------------
     def read(self, cols: Columns, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feature rows of `role` for rows (zeros where the store has none) and the present mask."""
-        ids = [cols.ids[i] for i in rows]
-        store = cols.data.stores[role]
-        if all(p in store for p in ids):  # the common case: one gather straight from the memory maps
-            return store.read(ids), np.ones(len(ids), bool)
-        return cols.data.features(role, ids)
+        return read_rows(cols.data, role, [cols.ids[i] for i in rows])
 
     def base_batch(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The fields every head gets: `user` rows and, when known, `y`."""
@@ -108,7 +129,9 @@ class TorchHead(Head):
         y = self.targets(data) if with_y else None
         return Columns(data, data.ids, self.users.encode(data.posts["user_id"].to_list()), y)
 
-    def source(self, data: HeadData, with_y: bool) -> Source:
+    def source(self, data: HeadData, with_y: bool, training: bool = False) -> Source:
+        """The batches of `data`; `training`: those of the part being fitted (a head may shape
+        them otherwise, e.g. a ranking head's groups)."""
         cols = self.columns(data, with_y)
         return Source(len(data), lambda rows: self.assemble(cols, rows), cols.y)
 
@@ -130,10 +153,10 @@ class TorchHead(Head):
         c = self.config
         task = tasks.get(self.task)(train.target)
         torch.manual_seed(c.seed)
-        self.users = UserVocab.fit(train.posts["user_id"].to_list())
+        self.users = UserVocab.fit(self.fit_users(train))
         self.meta = {"users": self.users.to_json()}
         self.prepare(train)  # before the sources: targets may depend on fitted vocabularies
-        train_src, valid_src = self.source(train, True), self.source(valid, True)
+        train_src, valid_src = self.source(train, True, training=True), self.source(valid, True)
         if self.task == "regression":
             self.meta["y_mean"] = float(train_src.y.mean()) if len(train) else 0.0
             criterion = mse_criterion(valid_src.y)
@@ -171,9 +194,13 @@ class TorchHead(Head):
             raise self.not_fitted()
         if len(data) == 0 and self.task == "regression":
             return np.zeros(0, np.float32)
+        return self.output(data, self.run_model(data))
+
+    def run_model(self, data: HeadData, fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:
+        """Raw outputs of the model (or of `fn`, e.g. `model.embed`) over `data`, in order, on the run's device."""
         trainer = Trainer(self.config, self.settings)
         self.model.to(trainer.device)
-        return self.output(data, trainer.predict(self.model, self.source(data, False)))
+        return trainer.predict(self.model, self.source(data, False), fn=fn)
 
     def unseen_users(self, data: HeadData) -> np.ndarray:
         """True for posts whose user was not in the training part (they get the unknown-user row)."""
@@ -265,15 +292,8 @@ class VisualTextHead(TorchHead):
         if "visual" in roles:
             store = train.stores["visual"]
             self.meta["visual_shape"] = list(store.spec.shape)
-            scale = 1.0
-            if getattr(self.config, "normalize_visual", False):
-                rng = np.random.default_rng(self.config.seed)
-                ids = [p for p in train.ids if p in store]
-                sample = [ids[i] for i in np.sort(rng.permutation(len(ids))[:256])]
-                if sample:
-                    ms = float(np.mean(np.square(store.read(sample).astype(np.float64))))
-                    scale = 1.0 / np.sqrt(ms) if ms > 0 else 1.0
-            self.meta["visual_scale"] = scale
+            self.meta["visual_scale"] = (rms_scale(store, train.ids, 256, np.random.default_rng(self.config.seed))
+                                         if getattr(self.config, "normalize_visual", False) else 1.0)
         if "text" in roles:
             tokens, _ = train.features("text")
             c = self.config
