@@ -69,7 +69,7 @@ def _synth_task(task: str, out: Path, posts: Optional[int], users: Optional[int]
             raise PipeError("--users: an option of the regression and ranking synths, not of --task embedding")
         from pipeline.data.synth_embedding import synth as synth_embedding
 
-        path = synth_embedding(out, posts if posts is not None else 1500, kw.get("image_size", 64), kw.get("seed", 0))
+        path = synth_embedding(out, posts if posts is not None else 1500, **kw)
         files = "labels and tags in the posts"
     elif task == "sequence":
         from pipeline.data.synth_sequence import SequenceSynthConfig

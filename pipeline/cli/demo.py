@@ -22,7 +22,7 @@ def demo(
                                           show_default="imagenet"),
 ) -> None:
     """synth -> ingest -> extract (vgg16, tokens) -> train hisave, lightgbm, uhan -> evaluate -> score."""
-    from pipeline.cli.train import comparison_tables
+    from pipeline.cli.train import rows_tables
     from pipeline.demo import DemoOptions, run_demo, score_new
     from pipeline.evaluate.compare import comparison_rows, write_comparison
     from pipeline.train.rundir import load_run
@@ -33,10 +33,10 @@ def demo(
         shutil.rmtree(opts.workdir)
     say = lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     run_dirs = run_demo(opts, say)
-    loaded = [load_run(d) for d in run_dirs]
+    rows = comparison_rows([load_run(d) for d in run_dirs])
     say("5/6 evaluate")
-    for table in comparison_tables(loaded):
+    for table in rows_tables(rows):
         Console().print(table)
-    csv_path, md_path = write_comparison(comparison_rows(loaded), opts.workdir / "runs" / "evaluate")
+    csv_path, md_path = write_comparison(rows, opts.workdir / "runs" / "evaluate")
     say(f"wrote {csv_path} and {md_path}")
     score_new(opts, run_dirs[-1], say)

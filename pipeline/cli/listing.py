@@ -58,10 +58,8 @@ def backbone_rows() -> list[dict[str, Any]]:
 
 
 def task_rows() -> list[dict[str, Any]]:
-    try:
-        from pipeline.train import tasks
-    except ImportError:  # before the task registry existed every head was a regression head
-        return [{"name": "regression", "summary": "a score per post"}]
+    from pipeline.train import tasks
+
     return [{"name": n, "summary": getattr(tasks.get(n), "summary", "")} for n in tasks.names()]
 
 

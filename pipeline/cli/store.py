@@ -1,4 +1,4 @@
-"""`pipe store ls|verify|rm`: inspect and check feature stores."""
+"""`pipe store ls|verify|repair|rm`: inspect, check, repair and remove feature stores."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -140,13 +140,6 @@ def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
     return out
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 class TrainWatch:
     """Live training progress: one line per validation evaluation (step, samples/s, latest and
     best metric, evaluations left before early stopping, ETA to max_steps), as a status line
@@ -158,6 +151,8 @@ class TrainWatch:
         self.status = None
 
     def line(self, e: dict) -> str:
+        from pipeline.core.progress import _clock
+
         metric = next((k for k in e if k.startswith("valid_")), "valid")
         value, best = e.get(metric), e.get("best")
         parts = [f"step {e['step']:,}"]
