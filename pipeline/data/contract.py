@@ -42,7 +42,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MIN_S, _MAX_S = -62135596800.0, 253402300799.0  # years 1 .. 9999
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_MAX_LISTED = 20
 _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 

@@ -11,8 +11,8 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import PostsError
-from pipeline.core.io import parquet_bytes, remove_stale_temps
-from pipeline.data.contract import REJECTED, _to_str, normalise, post_text
+from pipeline.core.io import atomic_write_bytes, parquet_bytes, remove_stale_temps
+from pipeline.data.contract import REJECTED, SIDE_TABLES, _to_str, normalise, post_text
 from pipeline.data.raw import LINE, RawPosts
 from pipeline.data.readers import read_raw
 
@@ -85,8 +85,6 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
     against the new posts before anything is written; a re-ingest replaces them, and removes
     those of the earlier ingest not given again (they described the old posts).
     """
-    from pipeline.core.io import atomic_write_bytes
-
     dest = paths.posts_path(name, cache)  # the name is checked before anything is read or written
     raw, table, problems = _read(path, fmt, unlabelled, split, encoding)
     if problems.height and not skip_invalid:
@@ -134,9 +132,6 @@ def _read_side_tables(posts: pl.DataFrame, files: dict[str, Path | None], skip_i
 def _write_side_tables(folder: Path, sides: dict[str, tuple[RawPosts, pl.DataFrame, pl.DataFrame]],
                        skip_invalid: bool) -> tuple[dict[str, int], dict[str, Path], list[str]]:
     """Write `<kind>.parquet` (+ `<kind>.rejected.parquet`) atomically; remove side tables not given."""
-    from pipeline.core.io import atomic_write_bytes
-    from pipeline.data.contract import SIDE_TABLES
-
     written, rejected, removed = {}, {}, []
     for kind in SIDE_TABLES:
         path, rej = folder / f"{kind}.parquet", folder / f"{kind}.rejected.parquet"

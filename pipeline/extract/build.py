@@ -10,6 +10,7 @@ from extractors.base import Extractor
 from pipeline.core.config import coerce, config_from_dict, field_types
 from pipeline.core.errors import PipeError
 from pipeline.store import Manifest
+from pipeline.store.coverage import kind_is_image
 
 
 def build_extractor(name: str, **overrides: Any) -> Extractor:
@@ -70,4 +71,4 @@ def reads_images(store: Any) -> bool:
     try:
         return extractors.get(store.manifest.extractor).modality == "image"
     except Exception:  # PipeError for an unknown name, or a module that fails to import
-        return store.spec.kind in ("grid", "pixels")
+        return kind_is_image(store)

@@ -39,9 +39,10 @@ from pipeline.data.contract import load_posts, post_text
 from pipeline.extract.build import is_fitted
 from pipeline.extract.mapper import map_shards
 from pipeline.extract.options import ExtractReport, RunOptions
-from pipeline.extract.plan import NO_IMAGE, plan
+from pipeline.extract.plan import plan
 from pipeline.extract.writer import ShardLedger, failure_frame, write_result
 from pipeline.store import StoreWriter
+from pipeline.store.coverage import NO_IMAGE
 
 
 def run_extract(

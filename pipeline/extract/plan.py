@@ -13,7 +13,6 @@ from pipeline.extract.images import fingerprint_file, fingerprint_text
 from pipeline.extract.options import RunOptions, ShardTask
 from pipeline.store import StoreWriter
 
-NO_IMAGE = "no image"  # failure reason of posts whose `image` is null
 
 def _fingerprints(paths_: list[str]) -> list[str]:
     """blake2b of every image, on threads: hashing and reads release the GIL."""

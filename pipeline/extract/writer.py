@@ -9,6 +9,7 @@ import polars as pl
 from pipeline.core.specs import FeatureSpec
 from pipeline.extract.options import ShardOutcome, ShardResult
 from pipeline.store import StoreWriter, finished_shard, write_shard_file
+from pipeline.store.manifest import FAILURE_SCHEMA
 
 
 def write_result(directory: Path, r: ShardResult, spec: FeatureSpec) -> ShardOutcome:
@@ -44,4 +45,4 @@ class ShardLedger:
         self.shards += o.entry is not None
 
 def failure_frame(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"post_id": pl.Utf8, "reason": pl.Utf8, "source": pl.Utf8}, orient="row")
+    return pl.DataFrame(rows, schema=FAILURE_SCHEMA, orient="row")

@@ -92,13 +92,9 @@ def check_shard(directory: Path, entry: dict[str, Any], spec: FeatureSpec, stamp
     return meta
 
 
-def orphan_problem(path: Path, spec: FeatureSpec, stored: set[tuple[str, str]]) -> str | None:
-    """Why an unlisted shard must not be adopted: unreadable, another spec, or rows the store already
-    has with the same input (a copy). A shard a killed run renamed into place passes."""
-    try:
-        meta = read_shard_meta(path)
-    except IntegrityError as e:
-        return str(e).split(";")[0]
+def orphan_problem(meta: ShardMeta, spec: FeatureSpec, stored: set[tuple[str, str]]) -> str | None:
+    """Why an unlisted shard (its metadata read) must not be adopted: another spec, or rows the store
+    already has with the same input (a copy). A shard a killed run renamed into place passes."""
     why = spec_problem(meta, spec)
     if why:
         return why

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import polars as pl
 
-from pipeline.core.errors import StoreError
+from pipeline.core.errors import IntegrityError, StoreError
+from pipeline.core.io import sha256_file
 from pipeline.store.integrity import check_shard, load_stamps, save_stamps
 from pipeline.store.manifest import Manifest, read_failures, store_lock
 
@@ -68,9 +69,14 @@ class FeatureStore:
         return read_failures(self.directory)
 
     def artifact_path(self, name: str) -> Path:
+        """The artifact's file once its sha256 is the manifest's (artifacts are small: checked on every call)."""
         if name not in self.manifest.artifacts:
             raise StoreError(f"{self.directory} has no artifact {name!r}")
-        return self.directory / name
+        path = self.directory / name
+        if not path.is_file() or sha256_file(path) != self.manifest.artifacts[name]:
+            raise IntegrityError(f"{path}: artifact missing or corrupted (its sha256 is not the manifest's); "
+                                 "remove the store (`pipe store rm`) and extract again")
+        return path
 
     # -- reading --------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class StoreWriter:
         self._lock_cm = None
         self.manifest = Manifest(extractor_id, extractor, config, spec, [], {})
         self._metas: dict[str, ShardMeta] = {}  # file -> metadata read at open
+        self._stamps: dict[str, Any] = {}  # .verified.json, read at open
 
     def __enter__(self) -> "StoreWriter":
         self._created = not self.directory.exists()
@@ -87,15 +88,20 @@ class StoreWriter:
         orphans = sorted(p for p in d.glob("shard-*.h5") if SHARD_RE.match(p.name) and p.name not in listed)
         stored = set(self.done_sources().items()) if orphans else set()
         for p in orphans:
-            why = orphan_problem(p, spec, stored)
+            try:
+                meta = read_shard_meta(p)
+                why = orphan_problem(meta, spec, stored)
+            except IntegrityError as e:  # unreadable
+                why = str(e).split(";")[0]
             if why:
                 self.quarantined.append(f"{p.name}: {why} -> {quarantine(d, p, why)}")
                 continue
-            self._metas[p.name] = meta = read_shard_meta(p)
+            self._metas[p.name] = meta
             stored.update(zip(meta.ids, meta.sources))
             self.manifest.shards.append({"file": p.name, "rows": len(meta.ids), "sha256": sha256_file(p)})
         self.manifest.shards.sort(key=lambda s: s["file"])
         self.manifest.save(d)
+        self._stamps = load_stamps(d)  # read once: nobody else writes them while this writer holds the lock
 
     # -- what is already there ------------------------------------------------------
     def done_sources(self) -> dict[str, str]:
@@ -124,9 +130,8 @@ class StoreWriter:
         self.manifest.shards.sort(key=lambda s: s["file"])
         self.manifest.save(self.directory)
         # The sha256 was just computed from these bytes: stamp it so the first reader need not hash again.
-        stamps = load_stamps(self.directory)
-        stamp(stamps, self.directory / entry["file"], entry["sha256"])
-        save_stamps(self.directory, stamps)
+        stamp(self._stamps, self.directory / entry["file"], entry["sha256"])
+        save_stamps(self.directory, self._stamps)
 
     def record_failures(self, failed: pl.DataFrame, succeeded: Sequence[str] = ()) -> None:
         """Merge failures (post_id, reason, source); drop ids that have since succeeded."""
