@@ -14,11 +14,11 @@ Shards are written to a temporary file (no `shard-` prefix) and renamed when com
 finished shard is never rewritten. A post extracted again (its input changed) lands in a
 newer shard, and the newest row wins when reading.
 """
-from pipeline.store.catalog import list_stores, open_store, repair_store, resolve_store, store_rows, verify_store
+from pipeline.store.catalog import list_stores, open_store, repair_store, resolve_store, verify_store
 from pipeline.store.manifest import FAILURES, MANIFEST, Manifest, read_failures, store_lock
 from pipeline.store.reader import FeatureStore
 from pipeline.store.shards import finished_shard, write_shard_file
 from pipeline.store.writer import StoreWriter
 
-__all__ = ["list_stores", "open_store", "repair_store", "resolve_store", "store_rows", "verify_store", "FAILURES", "MANIFEST", "Manifest",
+__all__ = ["list_stores", "open_store", "repair_store", "resolve_store", "verify_store", "FAILURES", "MANIFEST", "Manifest",
            "read_failures", "store_lock", "FeatureStore", "finished_shard", "write_shard_file", "StoreWriter"]

@@ -7,10 +7,10 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.errors import StoreError
 from pipeline.store.integrity import repair_store, verify_store
-from pipeline.store.manifest import MANIFEST, Manifest
+from pipeline.store.manifest import MANIFEST
 from pipeline.store.reader import FeatureStore
 
-__all__ = ["list_stores", "resolve_store", "open_store", "verify_store", "repair_store", "store_rows"]
+__all__ = ["list_stores", "resolve_store", "open_store", "verify_store", "repair_store"]
 
 
 def list_stores(dataset: str, cache: str | Path | None = None) -> list[str]:
@@ -18,11 +18,6 @@ def list_stores(dataset: str, cache: str | Path | None = None) -> list[str]:
     if not d.exists():
         return []
     return sorted(p.name for p in d.iterdir() if paths.NAME_RE.fullmatch(p.name) and (p / MANIFEST).exists())
-
-
-def store_rows(directory: Path) -> int:
-    """Rows the manifest lists (0 for a store whose extraction never finished a shard)."""
-    return sum(int(s["rows"]) for s in Manifest.load(Path(directory)).shards)
 
 
 def resolve_store(dataset: str, ref: str, cache: str | Path | None = None) -> Path:

@@ -39,6 +39,11 @@ class Manifest:
     shards: list[dict[str, Any]]  # finished shards in write order: file, rows, sha256
     artifacts: dict[str, str]  # file name -> sha256 of side files (vocabularies, ...)
 
+    @property
+    def rows(self) -> int:
+        """Rows the finished shards hold (0 for a store whose extraction never finished a shard)."""
+        return sum(int(s["rows"]) for s in self.shards)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,

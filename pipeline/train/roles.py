@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
-from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store, store_rows
+from pipeline.store import FeatureStore, Manifest, list_stores, resolve_store
 from pipeline.train.data import Role
 
 
@@ -27,9 +27,10 @@ def resolve_roles(
     choices = dict(choices or {})
     notes = [f"--{r} {ref} ignored: this head configuration reads no {r!r} role" for r, ref in choices.items()
              if r not in roles]
-    all_specs = {eid: Manifest.load(paths.features_dir(dataset, cache) / eid).spec for eid in list_stores(dataset, cache)}
+    manifests = {eid: Manifest.load(paths.store_dir(dataset, eid, cache)) for eid in list_stores(dataset, cache)}
+    all_specs = {eid: m.spec for eid, m in manifests.items()}
     # A store with no rows (an extraction that never finished a shard) is never picked by default.
-    specs = {e: s for e, s in all_specs.items() if store_rows(paths.features_dir(dataset, cache) / e) > 0}
+    specs = {e: m.spec for e, m in manifests.items() if m.rows > 0}
     notes += [f"store {e} has no rows yet: not considered" for e in sorted(set(all_specs) - set(specs))]
     chosen: dict[str, str] = {}
     for role, spec in roles.items():
@@ -65,7 +66,7 @@ def resolve_roles(
                             f"(stores: {sorted(specs) or 'none'}); run `pipe extract --dataset {dataset} ...` first")
         else:
             notes.append(f"optional role {role!r} left out: no {' or '.join(spec.kinds)} store in {dataset!r}")
-    stores = {role: FeatureStore(paths.features_dir(dataset, cache) / eid) for role, eid in chosen.items()}
+    stores = {role: FeatureStore(paths.store_dir(dataset, eid, cache)) for role, eid in chosen.items()}
     return stores, notes
 
 
