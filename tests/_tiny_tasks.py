@@ -55,12 +55,27 @@ def ranking_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> 
 
 
 def embedding_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
-    """The tiny posts with labels (dog / cat by parity, sky on every third) as `tags` too, split at random."""
+    """The tiny labelled posts, split at random."""
+    posts = labelled_posts(cache)
+    return tasks.get("embedding")().prepare(posts, {}, parse_split("random:0"), stores, config).data
+
+
+def labelled_posts(cache: Path) -> pl.DataFrame:
+    """The tiny posts with labels (dog / cat by parity, sky on every third), as `tags` too."""
     posts = _posts(cache)
     labels = [["dog" if i % 2 else "cat"] + (["sky"] if i % 3 == 0 else []) for i in range(posts.height)]
-    posts = posts.with_columns(labels=pl.Series(labels, dtype=pl.List(pl.Utf8)),
-                               tags=pl.Series(labels, dtype=pl.List(pl.Utf8)))
-    return tasks.get("embedding")().prepare(posts, {}, parse_split("random:0"), stores, config).data
+    return posts.with_columns(labels=pl.Series(labels, dtype=pl.List(pl.Utf8)),
+                              tags=pl.Series(labels, dtype=pl.List(pl.Utf8)))
+
+
+def inputs(task: str, cache: Path) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], str | None]:
+    """(posts, side tables, --split) of the tiny dataset as `pipe train` gives them to `task`."""
+    if task == "ranking":
+        posts = _posts(cache)
+        return posts, social_tables(posts), None
+    if task == "embedding":
+        return labelled_posts(cache), {}, "random:0"
+    return _posts(cache), {}, None
 
 
 def _rows(data: HeadData) -> int:
