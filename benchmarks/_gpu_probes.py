@@ -203,17 +203,17 @@ def decode_rates(paths: list[str], ex: Any, device: str, batch: int, device_imag
 
 def finetune_rates(device: str, size: int, batch: int, steps: int) -> dict:
     """Training samples/s of UHAN through VGG16 pool5 with the last conv block trainable, as `pipe train
-    --finetune vgg16` builds it (pipeline.train.finetune.FinetuneModel), against a bare forward + backward
+    --finetune vgg16` builds it (pipeline.run.finetune.FinetuneModel), against a bare forward + backward
     of the same backbone path (FinetuneModel.features: normalisation, autocast, channels_last) on the same
     batch; both with Adam on what they train. The pixels are already on the device as the trainer hands
     them over (float32 0..255), so image decoding (measured elsewhere) is not in either rate."""
-    from heads.encoders import TextEncoder
+    from pipeline.nn.layers import TextEncoder
     from heads.uhan import UHANModel
-    from pipeline.nn import build_backbone
-    from pipeline.train.finetune import FinetuneModel, blocks
+    from extractors import build_network
+    from pipeline.run.finetune import FinetuneModel, blocks
 
     torch.manual_seed(0)
-    net = build_backbone("vgg16", {"layer": "pool5", "image_size": size, "weights": "random", "seed": 0})
+    net = build_network("vgg16", {"layer": "pool5", "image_size": size, "weights": "random", "seed": 0})
     side, vocab, users = size // 32, 5000, 100
     uhan = UHANModel(512, users + 1, TextEncoder(vocab, 512), [side * side, 512], 1.0, 0.05, ())
     model = FinetuneModel(net, uhan, "visual", 1, device).to(device).train()
@@ -227,7 +227,7 @@ def finetune_rates(device: str, size: int, batch: int, steps: int) -> dict:
     weights = sum(p.numel() for p in trainable)
     out: dict[str, Any] = {"backbone": "vgg16-pool5", "image_size": size, "batch": batch, "steps": steps,
                            "trainable": f"last of {len(blocks(net))} blocks ({weights} weights)",
-                           "via": "pipeline.train.finetune.FinetuneModel"}
+                           "via": "pipeline.run.finetune.FinetuneModel"}
     losses = {"bare": (lambda: model.features(b["visual"])[0].square().mean(), trainable),
               "finetune": (lambda: torch.nn.functional.mse_loss(model(b), y), trainable + list(uhan.parameters()))}
     for name, (loss_fn, params) in losses.items():

@@ -40,8 +40,8 @@ import torch
 import heads
 from pipeline import api
 from pipeline.data.synth import synth
-from pipeline.nn import build_backbone
-from pipeline.train.finetune import FinetuneModel
+from extractors import build_network
+from pipeline.run.finetune import FinetuneModel
 
 
 def dataset(root: Path, posts: int, size: int, pixels: int) -> Path:
@@ -80,7 +80,7 @@ def train(cache: Path, runs: Path, label: str, head: str, steps: int, **kw) -> d
 
 def bare_images_per_s(size: int, batch: int, trainable: int, rounds: int = 5) -> float:
     """Forward+backward of the backbone alone (same trainable blocks) on one in-memory batch."""
-    net = build_backbone("vgg16", {"layer": "pool5", "image_size": size, "weights": "random", "seed": 0})
+    net = build_network("vgg16", {"layer": "pool5", "image_size": size, "weights": "random", "seed": 0})
     model = FinetuneModel(net, torch.nn.Identity(), "x", trainable, "cpu").train()
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randint(0, 256, (batch, 3, size, size)).float()

@@ -27,8 +27,8 @@ from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthConfig, synth
 from pipeline.demo import DemoOptions, extract_vgg16
 from pipeline.extract import build_extractor, run_extract
-from pipeline.train.run import TrainOptions, train
-from pipeline.train.rundir import load_run
+from pipeline.run.train import TrainOptions, train
+from pipeline.run.rundir import load_run
 
 # 12 users at 1,500 posts: ~90 training posts per user, so each user's own lucky object and
 # word are seen often enough to be learned; the wordy variant has the 10 users.

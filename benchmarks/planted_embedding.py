@@ -27,8 +27,8 @@ from pathlib import Path
 from pipeline.data.ingest import ingest
 from pipeline.data.synth_embedding import synth
 from pipeline.extract import build_extractor, run_extract
-from pipeline.train.run import TrainOptions, train
-from pipeline.train.rundir import load_run
+from pipeline.run.train import TrainOptions, train
+from pipeline.run.rundir import load_run
 
 RUNS: list[tuple[str, str, list[str]]] = [  # (label, head, ablations)
     ("DMAN", "dman", []),

@@ -39,8 +39,8 @@ from pathlib import Path
 from pipeline.data.ingest import ingest
 from pipeline.data.synth_sequence import SequenceSynthConfig, synth
 from pipeline.extract import build_extractor, run_extract
-from pipeline.train.run import TrainOptions, train
-from pipeline.train.rundir import load_run
+from pipeline.run.train import TrainOptions, train
+from pipeline.run.rundir import load_run
 
 DSN = ["dim=64", "batch_size=64", "eval_every=8", "patience=10", "max_steps=600", "threads=1", "device=cpu"]
 GBM = ["n_jobs=1"]

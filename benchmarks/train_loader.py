@@ -33,8 +33,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from heads.base import HeadData
-from heads.encoders import UserVocab
+from pipeline.head.base import HeadData
+from pipeline.nn.layers import UserVocab
 from heads.uhan import UHAN
 from pipeline.core.specs import FeatureSpec
 from pipeline.store import FeatureStore, StoreWriter

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from extractors import build_network
 from extractors.base import Extractor
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
-from pipeline.nn import build_backbone
 from pipeline.nn.backbone import Backbone, resize_square
 from pipeline.nn.device import images_to_device, prepare_model
 from pipeline.nn.imagenet import TorchvisionWeights
@@ -40,7 +40,7 @@ class ImageNetCNN(Extractor):
         """The backbone as a store's manifest config rebuilds it, in eval mode on `device`."""
         if self.model is not None and self.device == device:
             return  # loaded once per process (reruns, dask tasks)
-        self.model = prepare_model(build_backbone(self.name, config_to_dict(self.config)), device,
+        self.model = prepare_model(build_network(self.name, config_to_dict(self.config)), device,
                                    channels_last=channels_last)
         self.device = device
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -23,6 +23,10 @@ class Extractor(ABC):
     modality: ClassVar[str]  # "image" or "text"
     Config: ClassVar[type]  # a dataclass; every field documented
     uses_torch: ClassVar[bool] = True  # False: numpy only, so extraction ignores the device and never imports torch
+    # the network registry: pipeline.nn's `build(**config)` of the network this extractor runs (None: none),
+    # so a store's manifest config rebuilds it (extractors.build_network)
+    network: ClassVar[Callable[..., Any] | None] = None
+    trainable: ClassVar[bool] = False  # the network has weights that `pipe train --finetune` can train
 
     def __init__(self, config: Any) -> None:
         self.config = config

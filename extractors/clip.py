@@ -83,6 +83,8 @@ class _Clip(Extractor):
 @register
 class Clip(_Clip):
     name = "clip"
+    network = staticmethod(nn_clip.build)
+    trainable = True
     modality = "image"
     Config = ClipConfig
 

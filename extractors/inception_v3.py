@@ -38,6 +38,8 @@ class InceptionV3Config:
 @register
 class InceptionV3(ImageNetCNN):
     name = "inception_v3"
+    network = staticmethod(backbone.build)
+    trainable = True
     Config = InceptionV3Config
     weights_source = backbone.WEIGHTS
 

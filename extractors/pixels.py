@@ -26,6 +26,7 @@ class PixelsConfig:
 @register
 class Pixels(Extractor):
     name = "pixels"
+    network = staticmethod(backbone.build)
     modality = "image"
     Config = PixelsConfig
 

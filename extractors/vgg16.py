@@ -38,6 +38,8 @@ class Vgg16Config:
 @register
 class Vgg16(ImageNetCNN):
     name = "vgg16"
+    network = staticmethod(backbone.build)
+    trainable = True
     Config = Vgg16Config
     weights_source = backbone.WEIGHTS
 

@@ -1,7 +1,7 @@
 """Head registry: one module per paper (and per baseline), each registered by name."""
 from __future__ import annotations
 
-from heads.base import Head, HeadData, Role
+from pipeline.head.base import Head, HeadData, Role
 from pipeline.core.registry import Registry
 
 _registry: Registry[Head] = Registry("heads", "head")

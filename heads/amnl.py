@@ -40,10 +40,10 @@ import torch
 from torch import nn
 
 from heads import register
-from heads._ranking import RankingHead, examples
-from heads.base import HeadData, Role
-from heads.encoders import TextConfig, masked_softmax
-from heads.torch_head import VisualTextHead, read_rows
+from pipeline.head.ranking import RankingHead, examples
+from pipeline.head.base import HeadData, Role
+from pipeline.nn.layers import TextConfig, masked_softmax
+from pipeline.head.torch_head import VisualTextHead, read_rows
 from pipeline.core.specs import PAD_ID
 from pipeline.train.loop import TrainConfig
 

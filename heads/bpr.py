@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads._ranking import RankingHead, examples
-from heads.base import HeadData, Role
-from heads.encoders import UserVocab
-from heads.torch_head import VisualTextHead, read_rows
+from pipeline.head.ranking import RankingHead, examples
+from pipeline.head.base import HeadData, Role
+from pipeline.nn.layers import UserVocab
+from pipeline.head.torch_head import VisualTextHead, read_rows
 from pipeline.train.loop import TrainConfig
 
 

@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads._embedding import EmbeddingHead, LabelClassifier, fit_classifier
-from heads.base import HeadData
+from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
+from pipeline.head.base import HeadData
 from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks

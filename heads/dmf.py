@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads._regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
-from heads.base import Role
-from heads.encoders import TextConfig, UserEncoder, VisualInput, masked_mean
-from heads.torch_head import VisualTextHead
+from pipeline.train.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
+from pipeline.head.base import Role
+from pipeline.nn.layers import TextConfig, UserEncoder, VisualInput, masked_mean
+from pipeline.head.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
@@ -34,7 +34,7 @@ class DMFConfig(TrainConfig, TextConfig):
     ablate: tuple[str, ...] = ()  # any of visual | text
 
 
-# The small-data regime (heads/_regime.py) and the `pipe tune` search space of DMFConfig.
+# The small-data regime (pipeline/train/regime.py) and the `pipe tune` search space of DMFConfig.
 SMALL = {"dim": 128, "batch_size": 64, "weight_decay": 1e-4, **TEXT_SMALL}
 SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "batch_size": ("cat", [32, 64, 128])}
 

@@ -48,8 +48,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from heads import register
-from heads._window import LEVELS, TIME_WIDTH, WindowHead
-from heads.encoders import UserEncoder
+from pipeline.head.window import LEVELS, TIME_WIDTH, WindowHead
+from pipeline.nn.layers import UserEncoder
 
 ABLATIONS = ("image", "text", "category", "short_term", "long_term", "user")
 HCE_MODES = ("first", "second", "third", "concat", "sum", "hce")

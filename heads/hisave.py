@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads.base import Head, HeadData, Role
+from pipeline.head.base import Head, HeadData, Role
 from pipeline.core.config import config_from_dict, config_to_dict
 
 

@@ -22,7 +22,7 @@ Choices where the paper is open (../shared/papers/README.md):
   FC outputs plus a bias, no activation (a regression of a normalized count). Both FC
   layers use ReLU, as the convolutions do; the paper names no other activation.
 - A post without an image (no row in the pixels store) gets a black image.
-- Data-aware defaults (heads/_regime.py): below 20K training posts the small-data regime
+- Data-aware defaults (pipeline/train/regime.py): below 20K training posts the small-data regime
   adds dropout 0.5 on the flattened maps and FC outputs and weight decay 1e-4, because
   16,384 inputs feeding FC 100 (1.6M weights) memorize a few thousand images;
   `--set regime=paper` trains the paper's network exactly. benchmarks/finetune.py measures both.
@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads.base import HeadData, Role
-from heads.torch_head import Columns, TorchHead
+from pipeline.head.base import HeadData, Role
+from pipeline.head.torch_head import Columns, TorchHead
 from pipeline.core.errors import PipeError
 from pipeline.train.loop import TrainConfig
 

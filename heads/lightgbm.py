@@ -1,5 +1,5 @@
 """LightGBM baseline: gradient-boosted trees on the baselines' feature table
-(`heads/_tabular.py`: pooled visual vector, text vector or token statistics, user
+(`pipeline/head/tabular.py`: pooled visual vector, text vector or token statistics, user
 features) plus the user id as a categorical feature, early-stopped on the validation part.
 The SMP winners' options: `categories=true` (the three category levels, categorical too)
 and `user_history=k` (the user's last k earlier training scores: mean and count).
@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads._tabular import TabularHead
-from heads.base import HeadData
+from pipeline.head.tabular import TabularHead
+from pipeline.head.base import HeadData
 from pipeline.core.errors import PipeError
 
 

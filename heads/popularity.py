@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from heads._ranking import examples
-from heads.base import Head, HeadData, Role
+from pipeline.head.ranking import examples
+from pipeline.head.base import Head, HeadData, Role
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from heads import register
-from heads._embedding import EmbeddingHead
-from heads.base import HeadData, Role
-from heads.torch_head import sample_ids
+from pipeline.head.embedding import EmbeddingHead
+from pipeline.head.base import HeadData, Role
+from pipeline.head.torch_head import sample_ids
 from pipeline.train.loop import TrainConfig
 from pipeline.train.tasks.embedding import EmbeddingOutput
 

@@ -1,5 +1,5 @@
 """SVR baseline (UHAN paper, Tables 2-3): support vector regression on pooled visual
-vectors, text vectors or token statistics, and user features (see `heads/_tabular.py`).
+vectors, text vectors or token statistics, and user features (see `pipeline/head/tabular.py`).
 
 `--ablate visual` / `--ablate text` give Table 3's "SVR (w/o V)" / "SVR (w/o T)";
 `--ablate user` drops the user block. After standardizing, each block is weighted by
@@ -24,8 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from heads import register
-from heads._tabular import CHUNK, TabularHead
-from heads.base import HeadData
+from pipeline.head.tabular import CHUNK, TabularHead
+from pipeline.head.base import HeadData
 
 
 @register

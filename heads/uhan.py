@@ -17,7 +17,7 @@ factor leaves every attention product, no shortcut); `visual` / `text` -> that r
 not read, its attention and the inter-attention are gone, s is the other modality.
 
 Unseen users get row 0 of W_U, an unknown-user embedding trained by replacing
-`user_dropout` (5%) of training posts' users with it (see heads.encoders.UserEncoder
+`user_dropout` (5%) of training posts' users with it (see pipeline.nn.layers.UserEncoder
 for why not the mean embedding); `unseen_users(data)` flags them.
 
 Missing modality: a post without a usable image (no row in the visual store) has its
@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from heads._regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
-from heads.encoders import TextConfig, UserEncoder, VisualInput, attend, masked_mean, masked_softmax
-from heads.torch_head import VisualTextHead
+from pipeline.train.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
+from pipeline.nn.layers import TextConfig, UserEncoder, VisualInput, attend, masked_mean, masked_softmax
+from pipeline.head.torch_head import VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 ABLATIONS = ("intra", "inter", "shortcut", "user", "visual", "text")
@@ -52,7 +52,7 @@ class UHANConfig(TrainConfig, TextConfig):
     ablate: tuple[str, ...] = ()  # any of intra | inter | shortcut | user | visual | text
 
 
-# The small-data regime (heads/_regime.py) and the `pipe tune` search space of UHANConfig.
+# The small-data regime (pipeline/train/regime.py) and the `pipe tune` search space of UHANConfig.
 SMALL = {"dim": 128, "batch_size": 64, "dropout": 0.3, "weight_decay": 1e-4, **TEXT_SMALL}
 SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "dropout": ("float", 0.0, 0.5),
          "user_dropout": ("float", 0.0, 0.2), "batch_size": ("cat", [32, 64, 128])}

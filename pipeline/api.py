@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
-from pipeline.train.rundir import Run as _RunFolder
-from pipeline.train.rundir import load_run as _load_run
+from pipeline.run.rundir import Run as _RunFolder
+from pipeline.run.rundir import load_run as _load_run
 
 if TYPE_CHECKING:
     import polars as pl
@@ -161,8 +161,8 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
     `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, `target`,
     `target_transform`, `min_target`, `finetune` (with `weights`, `image_size`), ...
     `watch(entry)` sees each validation evaluation as it happens (step, metric, best, ETA)."""
-    from pipeline.train.run import TrainOptions
-    from pipeline.train.run import train as run_training
+    from pipeline.run.train import TrainOptions
+    from pipeline.run.train import train as run_training
 
     stores = dict(opts.pop("stores", None) or {})
     stores.update({role: ref for role, ref in (("visual", visual), ("text", text)) if ref})

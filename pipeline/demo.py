@@ -51,7 +51,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> list[Path]:
     from pipeline.data.ingest import ingest
     from pipeline.data.synth import synth
     from pipeline.extract import build_extractor, run_extract
-    from pipeline.train.run import TrainOptions, train
+    from pipeline.run.train import TrainOptions, train
 
     w = opts.workdir
     cache, runs = w / "cache", w / "runs"

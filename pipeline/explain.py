@@ -1,6 +1,6 @@
 """`pipe explain`: what a run's model attended to for one post, drawn and kept as numbers.
 
-The head answers through `Head.explain` (heads/base.py: `Explanation`); this module only
+The head answers through `Head.explain` (pipeline/head/base.py: `Explanation`); this module only
 finds the post, reads the user's training statistics and the vocabulary, and draws. A
 post of the run's own dataset is read from the run's stores; a post of `--posts FILE` is
 ingested and extracted like `pipe score` does (pipeline/score.py `prepare`), so new posts,
@@ -29,7 +29,7 @@ from pipeline.evaluate import plots
 from pipeline.evaluate.report import img, note, page, run_posts, user_training_stats
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData
-from pipeline.train.rundir import Run, load_run
+from pipeline.run.rundir import Run, load_run
 
 IMAGE_SIDE = 448  # images are drawn at most this many pixels on a side
 

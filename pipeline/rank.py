@@ -24,7 +24,7 @@ from pipeline.core.errors import PipeError
 from pipeline.data.raw import LINE
 from pipeline.data.readers import read_raw
 from pipeline.evaluate.report import run_posts, user_training_stats
-from pipeline.train.rundir import load_run
+from pipeline.run.rundir import load_run
 
 
 @dataclass

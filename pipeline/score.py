@@ -39,7 +39,7 @@ from pipeline.store.coverage import DEFAULT_MIN_COVERAGE, check_coverage
 from pipeline.submission import external_data, write_submission
 from pipeline.train import tasks
 from pipeline.train.data import HeadData, RunSettings
-from pipeline.train.rundir import Run, load_run
+from pipeline.run.rundir import Run, load_run
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.train.data import HeadData, RunSettings
-from pipeline.train.rundir import load_run
+from pipeline.run.rundir import load_run
 from pipeline.train.tasks.embedding import EmbeddingOutput, tag_query_distance
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import synth
 from pipeline.extract import build_extractor, run_extract
-from pipeline.train.run import TrainOptions, train
+from pipeline.run.train import TrainOptions, train
 
 EXTRACT = dict(quiet=True, num_workers=0, device="cpu")
 TINY = ["max_steps=6", "eval_every=3", "batch_size=16", "dim=16", "device=cpu"]  # torch heads in seconds

@@ -8,7 +8,7 @@ import pytest
 from sklearn.svm import SVR
 
 from heads import HeadData
-from heads._tabular import TabularFeatures, token_stats
+from pipeline.head.tabular import TabularFeatures, token_stats
 from heads.hisave import HisAve
 from heads.lightgbm import LightGBMHead
 from heads.svr import SVRHead

@@ -19,7 +19,7 @@ from pipeline.core.errors import PipeError
 from pipeline.data.splits import parse_split
 from pipeline.train import tasks
 from pipeline.train.data import HeadData, History, RunSettings
-from pipeline.train.roles import resolve_roles
+from pipeline.run.roles import resolve_roles
 from pipeline.train.tasks.embedding import EmbeddingOutput
 
 PINS = json.loads((Path(__file__).parent / "data" / "pinned_predictions.json").read_text())
@@ -210,8 +210,8 @@ def test_target_column_and_extra_numeric_columns(cache):
 
 
 def test_log_grows_during_a_fit_and_an_interrupted_run_is_marked(cache, tmp_path, monkeypatch, one_thread):
-    from pipeline.train.run import TrainOptions, train
-    from pipeline.train.rundir import load_run
+    from pipeline.run.train import TrainOptions, train
+    from pipeline.run.rundir import load_run
 
     uhan = heads.get("uhan")
     seen: list[int] = []
@@ -260,7 +260,7 @@ def test_cli_train_watches_each_evaluation_and_warns_about_cost(cache, tmp_path)
     assert "ETA" in lines[-1] and "samples/s" in lines[-1]
     r = CliRunner().invoke(app, [*args, "--set", "max_steps=0", "--name", "cheap"])
     assert "epochs" not in r.output  # no cost note for a run that trains nothing
-    from pipeline.train.run import schedule_cost
+    from pipeline.run.train import schedule_cost
 
     cfg = heads.get("uhan").Config()
     assert "at least 1,280 steps" in schedule_cost(cfg, 56)  # the paper's schedule on 56 posts: said plainly
@@ -269,8 +269,8 @@ def test_cli_train_watches_each_evaluation_and_warns_about_cost(cache, tmp_path)
 
 def test_keep_interrupted_saves_the_best_model_so_far(cache, tmp_path, monkeypatch, one_thread):
     from pipeline.train.loop import Trainer
-    from pipeline.train.run import TrainOptions, train
-    from pipeline.train.rundir import load_run
+    from pipeline.run.train import TrainOptions, train
+    from pipeline.run.rundir import load_run
 
     real = Trainer.predict
     calls = {"n": 0}

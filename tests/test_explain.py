@@ -12,7 +12,7 @@ from _synth_runs import EXTRACT, TINY, synth_runs
 from PIL import Image
 from typer.testing import CliRunner
 
-from heads.base import Explanation, Head
+from pipeline.head.base import Explanation, Head
 from pipeline import api
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app

@@ -14,7 +14,7 @@ import torch
 
 from pipeline import api
 from pipeline.core.errors import PipeError
-from pipeline.nn import build_backbone
+from extractors import build_network
 
 SETS = {"max_steps": 3, "eval_every": 3, "batch_size": 16, "dim": 16, "device": "cpu", "threads": 1,
         "finetune_workers": 1, "finetune_blocks": 1, "backbone_lr": 1e-2}
@@ -22,7 +22,7 @@ SETS = {"max_steps": 3, "eval_every": 3, "batch_size": 16, "dim": 16, "device": 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import heads.torch_head
+    import pipeline.head.torch_head
     from pipeline.train.loop import Criterion
 
     root = tmp_path_factory.mktemp("ft")
@@ -30,7 +30,7 @@ def run(tmp_path_factory):
     syn.extract(cache, "tokens")
     calls = iter(range(1000, 0, -1))  # every evaluation "improves": the trained weights are kept, not step 0's
     mp = pytest.MonkeyPatch()
-    mp.setattr(heads.torch_head, "mse_criterion", lambda y: Criterion("mse", lambda pred: float(next(calls))))
+    mp.setattr(pipeline.head.torch_head, "mse_criterion", lambda y: Criterion("mse", lambda pred: float(next(calls))))
     r = api.train("syn", "uhan", config=SETS, finetune="vgg16", weights="random", image_size=syn.SIZE,
                   name="ft", runs=root / "runs", cache=cache)
     mp.undo()
@@ -40,7 +40,7 @@ def run(tmp_path_factory):
 def test_trainable_block_changes_and_frozen_blocks_stay_bit_identical(run):
     r, _ = run
     saved = torch.load(r.dir / "model" / "backbone.pt", map_location="cpu", weights_only=True)
-    start = build_backbone("vgg16", {"layer": "pool5", "image_size": syn.SIZE, "weights": "random", "seed": 0})
+    start = build_network("vgg16", {"layer": "pool5", "image_size": syn.SIZE, "weights": "random", "seed": 0})
     ref = start.state_dict()
     assert set(saved) == set(ref) and all(k.startswith("features.") for k in saved)  # torchvision's own key names
     last = {"features.24.weight", "features.24.bias", "features.26.weight", "features.26.bias",

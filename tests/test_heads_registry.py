@@ -16,7 +16,7 @@ import pytest
 import heads
 from pipeline.core.config import build_config
 from pipeline.train import tasks
-from pipeline.train.roles import resolve_roles
+from pipeline.run.roles import resolve_roles
 
 TINY = {"max_steps": "6", "eval_every": "2", "patience": "2", "batch_size": "16", "device": "cpu", "dim": "16",
         "n_estimators": "20", "n_jobs": "1", "max_train_rows": "60", "min_child_samples": "5"}

@@ -51,7 +51,7 @@ def test_unreachable_scheduler_is_a_clear_error(parts):
 
 
 def test_train_plumbing(tmp_path):
-    from pipeline.train.run import TrainOptions, train
+    from pipeline.run.train import TrainOptions, train
 
     cache = tmp_path / "cache"
     tiny.make_dataset(cache, n=40)

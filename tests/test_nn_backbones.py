@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.extract import build_extractor, run_extract
-from pipeline.nn import build_backbone
+from extractors import build_network
 from pipeline.nn.backbone import Backbone
 from pipeline.store import FeatureStore
 
@@ -45,7 +45,7 @@ def written(request, posts, one_thread):
     ex = build_extractor(name, **over)
     r = run_extract("d", ex, cache=cache, num_workers=0, quiet=True)
     store = FeatureStore(r.store)
-    return request.param, ex, store, build_backbone(name, store.config)
+    return request.param, ex, store, build_network(name, store.config)
 
 
 def _input(ex, rows) -> torch.Tensor:
@@ -87,10 +87,10 @@ def test_manifest_config_rebuilds_the_extractors_weights(written):
 def test_saved_torchvision_backbone_is_a_weights_file(case, tmp_path, one_thread):  # open_clip reads whole models
     name, over, _ = CASES[case]
     config = config_to_dict(build_extractor(name, **over).config)
-    bb = build_backbone(name, config)
+    bb = build_network(name, config)
     path = tmp_path / "backbone.pt"
     torch.save(bb.state_dict(), path)  # fc7: no classifier.6 (the ImageNet logits) needed
-    again = build_backbone(name, {**config, "weights": str(path)})
+    again = build_network(name, {**config, "weights": str(path)})
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in bb.state_dict().items())
 
 
@@ -112,8 +112,8 @@ def test_backward_reaches_the_first_layer(written, posts):
 
 def test_backbone_config_errors():
     with pytest.raises(PipeError, match="no backbone 'glove'"):
-        build_backbone("glove", {})
+        build_network("glove", {})
     with pytest.raises(PipeError, match="image_size, layer, seed, weights; got image_size"):
-        build_backbone("vgg16", {"image_size": 32})
+        build_network("vgg16", {"image_size": 32})
     with pytest.raises(PipeError, match="layer must be one of pool5, fc7"):
-        build_backbone("vgg16", {"image_size": 32, "layer": "conv3", "weights": "random", "seed": 0})
+        build_network("vgg16", {"image_size": 32, "layer": "conv3", "weights": "random", "seed": 0})

@@ -25,7 +25,7 @@ from pipeline.cli import _load_commands
 from pipeline.cli.app import app
 from pipeline.core import paths
 from pipeline.evaluate.report import build_report
-from pipeline.train.rundir import RunWriter, load_run
+from pipeline.run.rundir import RunWriter, load_run
 
 _load_commands()
 T0 = datetime(2021, 1, 1, tzinfo=timezone.utc)

@@ -79,7 +79,7 @@ def test_synth_extract_train_score_and_search_end_to_end(tmp_path):
     from pipeline.data.synth_embedding import synth
     from pipeline.extract import build_extractor, run_extract
     from pipeline.score import score
-    from pipeline.train.run import TrainOptions, train
+    from pipeline.run.train import TrainOptions, train
 
     cache, runs = tmp_path / "cache", tmp_path / "runs"
     ingest(synth(tmp_path / "synth", 60, image_size=32, seed=0, classes=4), "emb", cache=cache)

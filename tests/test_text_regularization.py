@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import heads
-from heads._regime import SMALL_DATA, resolve_regime, small_schedule
-from heads._word_vectors import load_word_vectors
-from heads.encoders import UNK, TextConfig, TextEncoder, known_tokens
-from heads.torch_head import TorchHead
+from pipeline.train.regime import SMALL_DATA, resolve_regime, small_schedule
+from pipeline.nn.word_vectors import load_word_vectors
+from pipeline.nn.layers import UNK, TextConfig, TextEncoder, known_tokens
+from pipeline.head.torch_head import TorchHead
 from heads.uhan import UHAN
 from pipeline.core.errors import PipeError
 

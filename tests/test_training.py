@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from heads.base import Role
+from pipeline.head.base import Role
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app
 from pipeline.core.config import build_config, config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
-from pipeline.train.roles import resolve_roles
-from pipeline.train.run import TrainOptions, train
-from pipeline.train.rundir import load_run
+from pipeline.run.roles import resolve_roles
+from pipeline.run.train import TrainOptions, train
+from pipeline.run.rundir import load_run
 
 _load_commands()
 
@@ -157,7 +157,7 @@ def test_cli_train_then_evaluate(cache, tmp_path, monkeypatch):
 def test_default_names_never_collide(cache, tmp_path, monkeypatch):
     a = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
     assert a.name.startswith("hisave-2")  # head, then the timestamp
-    monkeypatch.setattr("pipeline.train.run.default_run_name", lambda head, ablate: "same-second")
+    monkeypatch.setattr("pipeline.run.train.default_run_name", lambda head, ablate: "same-second")
     b = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
     c = train(TrainOptions(dataset="tiny", head="hisave", runs=tmp_path, cache=cache))
     assert (b.name, c.name) == ("same-second", "same-second-2") and (c / "metrics.json").exists()

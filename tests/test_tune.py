@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from pipeline.core import paths
-from pipeline.train.run import TrainOptions
-from pipeline.tune import STAGING, STUDY_FILE, TRIALS_FILE, TUNE_FILE, Search, TuneOptions, tune
+from pipeline.run.train import TrainOptions
+from pipeline.run.tune import STAGING, STUDY_FILE, TRIALS_FILE, TUNE_FILE, Search, TuneOptions, tune
 from tests._tiny_data import GRID, TOKENS, make_dataset
 
 # tiny and fast: fixed model size and schedule, the rest of UHAN's space is searched

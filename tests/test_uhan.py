@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import heads
-from heads.base import HeadData
-from heads.encoders import TextEncoder, UserVocab, known_tokens, text_vocab_size
+from pipeline.head.base import HeadData
+from pipeline.nn.layers import TextEncoder, UserVocab, known_tokens, text_vocab_size
 from heads.uhan import UHAN, UHANModel
 from pipeline.core.errors import PipeError
 from pipeline.core.specs import FeatureSpec

@@ -25,7 +25,7 @@ def demo(
     from pipeline.cli.train import rows_tables
     from pipeline.demo import DemoOptions, run_demo, score_new
     from pipeline.evaluate.compare import comparison_rows, write_comparison
-    from pipeline.train.rundir import load_run
+    from pipeline.run.rundir import load_run
 
     given = {"workdir": workdir, "posts": posts, "image_size": image_size, "weights": weights}
     opts = DemoOptions(**{k: v for k, v in given.items() if v is not None})

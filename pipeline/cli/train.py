@@ -13,7 +13,7 @@ from pipeline.core.errors import PipeError
 if TYPE_CHECKING:  # training, stores and tables are imported only when a command runs
     from rich.table import Table
 
-    from pipeline.train.rundir import Run
+    from pipeline.run.rundir import Run
 
 
 def _role_choices(visual: Optional[str], text: Optional[str], roles: Optional[list[str]]) -> dict[str, str]:

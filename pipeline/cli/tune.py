@@ -37,9 +37,9 @@ def tune(
 ) -> None:
     """Search a head's hyper-parameters (Optuna TPE, median pruning) on the validation split, then train
     and evaluate the best configuration once as a normal run (study.db, trials.csv, tune.json beside it)."""
-    from pipeline.train.run import TrainOptions
-    from pipeline.tune import TuneOptions
-    from pipeline.tune import tune as run_tune
+    from pipeline.run.train import TrainOptions
+    from pipeline.run.tune import TuneOptions
+    from pipeline.run.tune import tune as run_tune
 
     stores = {k: v for k, v in {"visual": visual, "text": text}.items() if v}
     opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=list(set_ or []),

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.train import tasks
-from pipeline.train.rundir import Run
+from pipeline.run.rundir import Run
 
 
 def task_metrics(task: str) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from pipeline.evaluate import plots
 from pipeline.evaluate.compare import ablate_text, comparison_rows
 from pipeline.train import tasks
 from pipeline.train.metrics import average_precision, precision_at_ks
-from pipeline.train.rundir import TRAIN_LOG, Run
+from pipeline.run.rundir import TRAIN_LOG, Run
 
 LOWER_IS_BETTER = frozenset({"mse", "mae", "medae"})  # every other metric: higher is better
 OPEN_BELOW = 10  # run sections start unfolded for fewer runs than this

@@ -1,2 +1,3 @@
-"""Stage 2: what heads read (data), how tasks score them (tasks, metrics), the shared loop
-(loop), and the orchestration of `pipe train` (roles, run, rundir), which sits above heads/."""
+"""Stage 2's contract below the heads: what heads read (data), how tasks split, train and
+score them (tasks, metrics, targets), windows over earlier posts (windows), the
+small-data regime (regime) and the one shared torch training loop (loop)."""

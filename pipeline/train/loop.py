@@ -42,7 +42,7 @@ class TrainConfig:
     patience: int = 20  # evaluations without improvement before stopping (UHAN: 20)
     max_steps: int | None = None  # hard cap on training batches; None = until patience runs out
     seed: int = 0  # seeds weight init, batch order and any training-time masking
-    regime: str = "auto"  # auto: small-data settings below 20K training examples (heads/_regime.py) | small | paper
+    regime: str = "auto"  # auto: small-data settings below 20K training examples (pipeline/train/regime.py) | small | paper
     # device, threads and prefetch are run settings (pipeline.train.data.RunSettings), not model settings
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.base import HeadData, Role
-from heads.torch_head import Columns, VisualTextHead
+from pipeline.head.base import HeadData, Role
+from pipeline.head.torch_head import Columns, VisualTextHead
 from pipeline.train.metrics import embedding_metrics
 from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot
 

@@ -1,7 +1,7 @@
 """`pipe train --finetune BACKBONE`: train a head through its image backbone, end to end.
 
 The composition, with every head unchanged: the head's visual role (grid or vector) is
-filled by `ImageRole` (pipeline/train/images.py: the posts' images decoded in DataLoader
+filled by `ImageRole` (pipeline/run/images.py: the posts' images decoded in DataLoader
 workers by extraction's reader) instead of a store, and the head's model is wrapped in
 `FinetuneModel`, which runs the backbone (pipeline/nn, the network extraction runs) on
 those pixels and hands the head the features it expects. The last `finetune_blocks`
@@ -29,16 +29,15 @@ import polars as pl
 import torch
 from torch import nn
 
-from heads.base import Head, Role
+from pipeline.head.base import Head, Role
 from pipeline.core.config import build_config, config_to_dict, parse_sets
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import PipeError
-from pipeline.nn import BACKBONES, build_backbone
 from pipeline.nn.device import autocast
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData, RunSettings
-from pipeline.train.images import ImageFeed, ImageRole
-from pipeline.train.roles import describe_stores
+from pipeline.run.images import ImageFeed, ImageRole
+from pipeline.run.roles import describe_stores
 
 BACKBONE_FILE = "backbone.pt"
 KEYS = ("finetune_blocks", "backbone_lr", "finetune_workers", "finetune_role")  # --set keys taken from the head's
@@ -138,12 +137,17 @@ class Finetune:
     roles, and what it saves."""
 
     def __init__(self, cfg: FinetuneConfig, head: str, roles: dict[str, Role], settings: RunSettings) -> None:
+        import extractors
         from pipeline.extract import build_extractor
 
         self.cfg = cfg
-        if cfg.backbone not in BACKBONES or cfg.backbone == "pixels":
-            raise PipeError(f"--finetune {cfg.backbone}: fine-tuning needs a backbone with weights: "
-                            f"{', '.join(b for b in BACKBONES if b != 'pixels')}")
+        try:
+            trainable = extractors.get(cfg.backbone).trainable  # imports that extractor's module alone
+        except PipeError:
+            trainable = False
+        if not trainable:
+            known = [n for n in extractors.names() if extractors.get(n).trainable]
+            raise PipeError(f"--finetune {cfg.backbone}: fine-tuning needs a backbone with weights: {', '.join(known)}")
         self.role = _visual_role(head, roles, cfg.finetune_role)
         kind = "grid" if "grid" in roles[self.role].kinds else "vector"
         fields = {f.name for f in dataclasses.fields(build_extractor(cfg.backbone).Config)}
@@ -158,7 +162,7 @@ class Finetune:
         self.settings = settings
         self.workers = cfg.finetune_workers if cfg.finetune_workers is not None else \
             max(1, min(4, (os.cpu_count() or 2) - 1))
-        self.net = build_backbone(cfg.backbone, config_to_dict(self.extractor.config))  # trained in place
+        self.net = extractors.build_network(cfg.backbone, config_to_dict(self.extractor.config))  # trained in place
         self.size = int(self.net.preprocessing.size[0])
         self.roles: dict[str, ImageRole] = {}
         self.feeds: list[ImageFeed] = []
@@ -252,7 +256,7 @@ def setup(opts: Any, cls: type[Head], ft_sets: dict[str, str], settings: RunSett
         if ft_sets or getattr(opts, "image_size", None) or getattr(opts, "weights", None):
             raise PipeError(f"{', '.join(ft_sets) or '--weights / --image-size'}: only with --finetune BACKBONE")
         return None
-    from heads.torch_head import TorchHead
+    from pipeline.head.torch_head import TorchHead
 
     if not issubclass(cls, TorchHead):
         raise PipeError(f"--finetune: head {cls.name!r} does not train by gradient descent (svr, lightgbm, ...); "

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from heads.base import Explanation, Head, HeadData, Role
-from heads.encoders import UserVocab
+from pipeline.head.base import Explanation, Head, HeadData, Role
+from pipeline.nn.layers import UserVocab
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
@@ -67,7 +67,7 @@ def rms_scale(store: Any, ids: list[str], n: int, rng: np.random.Generator) -> f
 
 class TorchHead(Head):
     Config = TrainConfig
-    small_data: dict[str, Any] = {}  # config values of the small-data regime (heads/_regime.py), beside the schedule
+    small_data: dict[str, Any] = {}  # config values of the small-data regime (pipeline/train/regime.py), beside the schedule
     search_space: dict[str, tuple] = {}  # `pipe tune` ranges: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
 
     def __init__(self, config: Any = None) -> None:
@@ -177,7 +177,7 @@ class TorchHead(Head):
         has one) and the rest `weight_decay`, since the text part is what memorizes a small
         training part (issue 9); frozen parameters are left out. A head (or a fine-tuned
         backbone) with other needs overrides this and may give a group its own `lr`."""
-        from heads.encoders import TextEncoder
+        from pipeline.nn.layers import TextEncoder
 
         c = self.config
         text_wd = getattr(c, "text_weight_decay", None)
@@ -209,13 +209,13 @@ class TorchHead(Head):
         return self.users.encode(data.posts["user_id"].to_list()) == 0
 
     def explain(self, data: HeadData) -> "list[Explanation] | None":
-        """The maps the model's `details(batch)` returns (heads/_attention.py says which);
+        """The maps the model's `details(batch)` returns (pipeline/head/explain.py says which);
         None when the model has no `details`."""
         if self.model is None:
             raise self.not_fitted()
         if not hasattr(self.model, "details"):
             return None
-        from heads._attention import explain_torch
+        from pipeline.head.explain import explain_torch
 
         return explain_torch(self, data)
 
@@ -286,7 +286,7 @@ class VisualTextHead(TorchHead):
         return out
 
     def prepare(self, train: HeadData) -> None:
-        from heads.encoders import known_tokens, text_vocab_size
+        from pipeline.nn.layers import known_tokens, text_vocab_size
 
         roles = self.roles()
         if "visual" in roles:
@@ -300,7 +300,7 @@ class VisualTextHead(TorchHead):
             self.meta["vocab_size"] = text_vocab_size(train.stores["text"], tokens)
             self.meta["known_tokens"] = known_tokens(tokens, getattr(c, "max_vocab", None))
             if getattr(c, "word_vectors", None):  # the initial rows only: the weights are saved with the model
-                from heads._word_vectors import init_for_tokens
+                from pipeline.nn.word_vectors import init_for_tokens
 
                 self._word_init, found = init_for_tokens(train.stores["text"], self.meta["known_tokens"],
                                                          c.word_vectors, c.seed)
@@ -308,7 +308,7 @@ class VisualTextHead(TorchHead):
                 self.meta["word_vectors_found"] = f"{found}/{len(self.meta['known_tokens'])}"
 
     def text_encoder(self, dim: int) -> "nn.Module | None":
-        from heads.encoders import TextEncoder
+        from pipeline.nn.layers import TextEncoder
 
         if "vocab_size" not in self.meta:
             return None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from heads.base import Explanation, HeadData
+from pipeline.head.base import Explanation, HeadData
 from pipeline.core.specs import PAD_ID
 
 

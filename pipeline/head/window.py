@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from heads._tabular import LEVELS, category_vocabulary
-from heads.base import HeadData, Role
-from heads.torch_head import Columns, TorchHead, rms_scale
+from pipeline.head.tabular import LEVELS, category_vocabulary
+from pipeline.head.base import HeadData, Role
+from pipeline.head.torch_head import Columns, TorchHead, rms_scale
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns
 from pipeline.train.data import History

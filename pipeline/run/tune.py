@@ -12,7 +12,7 @@ Only the training and validation parts reach the search: the test part is built 
 task (so the split is the one `pipe train` uses) and then dropped, never predicted or
 scored (tests/test_tune.py checks that poisoning the test labels changes no trial). The
 best configuration is then trained and evaluated once, on test too, by `pipe train`'s
-own code (`pipeline.train.run.train`) into `runs/<name>/`.
+own code (`pipeline.run.train.train`) into `runs/<name>/`.
 
 Files: while searching, the study is an SQLite file `runs/.tune/<name>/study.db`; a
 killed search resumes with the same `--name` (trials left running by the kill are marked
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from heads._regime import resolve_regime
+from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import config_to_dict, parse_sets
 from pipeline.core.errors import PipeError
-from pipeline.train.run import TrainOptions, prepare, settings_and_config, train
-from pipeline.train.rundir import CONFIG, default_run_name
+from pipeline.run.train import TrainOptions, prepare, settings_and_config, train
+from pipeline.run.rundir import CONFIG, default_run_name
 
 STUDY_FILE, TRIALS_FILE, TUNE_FILE = "study.db", "trials.csv", "tune.json"
 STAGING = ".tune"  # under the runs root: studies still searching
@@ -75,7 +75,7 @@ def suggest(trial: Any, name: str, spec: tuple) -> Any:
 
 def space_of(cls: type, fixed: set[str]) -> dict[str, tuple]:
     """The head's search space less the keys fixed with --set."""
-    from heads._regime import TRAIN_SPACE
+    from pipeline.train.regime import TRAIN_SPACE
 
     space = dict(getattr(cls, "search_space", None) or {})
     if not space and hasattr(cls.Config, "lr"):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from heads.base import Head, HeadData, Role
+from pipeline.head.base import Head, HeadData, Role
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns

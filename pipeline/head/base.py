@@ -92,5 +92,5 @@ class Head(ABC):
 
         The one way commands see inside a model (`pipe explain`, `pipe rank --explain`):
         a head with attention overrides it; torch heads get it from their model's
-        `details(batch)` (see heads.torch_head.TorchHead.explain)."""
+        `details(batch)` (see pipeline.head.torch_head.TorchHead.explain)."""
         return None

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from heads.torch_head import Columns, TorchHead
+from pipeline.head.torch_head import Columns, TorchHead
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
 from pipeline.train.data import HeadData

@@ -5,7 +5,7 @@ The orchestration every head shares, neural or not, whatever its task: it resolv
 store fills each of the head's roles, lets the task (pipeline/train/tasks) build the
 train/valid/test parts, fits `repeats` copies with seeds `seed, seed+1, ...`, evaluates
 each with the task's metrics on valid and test, and writes the run (see
-`pipeline/train/rundir.py`). Heads see labels only through the `HeadData` they are given,
+`pipeline/run/rundir.py`). Heads see labels only through the `HeadData` they are given,
 so statistics they compute in `fit` come from the training part. Run settings (device,
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
@@ -23,9 +23,9 @@ from typing import Any, Callable
 import polars as pl
 
 import heads
-from heads._regime import describe as describe_regime
-from heads._regime import resolve_regime
-from heads.base import Head
+from pipeline.train.regime import describe as describe_regime
+from pipeline.train.regime import resolve_regime
+from pipeline.head.base import Head
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, parse_sets, with_seed
 from pipeline.core.errors import PipeError
@@ -33,11 +33,12 @@ from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import parse_split
 from pipeline.extract.build import reads_images
 from pipeline.store.coverage import check_coverage
-from pipeline.train import finetune, tasks
+from pipeline.run import finetune
+from pipeline.train import tasks
 from pipeline.train.data import RunSettings
 from pipeline.train.metrics import mean_std
-from pipeline.train.roles import describe_stores, resolve_roles
-from pipeline.train.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
+from pipeline.run.roles import describe_stores, resolve_roles
+from pipeline.run.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
 from pipeline.train.targets import task_options
 
 PARTS = ("train", "valid", "test")
@@ -107,7 +108,7 @@ def schedule_cost(config: Any, n_train: int) -> str | None:
 
 def prepare(opts: TrainOptions) -> tuple:
     """What a run needs before fitting, shared by `pipe train` and `pipe tune`: the head class,
-    run settings, its config with the data-aware regime applied (heads/_regime.py), the task,
+    run settings, its config with the data-aware regime applied (pipeline/train/regime.py), the task,
     split, stores, the parts, the notes and the regime decided (None for a head without one)."""
     cls = heads.get(opts.head)
     ft_sets, sets = finetune.split_sets(opts.sets)  # finetune_blocks, backbone_lr, ... are not the head's
