@@ -19,6 +19,7 @@ from extractors import register
 from extractors.base import Extractor
 from pipeline.core.errors import PipeError
 from pipeline.core.specs import FeatureSpec
+from pipeline.nn.word_vectors import glove_dimension, read_glove
 from pipeline.nn.weights import file_sha256
 
 WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punctuation dropped
@@ -27,48 +28,6 @@ WORD_RE = re.compile(r"\w+(?:'\w+)?")  # words and contractions ("don't"); punct
 @dataclass
 class GloveConfig:
     path: str | None = None  # GloVe text file, one "word v1 ... vd" line per word (required)
-
-
-def _split(line: str) -> list[str]:
-    return line.rstrip("\n").rstrip(" ").split(" ")
-
-
-def _dimension(path: Path) -> int:
-    """Vector length from the first line (a word2vec-style "count dim" header is allowed)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        parts = _split(f.readline())
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
-        return int(parts[1])
-    if len(parts) < 2:
-        raise PipeError(f"glove: {path} line 1 is not 'word v1 ... vd'; is this a GloVe text file?")
-    return len(parts) - 1
-
-
-def _read_vectors(path: Path, dim: int) -> tuple[dict[str, int], np.ndarray]:
-    """Word -> row and the (V, dim) float32 matrix; words are lowercased, first one wins
-    (GloVe files are sorted by frequency, so "the" beats "The")."""
-    index: dict[str, int] = {}
-    rows: list[np.ndarray] = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = _split(line)
-            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue  # word2vec-style header
-            if len(parts) < dim + 1:
-                if not line.strip():
-                    continue
-                raise PipeError(f"glove: {path} line {lineno} has {len(parts) - 1} values, expected {dim}")
-            word = " ".join(parts[:-dim]).lower()  # a few GloVe words contain spaces
-            if word in index:
-                continue
-            try:
-                rows.append(np.asarray(parts[-dim:], dtype=np.float32))
-            except ValueError:
-                raise PipeError(f"glove: {path} line {lineno} holds a value that is not a number") from None
-            index[word] = len(rows) - 1
-    if not rows:
-        raise PipeError(f"glove: {path} holds no word vectors")
-    return index, np.stack(rows)  # (V, dim)
 
 
 @register
@@ -94,7 +53,7 @@ class Glove(Extractor):
         return path
 
     def dim(self) -> int:
-        return _dimension(self._path())
+        return glove_dimension(self._path())
 
     def identity(self) -> dict[str, Any]:
         # The file's content, not its location, decides the output.
@@ -109,8 +68,7 @@ class Glove(Extractor):
 
     def load(self, device: str) -> None:
         if self._vectors is None:
-            path = self._path()
-            self._index, self._vectors = _read_vectors(path, _dimension(path))
+            self._index, self._vectors = read_glove(self._path())
 
     def transform(self, texts: list[str]) -> np.ndarray:
         self.load("cpu")

@@ -351,3 +351,21 @@ def test_clip_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(open_clip, "create_model", offline)
     with pytest.raises(PipeError, match="--weights PATH.*--weights random"):
         make("clip_text").load("cpu")
+
+
+def test_one_glove_reader_for_the_extractor_and_word_vectors(tmp_path):
+    """The `glove` extractor and `word_vectors=PATH` read a file by the same rules: header
+    skipped, lowercased, first entry wins, multi-word entries kept whole (never a word)."""
+    from pipeline.nn.word_vectors import load_word_vectors, read_glove
+
+    f = tmp_path / "g.txt"
+    f.write_text("4 2\nthe 1 0\nThe 9 9\nnew york 5 5\nnew 0 3\n")
+    index, table = read_glove(f)
+    assert set(index) == {"the", "new york", "new"}
+    np.testing.assert_array_equal(table[index["the"]], [1, 0])
+    ex = extractors.get("glove")(extractors.get("glove").Config(path=str(f)))
+    np.testing.assert_array_equal(ex.transform(["The new"]), [[0.5, 1.5]])  # mean of "the" and "new", not "The"
+    vecs, found = load_word_vectors(str(f), ["the", "new", "york", "zzz"])
+    assert found == 2
+    rms = np.sqrt(np.mean(np.square(np.array([[1, 0], [0, 3]], np.float64))))
+    np.testing.assert_allclose(vecs[:2], np.array([[1, 0], [0, 3]]) / rms, rtol=1e-6)

