@@ -43,12 +43,8 @@ RUNS: list[tuple[str, str, list[str], dict]] = [  # (label, head, ablations, con
 
 def ceiling(dataset: str, cache: Path, signals: dict) -> dict[str, float]:
     """Test metrics of the planted score itself (true topic match and author popularity)."""
-    task = tasks.get("ranking")()
-
-    class Cfg:
-        negatives, seed = 2, 0
-    data = task.prepare(load_posts(dataset, cache), load_side_tables(dataset, cache), parse_split(None), {}, Cfg()
-                        ).data["test"]
+    task = tasks.get("ranking")()  # the default candidate lists, those every head of the table is judged on
+    data = task.prepare(load_posts(dataset, cache), load_side_tables(dataset, cache), parse_split(None), {}).data["test"]
     topic = {t["post_id"]: t["topic"] for t in signals["tweets"]}
     author = dict(data.posts.select("post_id", "user_id").iter_rows())
     eff = signals["config"]["taste_effect"]

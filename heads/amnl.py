@@ -26,7 +26,8 @@ vectors start N(0, 1/dim) so f and h start O(1) (the paper: zero-mean Gaussian, 
 scale); the margin c = 0.5 (0 < c < 1, not given); the hinge is averaged over a batch's
 pairs and beta weighs the squared norm of every parameter per batch; Adam at the paper's
 learning rate 0.01 ("SGD with AdaGrad [Kingma and Ba]"); negatives, split and candidates
-are the ranking task's (2 per positive, followees' earlier tweets not retweeted in training).
+are the ranking task's (2 per positive, `--task-set negatives=N`; followees' earlier tweets not
+retweeted in training).
 
 Ablations (Table 4 and the followee term): `text` -> AMNL_i (z = g(W_i x)), `visual` ->
 AMNL_d (z = g(W_d y)), `followees` -> h = 1 for everyone (F = f).
@@ -57,7 +58,6 @@ class AMNLConfig(TrainConfig, TextConfig):  # TextConfig: word dropout, max_voca
     text_dim: int = 256  # word embedding and LSTM size (not given by the paper)
     margin: float = 0.5  # hinge margin c, 0 < c < 1 (not given by the paper)
     beta: float = 1e-3  # weight of the L2 term beta ||Psi||^2 over every parameter (not given; planted data overfits below)
-    negatives: int = 2  # negatives per training positive (the ranking task draws them; paper: 2)
     max_followees: int = 200  # followees attended per user, the first by id beyond it (paper's max: 162)
     sep_id: int | None = None  # token id that separates sentences; None: the whole text is one sentence
     standardize_visual: bool = True  # fc7 minus the training mean, over the training sd, per dimension

@@ -34,7 +34,6 @@ class BPRConfig(TrainConfig):
     dim: int = 20  # latent factors gamma_u, gamma_i (VBPR paper: 20)
     visual_dim: int = 20  # vbpr: visual factors theta_u and the projection E (VBPR paper: 20)
     reg: float = 1e-4  # lambda: L2 weight on the factors and biases a batch touches
-    negatives: int = 2  # negatives per training positive (the ranking task draws them)
     normalize_visual: bool = True  # vbpr: scale fc7 by 1/RMS of the training rows
 
 

@@ -2,7 +2,8 @@
 
 Input: VGG16 pool5 regions R (D x M = 49 x 512 at 224 px; eq 4, f_c is the frozen,
 cached backbone, times the training part's 1/RMS scale). Tag vector T: 0/1 over the
-`tags` (1,000) most frequent tags of the training part; tags are the target of the tag
+`tags` (1,000; the embedding task's setting, `--task-set tags=N`) most frequent tags of
+the training part; tags are the target of the tag
 branch (eq 10), never an input: a post is embedded from its image alone.
 
 - Tag-wise attention (eqs 5-8): Z = tanh(w R^T + b), w in R^{L x M}; alpha = softmax
@@ -50,7 +51,7 @@ symmetric only in spirit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -70,7 +71,6 @@ from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, mu
 @dataclass
 class DMANConfig(TrainConfig):
     lr: float = 0.01  # the paper's step size (it used SGD with Nesterov momentum 0.9; the shared trainer's Adam here)
-    tags: int = 1000  # tag vocabulary: the most frequent tags of the training part (paper: 1,000)
     links: int = 50  # links kept per training post among the training posts sharing a label (paper: 50)
     negatives: int = 3  # K: in-batch negatives per (anchor, positive) pair, sharing no label with the anchor (paper: 3)
     margin: float = 0.3  # M of the hinge rank loss, eq 2 (paper: 0.3)
@@ -206,6 +206,7 @@ class DMAN(EmbeddingHead):
     name = "dman"
     Config = DMANConfig
     ABLATIONS = ("tags", "attention")
+    task_defaults: ClassVar[dict[str, Any]] = {"tags": 1000}  # tag vocabulary size (paper: 1,000)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -215,8 +216,8 @@ class DMAN(EmbeddingHead):
 
     def check_config(self) -> None:
         c = self.config
-        if c.tags < 1 or c.links < 1 or c.negatives < 1:
-            raise PipeError(f"dman needs tags, links and negatives >= 1 (got {c.tags}, {c.links}, {c.negatives})")
+        if c.links < 1 or c.negatives < 1:
+            raise PipeError(f"dman needs links and negatives >= 1 (got {c.links}, {c.negatives})")
 
     def usable(self, train: HeadData) -> tuple[np.ndarray, dict[str, int]]:
         """Rows trained on (a label, an image, a vocabulary tag) and counts of those left out.
@@ -225,9 +226,12 @@ class DMAN(EmbeddingHead):
         store = train.stores.get("visual")
         image = np.array([store is not None and p in store for p in train.ids], bool)
         keep, out = labelled & image, {"no_label": int((~labelled).sum()), "no_image": int((labelled & ~image).sum())}
-        vocab = tag_vocabulary(train.posts, self.config.tags)
+        size = train.task_config.tags if train.task_config is not None else self.task_defaults["tags"]
+        if size is None and "tags" not in self.config.ablate:
+            raise PipeError("dman learns tag outputs over a tag vocabulary: --task-set tags=N (paper: 1000)")
+        vocab = tag_vocabulary(train.posts, size) if size is not None else []
         self._tag_vocab = [] if "tags" in self.config.ablate else vocab
-        if "tags" in train.posts.columns:
+        if "tags" in train.posts.columns and size is not None:
             tagged = multi_hot(train.posts, vocab, "tags").any(1)
             out["no_vocabulary_tag"] = int((keep & ~tagged).sum())
             keep &= tagged

@@ -35,8 +35,9 @@ Where the paper is open, this implementation chooses:
 Ablations (config switches): `--ablate image|text|category` (Table 4; all three leave
 the user features alone), `--ablate short_term` (no LSTM, gates or GRN: Phi = f W),
 `--ablate long_term` (no attention: h = 0), `--ablate user`; `--set hce=first|second|
-third|concat|sum|hce` (Table 6), `--set window=1..64` (Table 3), `--set alpha=.. beta=..`
-(Fig. 3), `--set window_scope=user` (the user's own earlier posts only).
+third|concat|sum|hce` (Table 6), `--set alpha=.. beta=..` (Fig. 3); the window is the
+regression task's setting (default here 8): `--task-set window=1..64` (Table 3),
+`--task-set window_scope=user` (the user's own earlier posts only); `--set` takes both too.
 """
 from __future__ import annotations
 

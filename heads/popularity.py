@@ -25,7 +25,6 @@ FILE = "popularity.json"
 
 @dataclass
 class PopularityConfig:
-    negatives: int = 2  # negatives per training positive (the ranking task draws them)
     seed: int = 0  # seeds the task's negative sampling
 
 

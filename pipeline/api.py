@@ -154,9 +154,12 @@ def load_run(ref: PathLike, runs: PathLike | None = None) -> Run:
 
 def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, ablate: Iterable[str] | str = (),
           visual: str | None = None, text: str | None = None, say: Say = _quiet,
-          watch: Callable[[dict[str, Any]], None] | None = None, **opts: Any) -> Run:
+          watch: Callable[[dict[str, Any]], None] | None = None, task_config: Mapping[str, Any] | None = None,
+          **opts: Any) -> Run:
     """Train `head` on `dataset`'s cached features into a new run folder and return it.
-    `config` overrides head settings (`{"lr": 1e-3}`, as `--set lr=0.001`); `visual`, `text`
+    `config` overrides head settings (`{"lr": 1e-3}`, as `--set lr=0.001`; the task's aliases
+    `negatives`, `window`, `window_scope`, `tags` go to the task); `task_config` the task's
+    (`{"candidates": 5}`, as `--task-set candidates=5`); `visual`, `text`
     or `stores={"role": id}` choose stores; other keywords are `pipe train`'s options:
     `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, `target`,
     `target_transform`, `min_target`, `finetune` (with `weights`, `image_size`), ...
@@ -169,12 +172,13 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
     sets = [*(opts.pop("sets", None) or []), *(_set_item(k, v) for k, v in (config or {}).items())]
     ablate = [ablate] if isinstance(ablate, str) else list(ablate)
     valid = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in ("dataset", "head", "stores", "sets",
-                                                                                "ablate")]
+                                                                                "ablate", "task_sets")]
     unknown = sorted(set(opts) - set(valid))
     if unknown:
-        raise PipeError(f"train() got unknown option(s) {', '.join(unknown)}; options: config, ablate, visual, text, "
-                        f"stores, {', '.join(valid)}")
-    run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=sets, ablate=ablate, **opts),
+        raise PipeError(f"train() got unknown option(s) {', '.join(unknown)}; options: config, task_config, ablate, "
+                        f"visual, text, stores, {', '.join(valid)}")
+    run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=sets, ablate=ablate,
+                                        task_sets=dict(task_config or {}), **opts),
                            say=say, watch=watch)
     return Run.load(run_dir)
 

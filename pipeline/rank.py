@@ -25,6 +25,7 @@ from pipeline.data.raw import LINE
 from pipeline.data.readers import read_raw
 from pipeline.evaluate.report import run_posts, user_training_stats
 from pipeline.run.rundir import load_run
+from pipeline.train import tasks
 
 
 @dataclass
@@ -77,8 +78,8 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
     from pipeline.score import dataset_name_for, prepare, score_table
 
     run = load_run(run_ref, runs)
-    if run.task != "regression":
-        raise PipeError(f"run {run.name} is a {run.task} run; pipe rank orders posts by a predicted score, "
+    if not tasks.get(run.task).ranks_posts:
+        raise PipeError(f"run {run.name} is a {run.task} run; pipe rank orders posts by a predicted score per post, "
                         "which only regression runs give")
     candidates = Path(candidates)
     with tempfile.TemporaryDirectory(prefix="pipe-rank-") as tmp:

@@ -15,10 +15,12 @@ follower of the post's author; embedding: post_id, embedding, top labels), then:
   has no row for the post (an unreadable image, listed in the store's failures.parquet);
   the head scores it without the image where it can.
 
-Regression heads get a `History` as in training: the run's dataset (labels of its training
-part only) and the scored posts (labels dropped), so a scored post's window (DSN) and its
-user's earlier scores (`user_history`) are those of the same definition
-(pipeline/train/windows.py); a window head's windows are written to OUT.windows.parquet.
+The run's task config (config.json `task.config`) is restored and the scored posts carry
+it. Heads of a task with a `history` (regression) get a `History` as in training: the
+run's dataset (labels of its training part only) and the scored posts (labels dropped), so
+a scored post's window (DSN) and its user's earlier scores (`user_history`) are those of
+the same definition (pipeline/train/windows.py); the task's extra tables (a sequence run's
+windows) are written beside the scores as OUT.<name>.parquet (OUT.windows.parquet).
 """
 from __future__ import annotations
 
@@ -157,11 +159,11 @@ def head_data(run: Run, posts: pl.DataFrame, stores: dict[str, FeatureStore], ca
     """The run's task and the posts as its head reads them at scoring time (examples, side
     tables, history); `pipe explain` reads posts of the run's own dataset this way too."""
     task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
-    task.restore(run.config.get("task", {}))  # the fitted target transform: scores come back in counts
+    task.restore(run.config.get("task", {}))  # its config, the fitted target transform: scores come back in counts
     side = load_side_tables(run.config["dataset"], run.config.get("cache") or cache)
-    data = HeadData(task.label(posts), stores, task.target, examples=_score_examples(run, task.name, posts, side, users),
-                    side=side)
-    if task.name == "regression":
+    data = HeadData(task.label(posts), stores, task.target, examples=task.score_examples(posts, side, users, run.name),
+                    side=side, task_config=task.config)
+    if task.history:
         data.history = _history(run, task, data, cache, say)
     return task, data
 
@@ -211,25 +213,20 @@ def score(run_ref: str | Path, posts_file: str | Path, out: str | Path, submissi
                                                            for r, st in s.data.stores.items()}))
 
     metrics = None
-    posts, task = s.data.posts, s.task
-    if task.name == "regression" and task.target in posts.columns:
-        labels = posts[task.target].cast(pl.Float64)
-        if labels.null_count() == 0 and labels.is_finite().all():
-            metrics = task.metrics(s.data, out_value)
-    return ScoreReport(out, s.dataset, posts.height, int(s.unseen.sum()), int(s.missing.sum()), s.extracted, metrics,
+    if s.task.measurable(s.data):
+        metrics = s.task.metrics(s.data, out_value)
+    return ScoreReport(out, s.dataset, s.data.posts.height, int(s.unseen.sum()), int(s.missing.sum()), s.extracted, metrics,
                        windows, Path(submission) if submission is not None else None)
 
 
 def record_windows(s: Scoring, out: Path) -> Path | None:
-    """A window head's windows of the scored posts, as the run records its own: OUT.windows.parquet."""
-    c = getattr(s.head, "config", None)
-    if not getattr(c, "window", None) or s.data.history is None:
-        return None
-    from pipeline.train.windows import window_table
-
-    path = out.with_name(out.stem + ".windows.parquet")
-    window_table(s.data.history, s.data.ids, c.window, c.window_scope).write_parquet(path)
-    return path
+    """The task's tables of the scored posts, as the run records its own (a sequence run's
+    windows: OUT.windows.parquet); the windows file's path, if any."""
+    written = {}
+    for name, frame in s.task.scored_files(s.data).items():
+        written[name] = out.with_name(f"{out.stem}.{name}.parquet")
+        frame.write_parquet(written[name])
+    return written.get("windows")
 
 
 def read_users(spec: str) -> list[str]:
@@ -252,23 +249,3 @@ def read_users(spec: str) -> list[str]:
         raise PipeError(f"--users {spec!r}: no user ids")
     return ids
 
-
-def _score_examples(run: Run, task: str, posts: pl.DataFrame, side: dict[str, pl.DataFrame],
-                    users: list[str] | None = None) -> pl.DataFrame | None:
-    """Ranking runs score user-post pairs: each new post for every follower of its author in
-    the run's dataset (its follows table), or for each of `users` (`--users`: every post for
-    every user given). Other tasks score the posts themselves."""
-    if task != "ranking":
-        if users is not None:
-            raise PipeError(f"--users: run {run.name} is a {task} run; only ranking runs score posts per user")
-        return None
-    if users is not None:
-        pairs = pl.DataFrame({"user_id": list(dict.fromkeys(users))}, schema={"user_id": pl.Utf8}).join(
-            posts.select("post_id", pl.col("posted_at").alias("at")), how="cross")
-        return pairs.select("user_id", "post_id", pl.lit(0, pl.Int8).alias("label"), pl.lit(0, pl.Int64).alias("group"), "at")
-    if "follows" not in side:
-        raise PipeError(f"run {run.name} ranks posts for users, and its dataset has no follows table to find "
-                        "who sees the new posts")
-    pairs = posts.select("post_id", pl.col("user_id").alias("followee_id"), pl.col("posted_at").alias("at")).join(
-        side["follows"].select("user_id", "followee_id"), on="followee_id")
-    return pairs.select("user_id", "post_id", pl.lit(0, pl.Int8).alias("label"), pl.lit(0, pl.Int64).alias("group"), "at")

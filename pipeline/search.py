@@ -23,6 +23,7 @@ from pipeline.data.contract import load_posts
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.train.data import HeadData, RunSettings
 from pipeline.run.rundir import load_run
+from pipeline.train import tasks
 from pipeline.train.tasks.embedding import EmbeddingOutput, tag_query_distance
 
 
@@ -43,7 +44,7 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
     if k < 1:
         raise PipeError(f"--k must be at least 1, got {k}")
     run = load_run(run_ref, runs)
-    if run.task != "embedding":
+    if not tasks.get(run.task).searchable:
         raise PipeError(f"run {run.name} is a {run.task} run ({run.head}); searching by tag needs an embedding run")
     if run.metrics is None:
         raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")

@@ -1,8 +1,8 @@
 """Tiny train/valid/test parts for every task, so head tests loop over heads of any task.
 
-`parts(task, cache, stores, config)` builds the three HeadData parts of the tiny dataset
+`parts(task, cache, stores, head)` builds the three HeadData parts of the tiny dataset
 (tests/_tiny_data.py, written under `cache` as "tiny") the way `pipe train` does for that
-task; `n_outputs` is how many values `predict` returns; `stranger` is a part whose user was
+task and head class (`task_for`: the task config with the head's `task_defaults`); `n_outputs` is how many values `predict` returns; `stranger` is a part whose user was
 never seen in training. A new task adds one builder to PARTS (and, where the defaults do
 not fit, to N_OUTPUTS / STRANGERS).
 """
@@ -23,11 +23,17 @@ from pipeline.train.data import HeadData
 PartsFn = Callable[[Path, dict[str, FeatureStore], Any], dict[str, HeadData]]
 
 
+def task_for(head: type, given: dict[str, Any] | None = None, target: str = "score", **options: Any) -> tasks.Task:
+    """The task a run of `head` is judged by, configured as `pipe train` configures it."""
+    cls = tasks.get(head.task)
+    return cls(target, cls.build_config(head, given), **options)
+
+
 def _posts(cache: Path) -> pl.DataFrame:
     return pl.read_parquet(cache / "tiny" / "posts.parquet")
 
 
-def regression_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+def regression_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
     posts = assign_split(_posts(cache), parse_split(None))
     return {p: HeadData(posts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
 
@@ -49,15 +55,15 @@ def social_tables(posts: pl.DataFrame, n_fans: int = 10, seed: int = 0) -> dict[
                                                          "at": pl.Datetime("us", "UTC")}, orient="row")}
 
 
-def ranking_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+def ranking_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
     posts = _posts(cache)
-    return tasks.get("ranking")().prepare(posts, social_tables(posts), parse_split(None), stores, config).data
+    return task_for(head).prepare(posts, social_tables(posts), parse_split(None), stores).data
 
 
-def embedding_parts(cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
+def embedding_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
     """The tiny labelled posts, split at random."""
     posts = labelled_posts(cache)
-    return tasks.get("embedding")().prepare(posts, {}, parse_split("random:0"), stores, config).data
+    return task_for(head).prepare(posts, {}, parse_split("random:0"), stores).data
 
 
 def labelled_posts(cache: Path) -> pl.DataFrame:
@@ -96,8 +102,8 @@ N_OUTPUTS: dict[str, Callable[[HeadData], int]] = {"ranking": _rows}  # default:
 STRANGERS: dict[str, Callable[[HeadData], HeadData]] = {"ranking": _stranger_examples}  # default: posts
 
 
-def parts(task: str, cache: Path, stores: dict[str, FeatureStore], config: Any) -> dict[str, HeadData]:
-    return PARTS[task](cache, stores, config)
+def parts(task: str, cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
+    return PARTS[task](cache, stores, head)
 
 
 def n_outputs(task: str, data: HeadData) -> int:

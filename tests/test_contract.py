@@ -41,9 +41,9 @@ def _fit_tiny(name: str, cache: Path, settings: RunSettings):
     head = cls(build_config(name, cls.Config, [f"{k}={v}" for k, v in TINY.items() if k in fields]))
     head.settings = settings
     stores, _ = resolve_roles(head.roles(), "tiny", cache, PINS[name]["stores"])
-    task = tasks.get(head.task)()
+    task = _tiny_tasks.task_for(cls)
     posts, side, split = _tiny_tasks.inputs(head.task, cache)
-    parts = task.prepare(posts, side, parse_split(split), stores, head.config)
+    parts = task.prepare(posts, side, parse_split(split), stores)
     head.fit(parts.data["train"], parts.data["valid"])
     return head, parts.data
 
@@ -113,13 +113,9 @@ def _social(n_users=6, n_posts=60, n_events=90, seed=0):
     return posts, {"interactions": events, "follows": follows}
 
 
-class Cfg:
-    negatives, seed = 2, 0
-
-
 def test_ranking_negatives_never_leak():
     posts, side = _social()
-    parts = tasks.get("ranking")().prepare(posts, side, parse_split(None), {}, Cfg())
+    parts = tasks.get("ranking")().prepare(posts, side, parse_split(None), {})
     ev = side["interactions"]
     train_pairs = {(u, p) for u, p in parts.data["train"].side["interactions"].select("user_id", "post_id").iter_rows()}
     cut = parts.data["train"].side["interactions"]["at"].max()
@@ -145,7 +141,7 @@ def test_ranking_negatives_never_leak():
 def test_ranking_outputs_and_scores():
     posts, side = _social()
     task = tasks.get("ranking")()
-    d = task.prepare(posts, side, parse_split(None), {}, Cfg()).data["test"]
+    d = task.prepare(posts, side, parse_split(None), {}).data["test"]
     perfect = d.examples["label"].cast(pl.Float64).to_numpy()
     m = task.metrics(d, task.check(perfect, d, "oracle", "test"))
     assert m["auc"] == 1.0 and m["p@1"] == 1.0
@@ -160,7 +156,7 @@ def test_ranking_outputs_and_scores():
 def test_embedding_task_splits_at_random_and_scores_outputs():
     posts, _ = _social()
     task = tasks.get("embedding")()
-    parts = task.prepare(posts, {}, parse_split(None, task.default_split), {}, None)
+    parts = task.prepare(posts, {}, parse_split(None, task.default_split), {})
     assert parts.counts["unlabelled_skipped"] == sum(1 for i in range(60) if i % 7 == 0)
     d = parts.data["test"]
     truth = np.array([[("a" in r), ("b" in r)] for r in d.posts["labels"].to_list()], np.float64)
@@ -186,7 +182,7 @@ def _earlier(hist: History, pid: str, n: int, scope: str) -> list[str]:
 
 def test_history_gives_earlier_posts_and_training_labels_only(cache):
     posts = pl.read_parquet(cache / "tiny" / "posts.parquet")
-    parts = tasks.get("regression")().prepare(posts, {}, parse_split(None), {}, None)
+    parts = tasks.get("regression")().prepare(posts, {}, parse_split(None), {})
     hist = parts.data["test"].history
     assert isinstance(hist, History)
     known = hist.posts.filter(pl.col("score").is_not_null())["post_id"].to_list()
@@ -203,10 +199,10 @@ def test_history_gives_earlier_posts_and_training_labels_only(cache):
 
 def test_target_column_and_extra_numeric_columns(cache):
     posts = pl.read_parquet(cache / "tiny" / "posts.parquet").with_columns(retweets=pl.col("score") * 10)
-    parts = tasks.get("regression")("retweets").prepare(posts, {}, parse_split(None), {}, None)
+    parts = tasks.get("regression")("retweets").prepare(posts, {}, parse_split(None), {})
     assert np.allclose(parts.data["train"].y, parts.data["train"].posts["retweets"].to_numpy())
     with pytest.raises(PipeError, match="no column 'likes'"):
-        tasks.get("regression")("likes").prepare(posts, {}, parse_split(None), {}, None)
+        tasks.get("regression")("likes").prepare(posts, {}, parse_split(None), {})
 
 
 def test_log_grows_during_a_fit_and_an_interrupted_run_is_marked(cache, tmp_path, monkeypatch, one_thread):

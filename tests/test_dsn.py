@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 import torch
 
-from heads.dsn import DSN, HCE, Adapter, DSNConfig, TemporalFusion
+from heads.dsn import DSN, HCE, Adapter, TemporalFusion
 from heads.lightgbm import LightGBMHead
 from pipeline.core.config import build_config
 from pipeline.data.splits import parse_split
+from pipeline.run.train import TrainOptions, settings_and_config
 from pipeline.store import open_store
 from pipeline.train.data import History
 from pipeline.train.tasks.regression import Regression
@@ -77,8 +78,10 @@ def parts(tmp_path_factory):
 
 def _fit(parts, sets=(), ablate=()):
     cache, posts, stores = parts
-    config = build_config("dsn", DSNConfig, [*TINY, *sets], list(ablate))
-    p = Regression().prepare(posts, {}, parse_split(None), {r: s for r, s in stores.items()}, config).data
+    opts = TrainOptions("tiny", "dsn", sets=[*TINY, *sets], ablate=list(ablate))
+    _, config, task_config = settings_and_config("dsn", DSN, opts)  # --set window=.. is the task's, as in pipe train
+    task = Regression(config=task_config)
+    p = task.prepare(posts, {}, parse_split(None), {r: s for r, s in stores.items()}).data
     with torch.random.fork_rng():
         head = DSN(config).fit(p["train"], p["valid"])
     return head, p
@@ -154,7 +157,7 @@ def test_lightgbm_with_categories_and_user_history(parts, one_thread):
     cache, posts, stores = parts
     config = build_config("lightgbm", LightGBMHead.Config, ["n_estimators=20", "n_jobs=1", "min_child_samples=5",
                                                             "categories=true", "user_history=3"])
-    p = Regression().prepare(posts, {}, parse_split(None), stores, config).data
+    p = Regression().prepare(posts, {}, parse_split(None), stores).data
     head = LightGBMHead(config).fit(p["train"], p["valid"])
     assert {"category", "subcategory", "concept", "hist_mean", "hist_count"} <= set(head.features.names)
     assert "category" in head._categorical()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import _tiny_data as tiny
+import _tiny_tasks
 import numpy as np
 import polars as pl
 import pytest
@@ -16,7 +17,6 @@ from pipeline.core.config import build_config
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import parse_split
 from pipeline.store import open_store
-from pipeline.train import tasks
 from pipeline.train.data import HeadData, RunSettings
 from pipeline.train.tasks.embedding import tag_vocabulary
 
@@ -48,10 +48,11 @@ def _labelled_posts(cache: Path) -> pl.DataFrame:
     return posts.with_columns(pl.Series("labels", labels, pl.List(pl.Utf8)), pl.Series("tags", tags, pl.List(pl.Utf8)))
 
 
-def _parts(cache: Path, posts: pl.DataFrame, config=None) -> dict[str, HeadData]:
+def _parts(cache: Path, posts: pl.DataFrame, tags: int | None = None) -> dict[str, HeadData]:
+    """The parts under the embedding task with the dman default (`tags` given: that vocabulary size)."""
     stores = {"visual": open_store("tiny", tiny.GRID, cache)}
-    task = tasks.get("embedding")()
-    return task.prepare(posts, {}, parse_split(None, task.default_split), stores, config).data
+    task = _tiny_tasks.task_for(heads.get("dman"), {"tags": tags} if tags is not None else {})
+    return task.prepare(posts, {}, parse_split(None, task.default_split), stores).data
 
 
 def _fit(cache: Path, posts: pl.DataFrame, name: str = "dman", ablate: list[str] | None = None):
@@ -59,7 +60,7 @@ def _fit(cache: Path, posts: pl.DataFrame, name: str = "dman", ablate: list[str]
     fields = set(cls.Config.__dataclass_fields__)
     head = cls(build_config(name, cls.Config, [s for s in SMALL if s.split("=")[0] in fields], ablate or []))
     head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
-    parts = _parts(cache, posts, head.config)
+    parts = _parts(cache, posts)
     head.fit(parts["train"], parts["valid"])
     return head, parts
 
@@ -126,9 +127,9 @@ def test_training_statistics_come_from_the_training_part_only(cache):
 
 def test_posts_without_a_vocabulary_tag_or_image_are_left_out_and_counted(cache):
     posts = _labelled_posts(cache)
-    head = heads.get("dman")(build_config("dman", DMANConfig, [*SMALL, "tags=2"]))
+    head = heads.get("dman")(build_config("dman", DMANConfig, SMALL))
     head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
-    parts = _parts(cache, posts, head.config)
+    parts = _parts(cache, posts, tags=2)
     vocab = set(tag_vocabulary(parts["train"].posts, 2))
     no_tag = sum(1 for r in parts["train"].posts["tags"].to_list() if not vocab & set(r))
     head.fit(parts["train"], parts["valid"])
@@ -136,8 +137,8 @@ def test_posts_without_a_vocabulary_tag_or_image_are_left_out_and_counted(cache)
     no_image = sum(1 for p in parts["train"].ids if p not in parts["train"].stores["visual"])
     assert left["no_image"] == no_image and left["no_vocabulary_tag"] >= 1
     assert head.train_info["trained_on"] == len(parts["train"]) - no_image - left["no_vocabulary_tag"]
-    task = tasks.get("embedding")()
-    notes = task.prepare(posts, {}, parse_split(None, task.default_split), parts["train"].stores, head.config).notes
+    task = _tiny_tasks.task_for(heads.get("dman"), {"tags": 2})
+    notes = task.prepare(posts, {}, parse_split(None, task.default_split), parts["train"].stores).notes
     assert any(f"{no_tag} training posts have none of the 2 vocabulary tags" in n for n in notes)
 
 

@@ -22,15 +22,14 @@ SETS = {"max_steps": 3, "eval_every": 3, "batch_size": 16, "dim": 16, "device": 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import pipeline.head.torch_head
-    from pipeline.train.loop import Criterion
+    from pipeline.train.tasks.regression import Regression
 
     root = tmp_path_factory.mktemp("ft")
     cache = syn.make(root, posts=60, seed=1, bad=2)  # the first two images are garbage
     syn.extract(cache, "tokens")
     calls = iter(range(1000, 0, -1))  # every evaluation "improves": the trained weights are kept, not step 0's
     mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline.head.torch_head, "mse_criterion", lambda y: Criterion("mse", lambda pred: float(next(calls))))
+    mp.setattr(Regression, "criterion_fn", lambda self, valid, y, output: lambda pred: float(next(calls)))
     r = api.train("syn", "uhan", config=SETS, finetune="vgg16", weights="random", image_size=syn.SIZE,
                   name="ft", runs=root / "runs", cache=cache)
     mp.undo()

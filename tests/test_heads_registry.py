@@ -52,7 +52,7 @@ def test_head_fits_predicts_and_round_trips(name, cache, tmp_path):
     stores, _ = resolve_roles(head.roles(), "tiny", cache, _choices(head.roles(), cache))
     assert {r for r, s in head.roles().items() if s.required} <= set(stores)
     task = tasks.get(cls.task)()
-    part = _tiny_tasks.parts(cls.task, cache, stores, head.config)
+    part = _tiny_tasks.parts(cls.task, cache, stores, cls)
 
     assert head.fit(part["train"], part["valid"]) is head
     yhat = task.check(head.predict(part["test"]), part["test"], name, "test")  # shape and finiteness, per task

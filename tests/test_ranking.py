@@ -96,9 +96,8 @@ def test_training_negatives_never_retweeted_in_training_nor_after_the_cut(tmp_pa
     posts = tiny.make_dataset(tmp_path)
     side = _tiny_tasks.social_tables(posts, n_fans=12, seed=3)
 
-    class Cfg:
-        negatives, seed = 2, 7
-    parts = tasks.get("ranking")().prepare(posts, side, parse_split(None), {}, Cfg())
+    task = tasks.get("ranking")
+    parts = task(config=task.Config(negatives=2, seed=7)).prepare(posts, side, parse_split(None), {})
     train = parts.data["train"]
     cut = train.side["interactions"]["at"].max()
     retweeted = set(train.side["interactions"].select("user_id", "post_id").iter_rows())

@@ -2,7 +2,7 @@
 shapes of ../shared/SMPD.md, real JPEGs) -> `pipe ingest --format smpd` -> clip, clip_text
 (random ViT-S-32: no internet) -> `pipe train --head dsn` -> `pipe evaluate` -> `pipe
 score` of the unlabelled test part with `--submission`, which validates against the
-documented format. A second run with `window_scope=user` scores with that scope."""
+documented format. A second run with `--task-set window_scope=user` scores with that scope."""
 from __future__ import annotations
 
 import json
@@ -78,9 +78,9 @@ def chain(tmp_path_factory, one_thread):
         _pipe("extract", "--dataset", "smpd", "--backbone", backbone, "--model", "ViT-S-32", "--weights", "random",
               "--device", "cpu", "--num-workers", "0", "-q", *c)
     tiny = ["max_steps=8", "eval_every=4", "patience=2", "batch_size=32", "dim=16", "device=cpu"]
-    for name, extra in (("dsn", []), ("dsn-user", ["window_scope=user"])):
-        _pipe("train", "--dataset", "smpd", "--head", "dsn", "--name", name, *[a for s in tiny + extra for a in ("--set", s)],
-              "--runs", runs, *c)
+    for name, extra in (("dsn", []), ("dsn-user", ["--task-set", "window_scope=user"])):
+        _pipe("train", "--dataset", "smpd", "--head", "dsn", "--name", name, *[a for s in tiny for a in ("--set", s)],
+              *extra, "--runs", runs, *c)
     return root, smpd, cache, runs
 
 
@@ -110,7 +110,8 @@ def test_smpd_goes_through_the_whole_chain(chain):
 def test_a_run_scores_with_its_own_window_scope(chain):
     root, smpd, cache, runs = chain
     run = runs / "dsn-user"
-    assert json.loads((run / "config.json").read_text())["config"]["window_scope"] == "user"
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"]["config"] == {"window": 8, "window_scope": "user"} and "window_scope" not in config["config"]
     _pipe("score", "--run", run, "--posts", smpd / "test_img_filepath.txt", "--format", "smpd", "--dataset", "smpd-test",
           "--out", root / "user.parquet", "--device", "cpu", "--num-workers", "0", "-q", "--runs", runs, "--cache", cache)
     posts = pl.concat([pl.read_parquet(cache / d / "posts.parquet").select("post_id", "user_id")

@@ -23,7 +23,7 @@ def posts(tmp_path_factory):
 
 def _prepare(posts, transform="none", min_target=None):
     task = tasks.get("regression")("retweets", transform=transform, min_target=min_target)
-    return task, task.prepare(posts, {}, parse_split(None), {}, None)
+    return task, task.prepare(posts, {}, parse_split(None), {})
 
 
 def _raw(posts, ids):

@@ -33,53 +33,14 @@ def synth_cmd(
                              "that depend on the posts just before: pipeline/data/synth_sequence.py)."),
 ) -> None:
     """Write a synthetic dataset with planted signals (see pipeline/data/synth.py for the design)."""
-    from pipeline.data.synth import DEFAULT_POSTS, SynthConfig, n_users_for, parse_text_words, synth
+    from pipeline.data.synth_kinds import synth_kind
 
+    text = {"text_words": text_words, "vocab": vocab, "text_signal": text_signal}
+    kind = synth_kind(task, users, text)
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
-    if task != "regression":
-        return _synth_task(task, out, posts, users, kw, {"--text-words": text_words, "--vocab": vocab,
-                                                         "--text-signal": text_signal})
-    n = posts if posts is not None else DEFAULT_POSTS
     t0 = time.perf_counter()
-    variant = {k: v for k, v in {"text_words": parse_text_words(text_words) if text_words is not None else None,
-                                 "vocab": vocab, "text_signal": text_signal}.items() if v is not None}
-    path = synth(out, n, config=SynthConfig(users=users, **variant), **kw)
-    console.print(f"wrote {path} ({n} posts by {n_users_for(n, users)} users, images under {out / 'images'}) "
-                  f"in {time.perf_counter() - t0:.1f}s; planted signals: {out / 'signals.json'}", highlight=False, soft_wrap=True)
-
-
-def _synth_task(task: str, out: Path, posts: Optional[int], users: Optional[int], kw: dict,
-                regression_only: dict) -> None:
-    """`pipe synth --task ranking|embedding`: the task's own synthetic data."""
-    from pipeline.core.errors import PipeError
-
-    given = [k for k, v in regression_only.items() if v is not None]
-    if given:
-        raise PipeError(f"{', '.join(given)}: options of the regression synth, not of --task {task}")
-    t0 = time.perf_counter()
-    if task == "ranking":
-        from pipeline.data.synth_ranking import RankingSynthConfig
-        from pipeline.data.synth_ranking import synth as synth_ranking
-
-        cfg = RankingSynthConfig(**({"users": users} if users is not None else {}))
-        path = synth_ranking(out, posts if posts is not None else 480, config=cfg, **kw)
-        files = "interactions.parquet, follows.parquet"
-    elif task == "embedding":
-        if users is not None:
-            raise PipeError("--users: an option of the regression and ranking synths, not of --task embedding")
-        from pipeline.data.synth_embedding import synth as synth_embedding
-
-        path = synth_embedding(out, posts if posts is not None else 1500, **kw)
-        files = "labels and tags in the posts"
-    elif task == "sequence":
-        from pipeline.data.synth_sequence import SequenceSynthConfig
-        from pipeline.data.synth_sequence import synth as synth_sequence
-
-        path = synth_sequence(out, posts if posts is not None else 1500, config=SequenceSynthConfig(users=users), **kw)
-        files = "scores with a planted temporal context effect"
-    else:
-        raise PipeError(f"--task {task!r}: choose regression, ranking, embedding or sequence")
-    console.print(f"wrote {path} ({files}, images under {out / 'images'}) in {time.perf_counter() - t0:.1f}s; "
+    path, holds = kind.make(out, posts if posts is not None else kind.posts, users, kw, text)
+    console.print(f"wrote {path} ({holds}, images under {out / 'images'}) in {time.perf_counter() - t0:.1f}s; "
                   f"planted signals: {out / 'signals.json'}", highlight=False, soft_wrap=True)
 
 

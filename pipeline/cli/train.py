@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.app import CacheOpt, JsonOpt, RunsOpt, app, console, friendly, print_json, results_console
 from pipeline.core import paths
+from pipeline.core.config import parse_sets
 from pipeline.core.errors import PipeError
 
 if TYPE_CHECKING:  # training, stores and tables are imported only when a command runs
@@ -56,8 +57,13 @@ def train(
                                           show_default="imagenet"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="--finetune: input side in pixels.",
                                              show_default="the backbone's default"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Head config override: one key=value per --set (repeat it).",
-                                            show_default="none"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Head config override: one key=value per --set (repeat "
+                                             "it). negatives, window, window_scope and tags are aliases of --task-set.",
+                                             show_default="none"),
+    task_set: Optional[list[str]] = typer.Option(None, "--task-set", help="Task setting, one key=value per --task-set: "
+                                                 "ranking negatives, candidates, seed (of the candidate lists); "
+                                                 "regression window, window_scope; embedding tags. Recorded in "
+                                                 "config.json.", show_default="the task's, or the head's for it"),
     ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable).",
                                              show_default="none"),
     repeats: int = typer.Option(1, "--repeats", help="Train K seeds (seed, seed+1, ...); report mean ± std."),
@@ -82,6 +88,7 @@ def train(
     try:
         run = api.train(
             dataset, head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
+            task_config=parse_sets(task_set, "--task-set"),
             ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
             scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
             target_transform=target_transform, min_target=min_target, finetune=finetune, weights=weights,

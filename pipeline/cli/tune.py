@@ -23,8 +23,11 @@ def tune(
                                        show_default="as pipe train"),
     split: Optional[str] = typer.Option(None, "--split", help="As pipe train; the search reads train and valid only.",
                                         show_default="the task's"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Fixed key=value (never searched), one per --set.",
-                                            show_default="none"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Fixed key=value (never searched), one per --set; "
+                                             "negatives, window, window_scope and tags are aliases of --task-set.",
+                                             show_default="none"),
+    task_set: Optional[list[str]] = typer.Option(None, "--task-set", help="Task setting key=value, as pipe train.",
+                                                 show_default="the task's, or the head's for it"),
     seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name; the same name resumes a killed search.",
                                       show_default="tune-<head>-timestamp"),
@@ -37,13 +40,14 @@ def tune(
 ) -> None:
     """Search a head's hyper-parameters (Optuna TPE, median pruning) on the validation split, then train
     and evaluate the best configuration once as a normal run (study.db, trials.csv, tune.json beside it)."""
+    from pipeline.core.config import parse_sets
     from pipeline.run.train import TrainOptions
     from pipeline.run.tune import TuneOptions
     from pipeline.run.tune import tune as run_tune
 
     stores = {k: v for k, v in {"visual": visual, "text": text}.items() if v}
     opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=list(set_ or []),
-                                    name=name, runs=runs, cache=cache),
+                                    task_sets=parse_sets(task_set, "--task-set"), name=name, runs=runs, cache=cache),
                        trials=trials, timeout=timeout, seed=seed, scheduler=scheduler, dask_workers=dask_workers)
     out = run_tune(opts, say=lambda m: console.print(m, highlight=False, markup=False))
     console.print(f"run written to {out} (study: {out / 'study.db'}, trials: {out / 'trials.csv'})", highlight=False)

@@ -100,17 +100,18 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def parse_sets(items: list[str] | None) -> dict[str, str]:
+def parse_sets(items: list[str] | None, option: str = "--set") -> dict[str, str]:
     """`--set key=value` items -> {key: raw value}; dashes in keys read as underscores. One pair
-    per `--set`: `--set "a=1 b=2"` is refused rather than read as a = "1 b=2"."""
+    per `--set`: `--set "a=1 b=2"` is refused rather than read as a = "1 b=2". `option`
+    names the flag in errors (`--task-set`)."""
     out: dict[str, str] = {}
     for item in items or []:
         key, eq, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or not key:
-            raise PipeError(f"--set {item!r}: expected key=value")
+            raise PipeError(f"{option} {item!r}: expected key=value")
         if re.search(r"\s[A-Za-z_][\w-]*=", raw):
-            raise PipeError(f"--set {item!r}: one key=value per --set (--set a=1 --set b=2)")
+            raise PipeError(f"{option} {item!r}: one key=value per {option} ({option} a=1 {option} b=2)")
         out[key] = raw
     return out
 

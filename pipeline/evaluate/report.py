@@ -6,7 +6,8 @@ full model (same head, dataset, stores, split and target, no ablation, among the
 given). Per run: the validation curve of each repeat (train_log.jsonl), and from
 predictions.parquet, on the test part: predicted vs true and the error by user activity
 (the user's posts in the training part) and by posting time (regression), P@k for
-k = 1..10 (ranking), AP per label and cross-modal P@k (embedding). Plots are inline PNGs
+k = 1..10 (ranking), AP per label and cross-modal P@k (embedding): the plot set the run's
+task names (`Task.plots`, a key of `PLOT_SETS`). Plots are inline PNGs
 (pipeline/evaluate/plots.py); the page has no script and no network reference, so it
 opens from disk anywhere. What cannot be drawn (no posts table left in the cache, a run
 still running) is said in place of the plot.
@@ -17,9 +18,10 @@ import base64
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -204,7 +206,7 @@ def _error_by_time(test: pl.DataFrame, bins: int = 8) -> bytes | None:
                       "error by posting time (test)", "MAE", [len(p) for p in parts], "bins of equal size, from")
 
 
-def _regression_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None) -> list[str]:
+def _target_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None) -> list[str]:
     test = preds.filter(pl.col("split") == "test")
     if test.height == 0:
         return [note("no test predictions")]
@@ -221,7 +223,7 @@ def _regression_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None)
     return out
 
 
-def _ranking_plots(run: Run, preds: pl.DataFrame) -> list[str]:
+def _precision_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None = None) -> list[str]:
     test = preds.filter(pl.col("split") == "test")
     if test.height == 0:
         return [note("no test candidates")]
@@ -230,7 +232,7 @@ def _ranking_plots(run: Run, preds: pl.DataFrame) -> list[str]:
                            xlabel="k"), f"{run.name}: P@k")]
 
 
-def _embedding_plots(run: Run, preds: pl.DataFrame) -> list[str]:
+def _label_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None = None) -> list[str]:
     test = preds.filter(pl.col("split") == "test")
     out = []
     if test.height:
@@ -259,6 +261,26 @@ def _embedding_plots(run: Run, preds: pl.DataFrame) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class PlotSet:
+    """What `pipe report` draws from a run's predictions; a task names its set (`Task.plots`)."""
+
+    draw: Callable[[Run, pl.DataFrame, pl.DataFrame | None], list[str]]  # (run, predictions, posts) -> HTML pieces
+    needs_posts: bool = False  # reads the dataset's posts table (user activity, posting time)
+
+
+PLOT_SETS = {
+    "targets": PlotSet(_target_plots, needs_posts=True),  # y vs yhat, error by user activity and by time
+    "precision_at_k": PlotSet(_precision_plots),  # P@k of users' candidate lists
+    "labels": PlotSet(_label_plots),  # AP per label, cross-modal P@k
+}
+
+
+def plot_set(run: Run) -> PlotSet | None:
+    """The plot set of the run's task (None: a task without plots)."""
+    return PLOT_SETS.get(tasks.get(run.task).plots or "")
+
+
 def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
     c = run.config
     facts = (f"head {run.head} · task {run.task} · dataset {c.get('dataset')} · status {run.status} · ablations "
@@ -279,10 +301,9 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
         except PipeError as e:
             preds = None
             parts.append(note(str(e)))
-        if preds is not None:
-            figs += {"regression": lambda: _regression_plots(run, preds, posts),
-                     "ranking": lambda: _ranking_plots(run, preds),
-                     "embedding": lambda: _embedding_plots(run, preds)}.get(run.task, lambda: [])()
+        plotting = plot_set(run)
+        if preds is not None and plotting is not None:
+            figs += plotting.draw(run, preds, posts)
     body = "".join(parts) + '<div class="plots">' + "".join(figs) + "</div>"
     return (f'<section id="run-{html.escape(run.name)}"><details{" open" if open_ else ""}><summary>'
             f"{html.escape(run.name)}</summary>{body}</details></section>")
@@ -303,7 +324,9 @@ def build_report(runs: list[Run], cache: str | Path | None = None, title: str = 
         body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group))
     body.append("<h2>Runs</h2>")
     for r in runs:
-        body.append(run_section(r, run_posts(r, cache, memo) if r.task == "regression" else None, len(runs) < OPEN_BELOW))
+        plotting = plot_set(r)
+        posts = run_posts(r, cache, memo) if plotting is not None and plotting.needs_posts else None
+        body.append(run_section(r, posts, len(runs) < OPEN_BELOW))
     return page(title, "\n".join(body))
 
 

@@ -6,7 +6,8 @@ and declares the feature roles it reads (`roles()`), e.g. UHAN needs a `visual` 
 role's paper default). What `predict` returns is the task's: a float per post
 (regression), a float per row of `data.examples` (ranking), an `EmbeddingOutput`
 (embedding). Run settings (device, threads, dask) arrive in `settings`, never in the
-saved config.
+saved config. Task settings (a ranking task's negatives, a sequence head's window, the tag
+vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Head(ABC):
     task: ClassVar[str] = "regression"  # the task it solves (pipeline.train.tasks)
     Config: ClassVar[type]  # a dataclass; every field documented
     ABLATIONS: ClassVar[tuple[str, ...]] = ()  # names `--ablate` accepts (the config's `ablate` field)
+    task_defaults: ClassVar[dict[str, Any]] = {}  # task settings it needs a value of, unless given (DSN: window)
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -29,7 +29,7 @@ from pipeline.nn.layers import UserVocab
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
-from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer, mse_criterion
+from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
 
 META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
 
@@ -157,12 +157,9 @@ class TorchHead(Head):
         self.meta = {"users": self.users.to_json()}
         self.prepare(train)  # before the sources: targets may depend on fitted vocabularies
         train_src, valid_src = self.source(train, True, training=True), self.source(valid, True)
-        if self.task == "regression":
-            self.meta["y_mean"] = float(train_src.y.mean()) if len(train) else 0.0
-            criterion = mse_criterion(valid_src.y)
-        else:
-            criterion = Criterion(task.criterion, lambda raw: task.criterion_value(valid, self.output(valid, raw)),
-                                  task.higher_is_better)
+        self.meta.update(task.fitted_meta(train_src.y if len(train) else None))  # regression: y_mean
+        criterion = Criterion(task.criterion, task.criterion_fn(valid, valid_src.y, lambda raw: self.output(valid, raw)),
+                              task.higher_is_better)
         self.model = self.build_model()
         trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=self.progress,
                           param_groups=self.param_groups)
@@ -192,8 +189,9 @@ class TorchHead(Head):
     def predict(self, data: HeadData) -> Any:
         if self.model is None:
             raise self.not_fitted()
-        if len(data) == 0 and self.task == "regression":
-            return np.zeros(0, np.float32)
+        empty = tasks.get(self.task)(data.target).empty_output(data)
+        if empty is not None:
+            return empty
         return self.output(data, self.run_model(data))
 
     def run_model(self, data: HeadData, fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:

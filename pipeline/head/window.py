@@ -1,7 +1,9 @@
 """`WindowHead`: a TorchHead whose example is a post with its temporal window (DSN).
 
 Batches carry, for each post, its window (`pipeline/train/windows.py`: the post and the
-`window - 1` posts just before it in the dataset's History, left-aligned, target last):
+`window - 1` posts just before it in the dataset's History, left-aligned, target last;
+`window` and `window_scope` are the regression task's settings, read from the training
+part's `task_config` and kept in the meta, so the model predicts with the window it learnt):
 `mask` (B, l), `visual` / `text` (B, l, D) vectors from the History's stores (zeros
 where a post has no row), `cats` (B, l, 3) category codes (0: a value no training post
 had, or none); and the post's own `user` row, `time` (B, 67: one-hots of month, day,
@@ -16,7 +18,7 @@ vectors) comes from the training part.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -27,17 +29,10 @@ from pipeline.head.torch_head import Columns, TorchHead, rms_scale
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns
 from pipeline.train.data import History
-from pipeline.train.loop import TrainConfig
-from pipeline.train.windows import check_scope, part_history, window_index
+from pipeline.train.windows import part_history, window_index
 
 TIME_WIDTH = 12 + 31 + 24  # one-hots of month, day of month, hour
 ROLE_OF = {"image": "visual", "text": "text"}  # ablation name -> role
-
-
-@dataclass
-class WindowConfig(TrainConfig):
-    window: int = 8  # l: the post and the l - 1 posts before it (paper: 8, Table 3)
-    window_scope: str = "global"  # global: the whole time-ordered stream; user: the user's own posts
 
 
 @dataclass
@@ -70,24 +65,23 @@ def read_rows(store: Any, ids: list[str]) -> np.ndarray:
 
 
 class WindowHead(TorchHead):
-    Config = WindowConfig
+    task_defaults: ClassVar[dict[str, Any]] = {"window": 8}  # l: the post and the l - 1 before it (DSN: 8, Table 3)
     visual_role = Role(("vector",), "clip-")
     text_role = Role(("vector",), "clip_text-")
 
     def config_error(self, msg: str) -> PipeError:
         return PipeError(f"head {self.name!r}: {msg}")
 
-    def check_config(self) -> None:
-        c = self.config
-        if not 1 <= c.window <= 512:
-            raise self.config_error(f"window must be 1..512 (1 = the post alone), got {c.window}")
-        check_scope(c.window_scope)
-
     def roles(self) -> dict[str, Role]:
         ab = getattr(self.config, "ablate", ())
         return {role: getattr(self, f"{role}_role") for a, role in ROLE_OF.items() if a not in ab}
 
     def prepare(self, train: HeadData) -> None:
+        tc = train.task_config  # a bare HeadData (no task): the head's default window, global scope
+        window = tc.window if tc is not None else self.task_defaults["window"]
+        if window is None:
+            raise self.config_error("a sequence head needs a window: --task-set window=N (1..512)")
+        self.meta["window"], self.meta["window_scope"] = window, tc.window_scope if tc is not None else "global"
         rng = np.random.default_rng(self.config.seed)
         for role in self.roles():
             store = train.stores[role]
@@ -112,9 +106,9 @@ class WindowHead(TorchHead):
 
     def columns(self, data: HeadData, with_y: bool) -> WindowColumns:
         base = super().columns(data, with_y)
-        c, m = self.config, self.meta
+        m = self.meta
         hist = self.history_of(data)
-        win = window_index(hist, base.ids, c.window, c.window_scope)
+        win = window_index(hist, base.ids, m["window"], m["window_scope"])
         cats = np.zeros((hist.posts.height, len(LEVELS)), np.int64)
         for k, lv in enumerate(LEVELS):
             if lv in hist.posts.columns:

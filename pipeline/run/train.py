@@ -39,7 +39,6 @@ from pipeline.train.data import RunSettings
 from pipeline.train.metrics import mean_std
 from pipeline.run.roles import describe_stores, resolve_roles
 from pipeline.run.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
-from pipeline.train.targets import task_options
 
 PARTS = ("train", "valid", "test")
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunSettings))  # --set keys that are run settings
@@ -51,7 +50,8 @@ class TrainOptions:
     head: str  # registry name
     stores: dict[str, str] = field(default_factory=dict)  # role -> extractor id or unique prefix
     split: str | None = None  # see pipeline.data.splits.parse_split; None: the task's default
-    sets: list[str] = field(default_factory=list)  # "key=value" overrides: head config or run settings
+    sets: list[str] = field(default_factory=list)  # "key=value" overrides: head config, run settings, task aliases
+    task_sets: dict[str, Any] = field(default_factory=dict)  # --task-set: the task's config (pipeline/train/tasks)
     ablate: list[str] = field(default_factory=list)  # appended to the config's `ablate`
     repeats: int = 1  # seeds seed .. seed+repeats-1
     name: str | None = None  # run folder name; default head + ablations + timestamp
@@ -69,9 +69,16 @@ class TrainOptions:
     image_size: int | None = None  # --finetune: input side in pixels (default: the extractor's)
 
 
-def settings_and_config(head: str, cls: type[Head], opts: TrainOptions) -> tuple[RunSettings, Any]:
-    """Split `--set` pairs into run settings (device, threads, prefetch, dask) and the head's config."""
+def settings_and_config(head: str, cls: type[Head], opts: TrainOptions) -> tuple[RunSettings, Any, Any]:
+    """Split `--set` pairs into run settings (device, threads, prefetch, dask), the head's config
+    and, with `--task-set`, the task's config (`--set` gives the task's aliases: negatives, window, tags)."""
     given = parse_sets(opts.sets)
+    task_cls = tasks.get(cls.task)
+    aliased = {k: given.pop(k) for k in task_cls.ALIASES if k in given}
+    twice = sorted(set(aliased) & set(opts.task_sets))
+    if twice:
+        raise PipeError(f"{', '.join(twice)}: given with both --set and --task-set; give it once")
+    task_config = task_cls.build_config(cls, {**aliased, **opts.task_sets})
     run_keys = {k: v for k, v in given.items() if k in SETTINGS}
     model_sets = [f"{k}={v}" for k, v in given.items() if k not in SETTINGS]
     for key, value in (("scheduler", opts.scheduler), ("dask_workers", opts.dask_workers)):
@@ -80,7 +87,7 @@ def settings_and_config(head: str, cls: type[Head], opts: TrainOptions) -> tuple
     if (run_keys.get("scheduler") or run_keys.get("dask_workers")) and not getattr(cls, "on_dask", False):
         raise PipeError(f"--scheduler / --dask-workers are for heads that train on dask (lightgbm); {head!r} does not")
     settings = build_config(head, RunSettings, [f"{k}={v}" for k, v in run_keys.items()])
-    return settings, build_config(head, cls.Config, model_sets, opts.ablate)
+    return settings, build_config(head, cls.Config, model_sets, opts.ablate), task_config
 
 
 def _history_lines(head: Head) -> list[dict[str, Any]]:
@@ -113,15 +120,16 @@ def prepare(opts: TrainOptions) -> tuple:
     cls = heads.get(opts.head)
     ft_sets, sets = finetune.split_sets(opts.sets)  # finetune_blocks, backbone_lr, ... are not the head's
     opts = dataclasses.replace(opts, sets=sets)
-    settings, config = settings_and_config(opts.head, cls, opts)
-    task = tasks.get(cls.task)(opts.target, **task_options(cls, opts.target_transform, opts.min_target))
+    settings, config, task_config = settings_and_config(opts.head, cls, opts)
+    task_cls = tasks.get(cls.task)
+    task = task_cls(opts.target, task_config, **task_cls.options(cls, opts.target_transform, opts.min_target))
     roles = cls(config).roles()
     ft = finetune.setup(opts, cls, ft_sets, settings, roles)
     split = parse_split(opts.split, task.default_split)
     posts = load_posts(opts.dataset, opts.cache)
     stores, notes = resolve_roles({r: s for r, s in roles.items() if not ft or r != ft.role}, opts.dataset, opts.cache,
                                   opts.stores)
-    parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores, config)
+    parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores)
     data = parts.data
     covered = pl.concat([d.posts for d in data.values()], how="diagonal_relaxed").unique("post_id")
     notes += check_coverage(stores, covered, opts.min_coverage, opts.dataset, image_store=reads_images)  # refuses a partial store

@@ -8,7 +8,9 @@ side tables (interactions, follows) in `side`, already cut to what the part may 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -73,6 +75,7 @@ class HeadData:
     examples: pl.DataFrame | None = None  # task examples when they are not the posts (ranking: user-post pairs)
     side: dict[str, pl.DataFrame] = field(default_factory=dict)  # side tables as known to this part
     history: History | None = None  # the dataset before each post, for sequence heads
+    task_config: Any = None  # the task's settings (pipeline/train/tasks: window, tags, ...); None when built bare
 
     @property
     def ids(self) -> list[str]:
@@ -90,10 +93,10 @@ class HeadData:
 
     def subset(self, rows: np.ndarray | slice) -> "HeadData":
         idx = np.arange(self.posts.height)[rows]
-        return HeadData(self.posts[idx], self.stores, self.target, self.examples, self.side, self.history)
+        return dataclasses.replace(self, posts=self.posts[idx])
 
     def with_posts(self, posts: pl.DataFrame) -> "HeadData":
-        return HeadData(posts, self.stores, self.target, self.examples, self.side, self.history)
+        return dataclasses.replace(self, posts=posts)
 
     def features(self, role: str, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(rows, present): rows for ids (zeros where the store has none) and a bool mask."""

@@ -66,13 +66,3 @@ class TargetTransform:
         d = d or {}
         return cls(str(d.get("kind", "none")), float(d.get("scale", 1.0)))
 
-
-def task_options(head: type, transform: str | None, min_target: float | None) -> dict[str, Any]:
-    """The task's keyword options from `--target-transform` / `--min-target` (regression only);
-    without `--target-transform`, the head's own default (`target_transform`, e.g. hybrid_cnn's max)."""
-    if getattr(head, "task", "regression") != "regression":
-        if transform or min_target is not None:
-            raise PipeError(f"--target-transform / --min-target are for regression heads; {head.name!r} is "
-                            f"a {head.task} head")
-        return {}
-    return {"transform": transform or getattr(head, "target_transform", "none"), "min_target": min_target}

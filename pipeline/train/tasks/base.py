@@ -5,16 +5,28 @@ and is judged on (`prepare`), gives the shared trainer its loss and the validati
 criterion early stopping watches, checks and scores what a head's `predict` returns, and
 writes it: `predictions.parquet` rows (always `post_id` and `split`, then the task's
 columns) and `pipe score` rows.
+
+A task owns its protocol: its own `Config` (`pipe train --task-set key=value`, recorded in
+config.json under `task.config` and restored for scoring) sets how the parts are built
+(ranking: negatives and candidate lists; regression: the window of sequence heads;
+embedding: the tag vocabulary). It never reads the head's config, so every head of a task
+is judged on the same parts. Heads read the task config from `HeadData.task_config`; a
+head that needs a setting to have a value declares it in `Head.task_defaults`, applied
+unless the user gave the key. Everything else commands ask about a task (report plots,
+whether `pipe rank` or `pipe search` apply, score columns) is an attribute or a method
+here, so nothing outside this package branches on a task's name.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import polars as pl
 
+from pipeline.core.config import coerce, config_from_dict, config_to_dict, field_types
+from pipeline.core.errors import PipeError
 from pipeline.data.splits import SplitSpec
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData
@@ -32,21 +44,62 @@ class Parts:
     finetune: Any = None  # pipeline.run.finetune.Finetune when `--finetune` fills a role from images
 
 
+@dataclass
+class NoConfig:
+    """The config of a task without settings."""
+
+
 class Task(ABC):
-    name: ClassVar[str]  # registry name, e.g. "regression"
+    name: ClassVar[str]  # registry name
     summary: ClassVar[str]  # one line for `pipe list tasks`
     metrics_names: ClassVar[tuple[str, ...]]  # keys of metrics.json "valid"/"test"
     criterion: ClassVar[str]  # the validation metric early stopping watches
     higher_is_better: ClassVar[bool]  # direction of `criterion`
     default_split: ClassVar[str | None] = None  # --split when none is given (None: chronological 0.7/0.1/0.2)
+    Config: ClassVar[type] = NoConfig  # the task's settings (`--task-set`); a dataclass, every field documented
+    ALIASES: ClassVar[tuple[str, ...]] = ()  # Config keys `--set` also gives (the README's `--set negatives=...`)
+    plots: ClassVar[str | None] = None  # the plot set `pipe report` draws for its runs (pipeline/evaluate/report.py)
+    history: ClassVar[bool] = False  # its heads read a dataset History (windows, user histories), at `pipe score` too
+    ranks_posts: ClassVar[bool] = False  # a score per post that orders a user's candidates (`pipe rank`)
+    searchable: ClassVar[bool] = False  # outputs a run can be searched by tag with (`pipe search`)
 
-    def __init__(self, target: str = "score") -> None:
+    def __init__(self, target: str = "score", config: Any = None) -> None:
         self.target = target  # regression target column (`--target`); other tasks ignore it
+        self.config = config if config is not None else self.Config()  # the task's settings (`--task-set`)
+
+    @classmethod
+    def build_config(cls, head: type, given: dict[str, Any] | None = None) -> Any:
+        """The task config of a run of `head`: the task's defaults, then the head's
+        `task_defaults`, then `given` (`--task-set` and the `--set` aliases; strings or typed)."""
+        types_ = field_types(cls.Config)
+        values = {**{k: v for k, v in head.task_defaults.items() if k in types_}, **(given or {})}
+        kwargs = {}
+        for key, raw in values.items():
+            if key not in types_:
+                raise PipeError(f"--task-set {key}: the {cls.name} task has no such setting; "
+                                f"valid keys: {', '.join(types_) or 'none'}")
+            try:
+                kwargs[key] = coerce(raw, types_[key])
+            except (ValueError, TypeError) as e:
+                raise PipeError(f"--task-set {key}={raw!r}: {e}") from None
+        try:
+            return cls.Config(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise PipeError(f"the {cls.name} task: invalid config: {e}") from None
+
+    @classmethod
+    def options(cls, head: type, transform: str | None, min_target: float | None) -> dict[str, Any]:
+        """The task's keyword options from `--target-transform` / `--min-target` (only regression takes them)."""
+        if transform or min_target is not None:
+            raise PipeError(f"--target-transform / --min-target are for regression heads; {head.name!r} is "
+                            f"a {head.task} head")
+        return {}
 
     @abstractmethod
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
-                stores: dict[str, FeatureStore], config: Any) -> Parts:
-        """Split the dataset into HeadData parts; every statistic uses the training part only."""
+                stores: dict[str, FeatureStore]) -> Parts:
+        """Split the dataset into HeadData parts (each carrying `task_config`); every statistic
+        uses the training part only."""
 
     @abstractmethod
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
@@ -72,13 +125,45 @@ class Task(ABC):
         """The criterion of an output (the trainer turns NaN into "never best")."""
         return self.metrics(data, out)[self.criterion]
 
+    def criterion_fn(self, valid: HeadData, y: np.ndarray | None,
+                     output: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], float]:
+        """What a torch head's early stopping computes from raw validation outputs (`y`: the
+        batches' targets; `output`: raw outputs -> the head's `predict` value)."""
+        return lambda raw: self.criterion_value(valid, output(raw))
+
+    def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
+        """Statistics of the training targets a torch head keeps in its meta (regression: the mean)."""
+        return {}
+
+    def empty_output(self, data: HeadData) -> Any:
+        """The output for a part with nothing to predict, or None to let the head predict it."""
+        return None
+
+    def measurable(self, data: HeadData) -> bool:
+        """Whether scored posts carry labels enough for `pipe score` to report the metrics."""
+        return False
+
+    def score_examples(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], users: list[str] | None,
+                       run: str) -> pl.DataFrame | None:
+        """`HeadData.examples` of posts to score (ranking: user-post pairs); None: the posts themselves."""
+        if users is not None:
+            raise PipeError(f"--users: run {run} is a {self.name} run; only ranking runs score posts per user")
+        return None
+
+    def scored_files(self, data: HeadData) -> dict[str, pl.DataFrame]:
+        """Tables `pipe score` writes beside the scores as OUT.<name>.parquet (regression: windows)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """What config.json records about the task."""
         return {"name": self.name, "target": self.target, "criterion": self.criterion,
-                "higher_is_better": self.higher_is_better, "metrics": list(self.metrics_names)}
+                "higher_is_better": self.higher_is_better, "metrics": list(self.metrics_names),
+                "config": config_to_dict(self.config)}
 
     def restore(self, described: dict[str, Any]) -> None:
-        """Fitted state from what `describe` recorded (regression: the target transform), for scoring."""
+        """The task config and fitted state from what `describe` recorded (regression: the
+        target transform), for scoring."""
+        self.config = config_from_dict(self.Config, described.get("config") or {})
 
     def label(self, posts: pl.DataFrame) -> pl.DataFrame:
         """New posts as the heads see them (regression: the target on the fitted scale)."""

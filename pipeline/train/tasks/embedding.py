@@ -12,6 +12,11 @@ binary cross-entropy of (B, L) label logits against the (B, L) multi-hot `labels
 micro / macro P, R, F1 (see pipeline/train/metrics.py) and, with tag outputs, cross-modal
 P@1/5/10/20/50 (each label that is also a tag queried as a one-hot tag vector; images
 ranked by Euclidean distance of their tag outputs).
+
+Task config (`--task-set`; `--set tags=N` is an alias): `tags`, the size of the tag
+vocabulary (the most frequent tags of the training part; None: no tag vocabulary). A head
+with a tag branch declares its default (DMAN: 1,000); the run counts the training posts
+with none of the vocabulary tags, which such a head leaves out of training.
 """
 from __future__ import annotations
 
@@ -38,6 +43,15 @@ class EmbeddingOutput:
     confidence: np.ndarray  # (N, L) in [0, 1]
     tags: list[str] | None = None  # tag vocabulary of a tag branch, columns of `tag_confidence`
     tag_confidence: np.ndarray | None = None  # (N, T) in [0, 1]
+
+
+@dataclass
+class EmbeddingConfig:
+    tags: int | None = None  # tag vocabulary size: the most frequent tags of the training part; None: no tags
+
+    def __post_init__(self) -> None:
+        if self.tags is not None and self.tags < 1:
+            raise ValueError(f"tags must be at least 1 or none, got {self.tags}")
 
 
 def label_vocabulary(posts: pl.DataFrame) -> list[str]:
@@ -84,16 +98,20 @@ class Embedding(Task):
     criterion = "map"
     higher_is_better = True
     default_split = "random:0"
+    Config = EmbeddingConfig
+    ALIASES = ("tags",)
+    plots = "labels"
+    searchable = True
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
-                stores: dict[str, FeatureStore], config: Any) -> Parts:
+                stores: dict[str, FeatureStore]) -> Parts:
         if "labels" not in posts.columns:
             raise PipeError("the embedding task needs a posts column `labels` (a list of classes per post)")
         has = posts["labels"].list.len().fill_null(0) > 0
         labelled = posts.filter(has)
         parts = assign_split(labelled, split, what="posts with labels")
-        data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores, self.target, side=side)
-                for p in ("train", "valid", "test")}
+        data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores, self.target, side=side,
+                            task_config=self.config) for p in ("train", "valid", "test")}
         vocab = set(label_vocabulary(data["train"].posts))
         outside = {x for p in ("valid", "test") for x in label_vocabulary(data[p].posts)} - vocab
         notes = [f"{posts.height - labelled.height} posts without labels left out"] if labelled.height < posts.height else []
@@ -102,14 +120,14 @@ class Embedding(Task):
                          f"{sorted(outside)[:5]}")
         counts = {"labelled": labelled.height, "unlabelled_skipped": posts.height - labelled.height,
                   "labels": len(vocab)}
-        size = getattr(config, "tags", None)  # heads with a tag vocabulary (DMAN) train on posts with a vocabulary tag
-        if isinstance(size, int) and not isinstance(size, bool) and "tags" in posts.columns:
+        size = self.config.tags  # heads with a tag vocabulary (DMAN) train on posts with a vocabulary tag
+        if size is not None and "tags" in posts.columns:
             tags = set(tag_vocabulary(data["train"].posts, size))
             counts["train_without_vocabulary_tag"] = sum(
                 1 for row in data["train"].posts["tags"].to_list() if not tags.intersection(row or ()))
             if counts["train_without_vocabulary_tag"]:
                 notes.append(f"{counts['train_without_vocabulary_tag']} training posts have none of the {len(tags)} "
-                             f"vocabulary tags (--set tags={size}) and are left out of training")
+                             f"vocabulary tags (tags={size}) and are left out of training")
         return Parts(data, split_summary(parts), counts, notes)
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:

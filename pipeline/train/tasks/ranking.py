@@ -3,11 +3,20 @@
 One example is a user with a positive (a retweet event of the `interactions` side table)
 and its negatives: tweets of the user's followees (the `follows` side table; every author
 when there is none) posted before the positive's time that the user did not retweet in the
-training period, `negatives` per positive (head config, default 2), drawn with the run's
-seed. Split: retweet events in time order (`--split` fractions, chronological 0.7/0.1/0.2
-by default). Valid and test candidates are each positive plus sampled negatives posted in
-the same split period and before the positive, never retweeted by the user; they are saved
-as the run's `candidates.parquet`, so every head of the task is judged on the same lists.
+training period. Split: retweet events in time order (`--split` fractions, chronological
+0.7/0.1/0.2 by default). Valid and test candidates are each positive plus sampled
+negatives posted in the same split period and before the positive, never retweeted by the
+user; they are saved as the run's `candidates.parquet`.
+
+Task config (`--task-set`; `--set negatives=N` is an alias): `negatives` per training
+positive (2), `candidates` negatives per valid/test positive (2) and `seed` (0) of the
+lists. The draw: one stream, `default_rng(seed)`, draws `candidates` negatives for every
+event in event order (training events first, the split being chronological); valid and
+test take those draws, so their lists depend on the dataset, the split and these two
+settings only, never on the head (its `seed`, `--repeats`) nor on `negatives`: every head
+of the task is judged on the same lists. Training takes the same draws when `negatives ==
+candidates` (the lists of runs before the task config existed), otherwise its own draws of
+`negatives` per positive from a second stream, `default_rng([seed, 1])`.
 Heads score user-post pairs: `predict(data)` returns one float per row of `data.examples`
 (user_id, post_id, label, group, at). Loss: pairwise hinge max(0, c - F(z+) + F(z-)) on a
 (B, 1 + K) output whose column 0 is the positive (c = 1 unless a head overrides `loss`).
@@ -17,6 +26,7 @@ training events only (`data.side["interactions"]`) and the follow graph.
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +63,22 @@ class _Pool:
         return out
 
 
+@dataclass
+class RankingConfig:
+    negatives: int = 2  # negatives per training positive (AMNL's paper: 2)
+    candidates: int = 2  # negatives per positive in the valid/test candidate lists
+    seed: int = 0  # seed of the candidate lists (and of the training negatives); never the head's
+
+    def __post_init__(self) -> None:
+        if self.negatives < 1 or self.candidates < 1:
+            raise ValueError(f"negatives and candidates must be at least 1, got {self.negatives} and {self.candidates}")
+
+
+def _draw(rng: np.random.Generator, cands: list[str], k: int) -> list[str]:
+    """Up to k of `cands` without replacement, in their order."""
+    return [cands[i] for i in np.sort(rng.choice(len(cands), min(k, len(cands)), replace=False))] if cands else []
+
+
 def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
     if "interactions" not in side:
         raise PipeError("the ranking task needs an interactions side table (user_id, post_id, at); "
@@ -75,9 +101,12 @@ class Ranking(Task):
     metrics_names = RANKING
     criterion = "auc"
     higher_is_better = True
+    Config = RankingConfig
+    ALIASES = ("negatives",)
+    plots = "precision_at_k"
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
-                stores: dict[str, FeatureStore], config: Any) -> Parts:
+                stores: dict[str, FeatureStore]) -> Parts:
         if split.kind != "chrono":
             raise PipeError(f"--split {split.text}: the ranking task splits retweet events in time order; give fractions")
         events = assign_split(_events(side, posts), split, order=("at", "user_id", "post_id"), what="retweet events")
@@ -87,8 +116,10 @@ class Ranking(Task):
             for u, f in follows.select("user_id", "followee_id").iter_rows():
                 followees.setdefault(u, []).append(f)
         pool = _Pool(posts)
-        k = int(getattr(config, "negatives", 2))
-        rng = np.random.default_rng(int(getattr(config, "seed", 0) or 0))
+        c = self.config
+        lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
+        own = c.negatives != c.candidates
+        training = np.random.default_rng([c.seed, 1]) if own else None  # training negatives of their own
         train_ev = events.filter(pl.col("split") == "train")
         seen_train = set(zip(train_ev["user_id"].to_list(), train_ev["post_id"].to_list()))
         seen_all = set(zip(events["user_id"].to_list(), events["post_id"].to_list()))
@@ -102,8 +133,10 @@ class Ranking(Task):
                 authors = pool.authors
             seen = seen_train if part == "train" else seen_all
             start = None if part == "train" else starts[part]  # valid/test: negatives of the same period
-            cands = [c for c in pool.between(authors, start, at) if c != p and (u, c) not in seen]
-            negs = [cands[i] for i in np.sort(rng.choice(len(cands), min(k, len(cands)), replace=False))] if cands else []
+            cands = [q for q in pool.between(authors, start, at) if q != p and (u, q) not in seen]
+            negs = _draw(lists, cands, c.candidates)
+            if part == "train" and training is not None:
+                negs = _draw(training, cands, c.negatives)
             if not negs:
                 no_negatives += 1
                 if part == "train":
@@ -117,14 +150,15 @@ class Ranking(Task):
         for part in PARTS:
             e = ex.filter(pl.col("split") == part).drop("split")
             used = posts.filter(pl.col("post_id").is_in(e["post_id"].unique().implode()))
-            data[part] = HeadData(used, stores, self.target, examples=e, side=known)
+            data[part] = HeadData(used, stores, self.target, examples=e, side=known, task_config=c)
         notes = []
         if no_followees:
             notes.append(f"{len(no_followees)} users without followees: negatives drawn from every author; "
                          "followee attention (amnl) uses h = 1 for them")
         if no_negatives:
             notes.append(f"{no_negatives} positives had no eligible negative (training ones left out)")
-        counts = {"events": events.height, "examples": ex.height, "negatives_per_positive": k}
+        counts = {"events": events.height, "examples": ex.height, "negatives_per_positive": c.negatives,
+                  "candidates_per_positive": c.candidates}
         return Parts(data, split_summary(events, "at", "events"), counts, notes, {"candidates": ex})
 
     def loss(self, pred: Any, batch: dict[str, Any]) -> Any:
@@ -144,6 +178,22 @@ class Ranking(Task):
         ex = data.examples
         return ex.select("post_id", pl.lit(part).alias("split"), "user_id", "label", "group").with_columns(
             score=pl.Series(out.astype(np.float64)))
+
+    def score_examples(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], users: list[str] | None,
+                       run: str) -> pl.DataFrame:
+        """Each new post for every follower of its author in the run's dataset (its follows
+        table), or for each of `users` (`--users`: every post for every user given)."""
+        if users is not None:
+            pairs = pl.DataFrame({"user_id": list(dict.fromkeys(users))}, schema={"user_id": pl.Utf8}).join(
+                posts.select("post_id", pl.col("posted_at").alias("at")), how="cross")
+        elif "follows" not in side:
+            raise PipeError(f"run {run} ranks posts for users, and its dataset has no follows table to find "
+                            "who sees the new posts")
+        else:
+            pairs = posts.select("post_id", pl.col("user_id").alias("followee_id"), pl.col("posted_at").alias("at")
+                                 ).join(side["follows"].select("user_id", "followee_id"), on="followee_id")
+        return pairs.select("user_id", "post_id", pl.lit(0, pl.Int8).alias("label"), pl.lit(0, pl.Int64).alias("group"),
+                            "at")
 
     def scores(self, data: HeadData, out: np.ndarray) -> pl.DataFrame:
         ex = data.examples.select("user_id", "post_id").with_columns(score=pl.Series(out.astype(np.float64)))

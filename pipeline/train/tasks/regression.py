@@ -4,8 +4,12 @@ The target is `score` unless `pipe train --target COLUMN` names another numeric 
 (retweets, likes). Posts without a finite target are left out and counted. Split: posts
 in time order (`0.7,0.1,0.2` chronological by default, `uhan[:SEED]`, `random[:SEED]`).
 Loss MSE; early stopping on valid MSE; metrics MSE, MAE, SRC, MedAE. Every part carries a
-`History`: all posts of the dataset with the target kept for training posts only. A head
-with a `window` (DSN) gets its windows recorded as the run's `windows.parquet`.
+`History`: all posts of the dataset with the target kept for training posts only.
+
+Task config (`--task-set`, or `--set` for `window` / `window_scope`): `window` (None: no
+window) and `window_scope` of sequence heads. A sequence head (DSN) needs a window and
+declares its default (`task_defaults`); the run records every post's window as
+`windows.parquet`, and `pipe score` the scored posts' as OUT.windows.parquet.
 
 Engagement targets (`--target-transform none|log1p|max`, `--min-target N`): posts below
 N are dropped before the split and counted; the transform (pipeline/train/targets.py) is
@@ -17,7 +21,8 @@ hybrid-CNN paper reports) plus, under a transform, on the original values as
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -31,9 +36,20 @@ from pipeline.train.metrics import REGRESSION, regression_metrics
 from pipeline.train.targets import TargetTransform
 from pipeline.train.tasks import register
 from pipeline.train.tasks.base import Parts, Task, finite_1d
-from pipeline.train.windows import window_table
+from pipeline.train.windows import check_scope, window_table
 
 COUNTS = tuple(f"{m}_counts" for m in REGRESSION)  # metrics on the original values, under a transform
+
+
+@dataclass
+class RegressionConfig:
+    window: int | None = None  # l of a sequence head: the post and the l - 1 posts before it; None: no window
+    window_scope: str = "global"  # global: the whole time-ordered stream; user: the user's own posts
+
+    def __post_init__(self) -> None:
+        if self.window is not None and not 1 <= self.window <= 512:
+            raise ValueError(f"window must be 1..512 (1 = the post alone) or none, got {self.window}")
+        check_scope(self.window_scope)
 
 
 @register
@@ -43,9 +59,15 @@ class Regression(Task):
     metrics_names = REGRESSION
     criterion = "mse"
     higher_is_better = False
+    Config = RegressionConfig
+    ALIASES = ("window", "window_scope")
+    plots = "targets"
+    history = True
+    ranks_posts = True
 
-    def __init__(self, target: str = "score", transform: str = "none", min_target: float | None = None) -> None:
-        super().__init__(target)
+    def __init__(self, target: str = "score", config: RegressionConfig | None = None, transform: str = "none",
+                 min_target: float | None = None) -> None:
+        super().__init__(target, config)
         self.transform = TargetTransform(transform)  # fitted on the training part by `prepare`
         self.min_target = min_target  # keep posts with target >= this (None: all)
         self.metrics_names = REGRESSION + (COUNTS if transform != "none" else ())
@@ -60,8 +82,13 @@ class Regression(Task):
         ok = posts[self.target].cast(pl.Float64).is_finite().fill_null(False)
         return posts.filter(ok), int(posts.height - ok.sum())
 
+    @classmethod
+    def options(cls, head: type, transform: str | None, min_target: float | None) -> dict[str, Any]:
+        """Without `--target-transform`, the head's own default (`target_transform`, e.g. hybrid_cnn's max)."""
+        return {"transform": transform or getattr(head, "target_transform", "none"), "min_target": min_target}
+
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
-                stores: dict[str, FeatureStore], config: Any) -> Parts:
+                stores: dict[str, FeatureStore]) -> Parts:
         labelled, dropped = self.labelled(posts)
         counts, notes = self._min_target(labelled)
         labelled = labelled.filter(pl.col(self.target).cast(pl.Float64) >= self.min_target) \
@@ -75,19 +102,24 @@ class Regression(Task):
             pl.when(pl.col("post_id").is_in(train_ids)).then(pl.col(self.target)).otherwise(None).alias(self.target))
         history = History(known, stores)
         data = {p: HeadData(parts.filter(pl.col("split") == p).drop("split"), stores, self.target, side=side,
-                            history=history) for p in ("train", "valid", "test")}
+                            history=history, task_config=self.config) for p in ("train", "valid", "test")}
         notes = ([f"{dropped} posts without a finite {self.target!r} left out"] if dropped else []) + notes
         crawled = [c for c in CRAWLED_USER_COLUMNS if c in posts.columns]
         smpd_only = set(crawled) - {"user_followers", "user_following", "user_views"}  # names any dataset may use
-        if smpd_only and "user" not in (getattr(config, "ablate", None) or ()):
+        if smpd_only:  # a fact of the dataset, whatever the head (one ablating its user features reads none)
             notes.append(f"the posts carry SMPD's crawled user statistics ({', '.join(crawled)}): collected after "
                          "posting, so a head reading user_* features sees a leak")
-        files = {}
-        if getattr(config, "window", None):  # a sequence head: the run records every post's window
-            files["windows"] = window_table(history, labelled["post_id"].to_list(), config.window,
-                                            getattr(config, "window_scope", "global"))
+        files = self.windows(history, labelled["post_id"].to_list())
         return Parts(data, split_summary(parts), {"labelled": labelled.height, "unlabelled_skipped": dropped,
                                                   **counts}, notes, files)
+
+    def windows(self, history: History, ids: list[str]) -> dict[str, pl.DataFrame]:
+        """{"windows": every post's window} under a window (a sequence head's run), else {}."""
+        c = self.config
+        return {"windows": window_table(history, ids, c.window, c.window_scope)} if c.window else {}
+
+    def scored_files(self, data: HeadData) -> dict[str, pl.DataFrame]:
+        return self.windows(data.history, data.ids) if data.history is not None else {}
 
     def _min_target(self, labelled: pl.DataFrame) -> tuple[dict[str, int], list[str]]:
         """How many posts `--min-target` drops (as the paper kept > 100 retweets), and the note saying so."""
@@ -105,6 +137,7 @@ class Regression(Task):
         return posts.with_columns(pl.Series(self.target, self.transform.forward(y)).fill_nan(None))
 
     def restore(self, described: dict[str, Any]) -> None:
+        super().restore(described)
         self.transform = TargetTransform.from_json(described.get("transform"))
         self.metrics_names = REGRESSION + (COUNTS if self.transform.kind != "none" else ())
 
@@ -115,6 +148,27 @@ class Regression(Task):
 
     def check(self, out: Any, data: HeadData, head: str, what: str) -> np.ndarray:
         return finite_1d(out, len(data), head, what)
+
+    def criterion_fn(self, valid: HeadData, y: np.ndarray | None,
+                     output: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], float]:
+        """Validation MSE of the raw outputs against the batches' targets (no output mapping)."""
+        from pipeline.train.loop import mse_criterion  # torch, only when a torch head trains
+
+        return mse_criterion(y).value
+
+    def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
+        """The training mean, where regression models start their output bias."""
+        return {"y_mean": float(y_train.mean()) if y_train is not None and len(y_train) else 0.0}
+
+    def empty_output(self, data: HeadData) -> Any:
+        return np.zeros(0, np.float32) if len(data) == 0 else None
+
+    def measurable(self, data: HeadData) -> bool:
+        """Every scored post carries a finite target."""
+        if self.target not in data.posts.columns:
+            return False
+        labels = data.posts[self.target].cast(pl.Float64)
+        return bool(labels.null_count() == 0 and labels.is_finite().all())
 
     def _y(self, data: HeadData) -> np.ndarray:
         """The part's target on the learned scale, float64."""

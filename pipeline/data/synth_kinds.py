@@ -1,0 +1,73 @@
+"""`pipe synth --task KIND`: every kind of synthetic dataset, looked up by name.
+
+Each kind is a generator module of this package (`synth`, `synth_ranking`,
+`synth_embedding`, `synth_sequence`) with the options it takes. The CLI looks a kind up
+in `KINDS`; a new kind is one entry here, never a branch in the CLI.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.core.errors import PipeError
+from pipeline.data.synth import DEFAULT_POSTS
+
+Make = Callable[..., tuple[Path, str]]  # (out, posts, users, {image_size, seed}, text options) -> (file, contents)
+
+
+def _posts(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
+    from pipeline.data.synth import SynthConfig, n_users_for, parse_text_words, synth
+
+    variant = {"text_words": parse_text_words(text["text_words"]) if text.get("text_words") is not None else None,
+               "vocab": text.get("vocab"), "text_signal": text.get("text_signal")}
+    path = synth(out, n, config=SynthConfig(users=users, **{k: v for k, v in variant.items() if v is not None}), **kw)
+    return path, f"{n} posts by {n_users_for(n, users)} users"
+
+
+def _ranking(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
+    from pipeline.data.synth_ranking import RankingSynthConfig, synth
+
+    cfg = RankingSynthConfig(**({"users": users} if users is not None else {}))
+    return synth(out, n, config=cfg, **kw), "interactions.parquet, follows.parquet"
+
+
+def _embedding(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
+    from pipeline.data.synth_embedding import synth
+
+    return synth(out, n, **kw), "labels and tags in the posts"
+
+
+def _sequence(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
+    from pipeline.data.synth_sequence import SequenceSynthConfig, synth
+
+    return synth(out, n, config=SequenceSynthConfig(users=users), **kw), "scores with a planted temporal context effect"
+
+
+@dataclass(frozen=True)
+class SynthKind:
+    make: Make  # (out, posts, users, {image_size, seed}, text options) -> (posts file, what it holds)
+    posts: int  # --posts when none is given
+    users: bool = True  # takes --users
+    text: bool = False  # takes --text-words / --vocab / --text-signal
+
+
+KINDS: dict[str, SynthKind] = {
+    "regression": SynthKind(_posts, DEFAULT_POSTS, text=True),  # posts with a score (pipeline/data/synth.py)
+    "ranking": SynthKind(_ranking, 480),  # tweets, retweets and follows (synth_ranking.py)
+    "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False),  # posts with labels and tags (synth_embedding.py)
+    "sequence": SynthKind(_sequence, DEFAULT_POSTS),  # scores that depend on the posts just before (synth_sequence.py)
+}
+
+
+def synth_kind(name: str, users: int | None, text: dict[str, Any]) -> SynthKind:
+    """The kind `name`, refusing options it does not take."""
+    if name not in KINDS:
+        raise PipeError(f"--task {name!r}: choose {', '.join(KINDS)}")
+    kind = KINDS[name]
+    given = [f"--{k.replace('_', '-')}" for k, v in text.items() if v is not None]
+    if given and not kind.text:
+        raise PipeError(f"{', '.join(given)}: options of the regression synth, not of --task {name}")
+    if users is not None and not kind.users:
+        raise PipeError(f"--users: an option of the regression and ranking synths, not of --task {name}")
+    return kind
