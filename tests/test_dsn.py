@@ -14,7 +14,7 @@ import torch
 
 from heads.dsn import DSN, HCE, Adapter, DSNConfig, TemporalFusion
 from heads.lightgbm import LightGBMHead
-from pipeline.core.config import build_config
+from pipeline.core.config import build_config, parse_sets
 from pipeline.data.splits import parse_split
 from pipeline.store import open_store
 from pipeline.train.data import History
@@ -77,7 +77,7 @@ def parts(tmp_path_factory):
 
 def _fit(parts, sets=(), ablate=()):
     cache, posts, stores = parts
-    config = build_config("dsn", DSNConfig, [*TINY, *sets], list(ablate))
+    config = build_config("dsn", DSNConfig, parse_sets([*TINY, *sets]), list(ablate))
     p = Regression().prepare(posts, {}, parse_split(None), {r: s for r, s in stores.items()}, config).data
     with torch.random.fork_rng():
         head = DSN(config).fit(p["train"], p["valid"])
@@ -152,8 +152,8 @@ def test_every_ablation_trains(parts, sets, ablate, one_thread):
 
 def test_lightgbm_with_categories_and_user_history(parts, one_thread):
     cache, posts, stores = parts
-    config = build_config("lightgbm", LightGBMHead.Config, ["n_estimators=20", "n_jobs=1", "min_child_samples=5",
-                                                            "categories=true", "user_history=3"])
+    config = build_config("lightgbm", LightGBMHead.Config, {"n_estimators": 20, "n_jobs": 1, "min_child_samples": 5,
+                                                            "categories": True, "user_history": 3})
     p = Regression().prepare(posts, {}, parse_split(None), stores, config).data
     head = LightGBMHead(config).fit(p["train"], p["valid"])
     assert {"category", "subcategory", "concept", "hist_mean", "hist_count"} <= set(head.features.names)

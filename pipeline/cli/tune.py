@@ -37,12 +37,13 @@ def tune(
 ) -> None:
     """Search a head's hyper-parameters (Optuna TPE, median pruning) on the validation split, then train
     and evaluate the best configuration once as a normal run (study.db, trials.csv, tune.json beside it)."""
+    from pipeline.core.config import parse_sets
     from pipeline.run.train import TrainOptions
     from pipeline.run.tune import TuneOptions
     from pipeline.run.tune import tune as run_tune
 
     stores = {k: v for k, v in {"visual": visual, "text": text}.items() if v}
-    opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=list(set_ or []),
+    opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=parse_sets(set_),
                                     name=name, runs=runs, cache=cache),
                        trials=trials, timeout=timeout, seed=seed, scheduler=scheduler, dask_workers=dask_workers)
     out = run_tune(opts, say=lambda m: console.print(m, highlight=False, markup=False))

@@ -84,8 +84,8 @@ class WindowHead(TorchHead):
         check_scope(c.window_scope)
 
     def roles(self) -> dict[str, Role]:
-        ab = getattr(self.config, "ablate", ())
-        return {role: getattr(self, f"{role}_role") for a, role in ROLE_OF.items() if a not in ab}
+        spec = {"visual": self.visual_role, "text": self.text_role}
+        return {role: spec[role] for a, role in ROLE_OF.items() if not self.ablated(a)}
 
     def prepare(self, train: HeadData) -> None:
         rng = np.random.default_rng(self.config.seed)
