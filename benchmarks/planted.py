@@ -23,6 +23,7 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import SynthConfig, synth
 from pipeline.demo import DemoOptions, extract_vgg16
@@ -105,7 +106,7 @@ def main() -> None:
             if a.only is not None and label not in a.only:
                 continue
             t = time.perf_counter()
-            run_dir = train(TrainOptions(dataset=dataset, head=head, stores=roles, sets=sets, ablate=ablate,
+            run_dir = train(TrainOptions(dataset=dataset, head=head, stores=roles, sets=parse_sets(sets), ablate=ablate,
                                          repeats=a.repeats, runs=runs, cache=cache))
             m = load_run(run_dir).metrics or {}
             rows.append({"label": label, "head": head, "ablate": ablate, "run": run_dir.name,

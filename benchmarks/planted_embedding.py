@@ -68,7 +68,7 @@ def main() -> None:
     rows = []
     for label, head, ablate in RUNS:
         t = time.perf_counter()
-        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets=["threads=1"],
+        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets={"threads": 1},
                                      ablate=ablate, repeats=a.repeats, runs=runs, cache=cache))
         m = (load_run(run_dir).metrics or {}).get("test", {})
         rows.append({"label": label, "head": head, "ablate": ablate, "run": run_dir.name,

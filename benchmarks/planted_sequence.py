@@ -36,6 +36,7 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
 from pipeline.data.synth_sequence import SequenceSynthConfig, synth
 from pipeline.extract import build_extractor, run_extract
@@ -84,8 +85,8 @@ def main() -> None:
         if a.only and label not in a.only:
             continue
         t = time.perf_counter()
-        run_dir = train(TrainOptions(dataset="sequence", head=head, stores=roles if head != "hisave" else {}, sets=sets,
-                                     ablate=ablate, repeats=a.repeats, runs=runs, cache=cache))
+        run_dir = train(TrainOptions(dataset="sequence", head=head, stores=roles if head != "hisave" else {},
+                                     sets=parse_sets(sets), ablate=ablate, repeats=a.repeats, runs=runs, cache=cache))
         m = load_run(run_dir).metrics or {}
         rows.append({"label": label, "run": run_dir.name, "seconds": round(time.perf_counter() - t, 1),
                      **{k: m["test"][k] for k in ("mse", "mae", "src")}, "std": m.get("std", {}).get("test", {})})

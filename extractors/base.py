@@ -23,6 +23,7 @@ class Extractor(ABC):
     modality: ClassVar[str]  # "image" or "text"
     Config: ClassVar[type]  # a dataclass; every field documented
     uses_torch: ClassVar[bool] = True  # False: numpy only, so extraction ignores the device and never imports torch
+    accepts_tensors: ClassVar[bool] = False  # preprocess also takes decoded uint8 tensors (GPU JPEG decoding)
     # the network registry: pipeline.nn's `build(**config)` of the network this extractor runs (None: none),
     # so a store's manifest config rebuilds it (extractors.build_network)
     network: ClassVar[Callable[..., Any] | None] = None

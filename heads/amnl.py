@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from heads import register
-from pipeline.head.ranking import RankingHead, examples
+from pipeline.head.ranking import RankingHead, examples, hinge
 from pipeline.head.base import HeadData, Role
 from pipeline.nn.layers import TextConfig, masked_softmax
 from pipeline.head.torch_head import VisualTextHead, read_rows
@@ -163,6 +163,10 @@ class AMNL(RankingHead, VisualTextHead):
     visual_role = Role(("vector",), "vgg16-fc7")
     text_role = Role(("tokens",), "tokens")
 
+    def __init__(self, config: AMNLConfig | None = None) -> None:
+        super().__init__(config)
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None  # training fc7 mean and 1/sd (prepare), for build_model
+
     def _follows(self, data: HeadData) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         follows = data.side.get("follows")
@@ -203,7 +207,7 @@ class AMNL(RankingHead, VisualTextHead):
         return out
 
     def loss(self, task):  # the task's hinge with margin c, plus beta ||Psi||^2
-        base = super().loss(task)
+        base = hinge(self.config.margin)
         beta = self.config.beta
 
         def loss(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -221,7 +225,7 @@ class AMNL(RankingHead, VisualTextHead):
         shape = m.get("visual_shape")
         model = AMNLModel(len(m["users"]) + 1, c.dim, int(np.prod(shape)) if shape else None, text, c.text_dim,
                           m.get("followees"))
-        stats = getattr(self, "_stats", None)  # after loading, the saved buffers replace these
+        stats = self._stats  # after loading, the saved buffers replace these
         if stats is not None:
             with torch.no_grad():
                 model.x_mean.copy_(torch.as_tensor(stats[0], dtype=torch.float32))

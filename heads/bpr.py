@@ -25,16 +25,15 @@ from heads import register
 from pipeline.head.ranking import RankingHead, examples
 from pipeline.head.base import HeadData, Role
 from pipeline.nn.layers import UserVocab
-from pipeline.head.torch_head import VisualTextHead, read_rows
+from pipeline.head.torch_head import VisualOptions, VisualTextHead, read_rows
 from pipeline.train.loop import TrainConfig
 
 
 @dataclass
-class BPRConfig(TrainConfig):
+class BPRConfig(TrainConfig, VisualOptions):  # VisualOptions: vbpr's normalize_visual
     dim: int = 20  # latent factors gamma_u, gamma_i (VBPR paper: 20)
     visual_dim: int = 20  # vbpr: visual factors theta_u and the projection E (VBPR paper: 20)
     reg: float = 1e-4  # lambda: L2 weight on the factors and biases a batch touches
-    normalize_visual: bool = True  # vbpr: scale fc7 by 1/RMS of the training rows
 
 
 class BPRModel(nn.Module):
@@ -84,6 +83,10 @@ class BPR(RankingHead):
     name = "bpr"
     Config = BPRConfig
 
+    def __init__(self, config: BPRConfig | None = None) -> None:
+        super().__init__(config)
+        self._items: tuple[list[str] | None, UserVocab | None] = (None, None)  # meta["items"] and its row index
+
     def roles(self) -> dict[str, Role]:
         return {}
 
@@ -93,7 +96,7 @@ class BPR(RankingHead):
 
     def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
         items = self.meta["items"]
-        if getattr(self, "_items", (None,))[0] is not items:  # built once per fitted or loaded list
+        if self._items[0] is not items:  # built once per fitted or loaded list
             self._items = (items, UserVocab(items))  # post id -> item row, 0 = not in training
         return {"item": self._items[1].encode(ids)}
 

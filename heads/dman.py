@@ -60,7 +60,8 @@ from torch import nn
 
 from heads import register
 from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
-from pipeline.head.base import HeadData
+from pipeline.head.base import HeadData, Progress
+from pipeline.head.torch_head import VisualOptions
 from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
@@ -69,7 +70,7 @@ from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, mu
 
 
 @dataclass
-class DMANConfig(TrainConfig):
+class DMANConfig(TrainConfig, VisualOptions):
     lr: float = 0.01  # the paper's step size (it used SGD with Nesterov momentum 0.9; the shared trainer's Adam here)
     links: int = 50  # links kept per training post among the training posts sharing a label (paper: 50)
     negatives: int = 3  # K: in-batch negatives per (anchor, positive) pair, sharing no label with the anchor (paper: 3)
@@ -80,7 +81,6 @@ class DMANConfig(TrainConfig):
     fc_dim: int = 512  # width of the FC base network of the ablations (tags, attention)
     dim: int = 128  # embedding size of DMAN_Triplet (`--ablate tags`); DMAN's embedding is Y, one value per tag
     dropout: float = 0.2  # dropout between hidden FC / LFC layers ("L2 normalization replaced by dropout")
-    normalize_visual: bool = True  # scale regions by 1/RMS of the training grids (a train-only scalar)
     clf_hidden: tuple[int, ...] = (256, 128)  # hidden widths of the 3-layer FC evaluation classifier
     clf_epochs: int = 200  # most epochs of the classifier fit
     clf_patience: int = 10  # classifier epochs without a better valid mAP before it stops
@@ -269,7 +269,7 @@ class DMAN(EmbeddingHead):
 
         return Source(len(data), assemble, cols.y)
 
-    def fit(self, train: HeadData, valid: HeadData) -> "DMAN":
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "DMAN":
         c = self.config
         keep, left_out = self.usable(train)
         if not keep.any():
@@ -281,12 +281,13 @@ class DMAN(EmbeddingHead):
         rows = np.sort(np.random.default_rng(c.seed).permutation(len(part))[: c.probe_posts])
         self._probe = (part.subset(rows), labels[rows])
         try:
-            super().fit(part, valid)  # the embedding, early-stopped on the centroid probe
+            super().fit(part, valid, progress)  # the embedding, early-stopped on the centroid probe
             self._probe = None
             emb_train, emb_valid = self.embed(part), self.embed(valid)
             with torch_threads(self.settings.threads):
-                clf_info = fit_classifier(self.model.classifier.cpu(), (emb_train, self.targets(part)),
-                                          (emb_valid, self.targets(valid)), c.clf_epochs, c.clf_patience, c.seed)
+                clf_info = fit_classifier(self.model.classifier, (emb_train, self.targets(part)),
+                                          (emb_valid, self.targets(valid)), c.clf_epochs, c.clf_patience, c.seed,
+                                          self.settings)
         finally:
             self._probe, self._links = None, []
         self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links)

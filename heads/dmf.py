@@ -21,16 +21,15 @@ from heads import register
 from pipeline.train.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from pipeline.head.base import Role
 from pipeline.nn.layers import TextConfig, UserEncoder, VisualInput, masked_mean
-from pipeline.head.torch_head import VisualTextHead
+from pipeline.head.torch_head import VisualOptions, VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
 @dataclass
-class DMFConfig(TrainConfig, TextConfig):
+class DMFConfig(TrainConfig, TextConfig, VisualOptions):
     dim: int = 512  # word embedding, LSTM hidden, FFN hidden (and user embedding) size
     use_user: bool = False  # concatenate a user embedding too (the paper's DMF has none)
     user_dropout: float = 0.05  # with use_user: share of training posts given the unknown-user row
-    normalize_visual: bool = True  # scale visual rows by 1/RMS of the training rows (a train-only scalar)
     ablate: tuple[str, ...] = ()  # any of visual | text
 
 

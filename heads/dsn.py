@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from heads import register
+from pipeline.head.explain import Detailed
 from pipeline.head.window import LEVELS, TIME_WIDTH, WindowHead
 from pipeline.nn.layers import UserEncoder
 
@@ -178,7 +179,7 @@ class TemporalFusion(nn.Module):
         return self.ffn(torch.cat([h, target], -1)), alpha  # eq 20
 
 
-class DSNModel(nn.Module):
+class DSNModel(nn.Module, Detailed):
     def __init__(self, c: DSNConfig, m: dict) -> None:
         super().__init__()
         d, ab = c.dim, set(c.ablate)

@@ -23,15 +23,15 @@ from torch import nn
 from heads import register
 from pipeline.train.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from pipeline.nn.layers import TextConfig, UserEncoder, VisualInput, attend
-from pipeline.head.torch_head import VisualTextHead
+from pipeline.head.explain import Detailed
+from pipeline.head.torch_head import VisualOptions, VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
 @dataclass
-class DualAttConfig(TrainConfig, TextConfig):
+class DualAttConfig(TrainConfig, TextConfig, VisualOptions):
     dim: int = 512  # word embedding, LSTM hidden, user embedding and attention size (as UHAN)
     user_dropout: float = 0.05  # share of training posts whose user is replaced by the unknown-user row
-    normalize_visual: bool = True  # scale grids by 1/RMS of the training grids (a train-only scalar)
     ablate: tuple[str, ...] = ()  # any of visual | text | user
 
 
@@ -40,7 +40,7 @@ SMALL = {"dim": 128, "batch_size": 64, "weight_decay": 1e-4, **TEXT_SMALL}
 SPACE = {**TRAIN_SPACE, **TEXT_SPACE, "dim": ("cat", [64, 128, 256]), "batch_size": ("cat", [32, 64, 128]), "user_dropout": ("float", 0.0, 0.2)}
 
 
-class DualAttModel(nn.Module):
+class DualAttModel(nn.Module, Detailed):
     def __init__(self, dim: int, n_users: int, text: nn.Module | None, visual_shape: list[int] | None,
                  visual_scale: float, user_dropout: float, use_user: bool) -> None:
         super().__init__()

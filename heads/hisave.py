@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from pipeline.head.base import Head, HeadData, Role
+from pipeline.head.base import Head, HeadData, Progress, Role
 from pipeline.core.config import config_from_dict, config_to_dict
 
 
@@ -31,12 +31,15 @@ class HisAve(Head):
         super().__init__(config or self.Config())
         self.user_mean: dict[str, float] = {}
         self.global_mean: float | None = None  # None until fitted
-        self.history: list[dict] = []
 
     def roles(self) -> dict[str, Role]:
         return {}
 
-    def fit(self, train: HeadData, valid: HeadData) -> "HisAve":
+    @property
+    def is_fitted(self) -> bool:
+        return self.global_mean is not None
+
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "HisAve":
         df = pl.DataFrame({"u": train.posts["user_id"].cast(pl.Utf8), "y": train.y.astype(np.float64)})
         self.global_mean = float(df["y"].mean())
         g = df.group_by("u").agg(pl.col("y").mean().alias("m"), pl.len().alias("n"))

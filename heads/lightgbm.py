@@ -28,7 +28,7 @@ import polars as pl
 
 from heads import register
 from pipeline.head.tabular import TabularHead
-from pipeline.head.base import HeadData
+from pipeline.head.base import HeadData, Progress
 from pipeline.core.errors import PipeError
 
 
@@ -52,6 +52,7 @@ class LightGBMHead(TabularHead):
         n_jobs: int | None = None  # threads; None = LightGBM's default (all cores)
         seed: int = 0  # LightGBM's random seed (column sampling)
         ablate: tuple[str, ...] = ()  # any of visual, text, user: leave that feature block out
+        context: tuple[str, ...] = ()  # numeric posts columns added as they are (as svr's `context`)
         partition_rows: int = 50_000  # posts per partition of the dask feature table (built on a worker)
         # where it trains (--scheduler / --dask-workers) is a run setting: self.settings
 
@@ -92,7 +93,11 @@ class LightGBMHead(TabularHead):
         best = int(np.argmin(curve)) + 1 if curve else booster.current_iteration()
         self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
-    def fit(self, train: HeadData, valid: HeadData) -> "LightGBMHead":
+    @property
+    def is_fitted(self) -> bool:
+        return self.booster is not None
+
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "LightGBMHead":
         c = self.config
         if self.settings.on_dask:
             return self._fit_dask(train, valid)

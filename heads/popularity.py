@@ -16,7 +16,7 @@ import polars as pl
 
 from heads import register
 from pipeline.head.ranking import examples
-from pipeline.head.base import Head, HeadData, Role
+from pipeline.head.base import Head, HeadData, Progress, Role
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 
@@ -47,7 +47,11 @@ class Popularity(Head):
     def roles(self) -> dict[str, Role]:
         return {}
 
-    def fit(self, train: HeadData, valid: HeadData) -> "Popularity":
+    @property
+    def is_fitted(self) -> bool:
+        return self.counts is not None
+
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "Popularity":
         pos = examples(train, self.name).filter(pl.col("label") == 1)["post_id"].to_list()
         by = pl.DataFrame({"author": _authors(train, pos)}, schema={"author": pl.Utf8}).drop_nulls()
         self.counts = dict(by.group_by("author").len().iter_rows())

@@ -25,7 +25,7 @@ from sklearn.svm import SVR
 
 from heads import register
 from pipeline.head.tabular import CHUNK, TabularHead
-from pipeline.head.base import HeadData
+from pipeline.head.base import HeadData, Progress
 
 
 @register
@@ -56,7 +56,11 @@ class SVRHead(TabularHead):
         super().__init__(config or self.Config())
         self.arrays: dict[str, np.ndarray] = {}
 
-    def fit(self, train: HeadData, valid: HeadData) -> "SVRHead":
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self.arrays)
+
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "SVRHead":
         c = self.config
         self.features.fit(train)  # user statistics from every training post
         rng = np.random.default_rng(c.seed)

@@ -37,17 +37,17 @@ from torch import nn
 from heads import register
 from pipeline.train.regime import TEXT_SMALL, TEXT_SPACE, TRAIN_SPACE
 from pipeline.nn.layers import TextConfig, UserEncoder, VisualInput, attend, masked_mean, masked_softmax
-from pipeline.head.torch_head import VisualTextHead
+from pipeline.head.explain import Detailed
+from pipeline.head.torch_head import VisualOptions, VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 ABLATIONS = ("intra", "inter", "shortcut", "user", "visual", "text")
 
 
 @dataclass
-class UHANConfig(TrainConfig, TextConfig):
+class UHANConfig(TrainConfig, TextConfig, VisualOptions):
     dim: int = 512  # word embedding, LSTM hidden, user embedding and attention size (paper: 512)
     user_dropout: float = 0.05  # share of training posts whose user is replaced by the unknown-user row
-    normalize_visual: bool = True  # scale grids by 1/RMS of the training grids (a train-only scalar)
     dropout: float = 0.0  # dropout on regions and word states in training (not in the paper: 0 keeps it faithful)
     ablate: tuple[str, ...] = ()  # any of intra | inter | shortcut | user | visual | text
 
@@ -71,7 +71,7 @@ def _scores(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.bmm(x, g.unsqueeze(-1)).squeeze(-1)
 
 
-class UHANModel(nn.Module):
+class UHANModel(nn.Module, Detailed):
     def __init__(self, dim: int, n_users: int, text: nn.Module | None, visual_shape: list[int] | None,
                  visual_scale: float, user_dropout: float, ablate: tuple[str, ...], dropout: float = 0.0) -> None:
         super().__init__()

@@ -111,12 +111,6 @@ def extract(dataset: str, backbone: str, *, config: Mapping[str, Any] | None = N
     return run_extract(dataset, ex, cache=cache, **{k: v for k, v in opts.items() if k in run_keys})
 
 
-def _set_item(key: str, value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(map(str, value))
-    return f"{key}={value}"
-
-
 class Run(_RunFolder):
     """A run folder (`runs/<name>/`): `config`, `metrics` (None until it finished),
     `predictions()`, and `predict` for new posts."""
@@ -157,9 +151,10 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
           watch: Callable[[dict[str, Any]], None] | None = None, task_config: Mapping[str, Any] | None = None,
           **opts: Any) -> Run:
     """Train `head` on `dataset`'s cached features into a new run folder and return it.
-    `config` overrides head settings (`{"lr": 1e-3}`, as `--set lr=0.001`; the task's aliases
-    `negatives`, `window`, `window_scope`, `tags` go to the task); `task_config` the task's
-    (`{"candidates": 5}`, as `--task-set candidates=5`); `visual`, `text`
+    `config` holds `--set`'s keys with typed values: head settings (`{"lr": 1e-3}`, as
+    `--set lr=0.001`), run settings (`device`, `threads`), fine-tuning's, and the task's
+    aliases (`negatives`, `window`, `window_scope`, `tags` go to the task); `task_config` the
+    task's (`{"candidates": 5}`, as `--task-set candidates=5`); `visual`, `text`
     or `stores={"role": id}` choose stores; other keywords are `pipe train`'s options:
     `split`, `repeats`, `name` (of the run), `runs`, `cache`, `scheduler`, `dask_workers`, `target`,
     `target_transform`, `min_target`, `finetune` (with `weights`, `image_size`), ...
@@ -169,7 +164,6 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
 
     stores = dict(opts.pop("stores", None) or {})
     stores.update({role: ref for role, ref in (("visual", visual), ("text", text)) if ref})
-    sets = [*(opts.pop("sets", None) or []), *(_set_item(k, v) for k, v in (config or {}).items())]
     ablate = [ablate] if isinstance(ablate, str) else list(ablate)
     valid = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in ("dataset", "head", "stores", "sets",
                                                                                 "ablate", "task_sets")]
@@ -177,7 +171,7 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
     if unknown:
         raise PipeError(f"train() got unknown option(s) {', '.join(unknown)}; options: config, task_config, ablate, "
                         f"visual, text, stores, {', '.join(valid)}")
-    run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=sets, ablate=ablate,
+    run_dir = run_training(TrainOptions(dataset=dataset, head=head, stores=stores, sets=dict(config or {}), ablate=ablate,
                                         task_sets=dict(task_config or {}), **opts),
                            say=say, watch=watch)
     return Run.load(run_dir)

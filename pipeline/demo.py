@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pipeline.core.errors import PipeError
 
 # CPU-sized trainer settings: the paper's protocol (eval every 64 batches, patience 20)
 # needs far more steps than a few-minute demo allows.
-DEMO_HEADS: dict[str, list[str]] = {
-    "hisave": [],
-    "lightgbm": ["n_jobs=2"],
-    "uhan": ["dim=128", "batch_size=64", "eval_every=8", "patience=6", "max_steps=240", "lr=0.002"],
+DEMO_HEADS: dict[str, dict[str, Any]] = {
+    "hisave": {},
+    "lightgbm": {"n_jobs": 2},
+    "uhan": {"dim": 128, "batch_size": 64, "eval_every": 8, "patience": 6, "max_steps": 240, "lr": 0.002},
 }
 
 

@@ -76,9 +76,10 @@ def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pat
 
 
 def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np.ndarray:
-    """The head's own answer, else users absent from the run's training posts."""
-    if hasattr(head, "unseen_users"):
-        return np.asarray(head.unseen_users(data), dtype=bool)
+    """The head's own answer (`Head.unseen_users`), else users absent from the run's training posts."""
+    own = head.unseen_users(data)
+    if own is not None:
+        return np.asarray(own, dtype=bool)
     train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"]
     root = run.config.get("cache") or cache
     users = load_posts(run.config["dataset"], root).filter(pl.col("post_id").is_in(train_ids.implode()))["user_id"]

@@ -20,6 +20,7 @@ import polars as pl
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts
+from pipeline.head.embedding import EmbeddingHead
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.train.data import HeadData, RunSettings
 from pipeline.run.rundir import load_run
@@ -49,7 +50,7 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
     if run.metrics is None:
         raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
     head = run.load_head()
-    tags = list(getattr(head, "meta", {}).get("tags") or [])
+    tags = head.tag_names() if isinstance(head, EmbeddingHead) else []
     if not tags:
         raise PipeError(f"run {run.name} ({run.head}) has no tag outputs: search needs a dman run "
                         "(DMAN_Triplet, `--ablate tags`, has none)")

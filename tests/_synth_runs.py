@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
 from pipeline.data.synth import synth
 from pipeline.extract import build_extractor, run_extract
@@ -21,5 +22,5 @@ def synth_runs(root: Path, image_size: int, runs: tuple[tuple[str, str, list[str
                build_extractor("tokens")):
         run_extract("train", ex, cache, **EXTRACT)
     for name, head, sets in runs:
-        train(TrainOptions(dataset="train", head=head, sets=sets, name=name, runs=run_root, cache=cache))
+        train(TrainOptions(dataset="train", head=head, sets=parse_sets(sets), name=name, runs=run_root, cache=cache))
     return cache, run_root

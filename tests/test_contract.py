@@ -38,7 +38,7 @@ def _fit_tiny(name: str, cache: Path, settings: RunSettings):
     """Fit head `name` on the tiny dataset prepared by its task (tests/_tiny_tasks.py's inputs)."""
     cls = heads.get(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    head = cls(build_config(name, cls.Config, [f"{k}={v}" for k, v in TINY.items() if k in fields]))
+    head = cls(build_config(name, cls.Config, {k: v for k, v in TINY.items() if k in fields}))
     head.settings = settings
     stores, _ = resolve_roles(head.roles(), "tiny", cache, PINS[name]["stores"])
     task = _tiny_tasks.task_for(cls)
@@ -213,24 +213,21 @@ def test_log_grows_during_a_fit_and_an_interrupted_run_is_marked(cache, tmp_path
     seen: list[int] = []
     real_fit = uhan.fit
 
-    def spying_fit(self, train_part, valid_part):
-        hook = self.progress
-
-        def progress(entry):
-            hook(entry)  # the run logs the evaluation ...
+    def spying_fit(self, train_part, valid_part, progress=None):
+        def spy(entry):
+            progress(entry)  # the run logs the evaluation ...
             log = (tmp_path / "runs" / "live" / "train_log.jsonl").read_text().splitlines()
             seen.append(sum('"event": "valid"' in line for line in log))  # ... and it is on disk now
-        self.progress = progress
-        return real_fit(self, train_part, valid_part)
+        return real_fit(self, train_part, valid_part, spy)
 
     monkeypatch.setattr(uhan, "fit", spying_fit)
-    sets = ["max_steps=4", "eval_every=2", "dim=8", "batch_size=16", "device=cpu"]
+    sets = {"max_steps": 4, "eval_every": 2, "dim": 8, "batch_size": 16, "device": "cpu"}
     opts = dict(dataset="tiny", head="uhan", stores={"visual": tiny.GRID, "text": tiny.TOKENS}, sets=sets,
                 runs=tmp_path / "runs", cache=cache)
     train(TrainOptions(name="live", **opts))
     assert seen == [1, 2, 3]  # evaluations at steps 0, 2, 4, each logged as it happened
 
-    def interrupted_fit(self, train_part, valid_part):
+    def interrupted_fit(self, train_part, valid_part, progress=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(uhan, "fit", interrupted_fit)
@@ -279,7 +276,7 @@ def test_keep_interrupted_saves_the_best_model_so_far(cache, tmp_path, monkeypat
 
     monkeypatch.setattr(Trainer, "predict", predict_then_stop)
     opts = TrainOptions(dataset="tiny", head="uhan", stores={"visual": tiny.GRID, "text": tiny.TOKENS},
-                        sets=["max_steps=10", "eval_every=2", "dim=8", "batch_size=16", "device=cpu"],
+                        sets={"max_steps": 10, "eval_every": 2, "dim": 8, "batch_size": 16, "device": "cpu"},
                         runs=tmp_path / "runs", cache=cache, name="kept", keep_interrupted=True)
     with pytest.raises(KeyboardInterrupt):
         train(opts)

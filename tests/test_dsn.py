@@ -14,9 +14,9 @@ import torch
 
 from heads.dsn import DSN, HCE, Adapter, TemporalFusion
 from heads.lightgbm import LightGBMHead
-from pipeline.core.config import build_config
+from pipeline.core.config import build_config, parse_sets
 from pipeline.data.splits import parse_split
-from pipeline.run.train import TrainOptions, settings_and_config
+
 from pipeline.store import open_store
 from pipeline.train.data import History
 from pipeline.train.tasks.regression import Regression
@@ -78,9 +78,10 @@ def parts(tmp_path_factory):
 
 def _fit(parts, sets=(), ablate=()):
     cache, posts, stores = parts
-    opts = TrainOptions("tiny", "dsn", sets=[*TINY, *sets], ablate=list(ablate))
-    _, config, task_config = settings_and_config("dsn", DSN, opts)  # --set window=.. is the task's, as in pipe train
-    task = Regression(config=task_config)
+    given = parse_sets([*TINY, *sets])
+    aliased = {k: given.pop(k) for k in Regression.ALIASES if k in given}  # --set window=.. is the task's, as in pipe train
+    config = build_config("dsn", DSN.Config, given, list(ablate))
+    task = Regression(config=Regression.build_config(DSN, aliased))
     p = task.prepare(posts, {}, parse_split(None), {r: s for r, s in stores.items()}).data
     with torch.random.fork_rng():
         head = DSN(config).fit(p["train"], p["valid"])
@@ -155,8 +156,8 @@ def test_every_ablation_trains(parts, sets, ablate, one_thread):
 
 def test_lightgbm_with_categories_and_user_history(parts, one_thread):
     cache, posts, stores = parts
-    config = build_config("lightgbm", LightGBMHead.Config, ["n_estimators=20", "n_jobs=1", "min_child_samples=5",
-                                                            "categories=true", "user_history=3"])
+    config = build_config("lightgbm", LightGBMHead.Config, {"n_estimators": 20, "n_jobs": 1, "min_child_samples": 5,
+                                                            "categories": True, "user_history": 3})
     p = Regression().prepare(posts, {}, parse_split(None), stores).data
     head = LightGBMHead(config).fit(p["train"], p["valid"])
     assert {"category", "subcategory", "concept", "hist_mean", "hist_count"} <= set(head.features.names)

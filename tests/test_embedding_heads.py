@@ -13,7 +13,7 @@ import torch
 
 import heads
 from heads.dman import DMANConfig, DMANModel, dman_loss, sample_links, sim
-from pipeline.core.config import build_config
+from pipeline.core.config import build_config, parse_sets
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import parse_split
 from pipeline.store import open_store
@@ -58,7 +58,7 @@ def _parts(cache: Path, posts: pl.DataFrame, tags: int | None = None) -> dict[st
 def _fit(cache: Path, posts: pl.DataFrame, name: str = "dman", ablate: list[str] | None = None):
     cls = heads.get(name)
     fields = set(cls.Config.__dataclass_fields__)
-    head = cls(build_config(name, cls.Config, [s for s in SMALL if s.split("=")[0] in fields], ablate or []))
+    head = cls(build_config(name, cls.Config, {k: v for k, v in parse_sets(SMALL).items() if k in fields}, ablate or []))
     head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
     parts = _parts(cache, posts)
     head.fit(parts["train"], parts["valid"])
@@ -127,7 +127,7 @@ def test_training_statistics_come_from_the_training_part_only(cache):
 
 def test_posts_without_a_vocabulary_tag_or_image_are_left_out_and_counted(cache):
     posts = _labelled_posts(cache)
-    head = heads.get("dman")(build_config("dman", DMANConfig, SMALL))
+    head = heads.get("dman")(build_config("dman", DMANConfig, parse_sets(SMALL)))
     head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
     parts = _parts(cache, posts, tags=2)
     vocab = set(tag_vocabulary(parts["train"].posts, 2))

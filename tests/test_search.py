@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import _load_commands, app
 from pipeline.core import paths
+from pipeline.core.config import parse_sets
 from pipeline.search import search
 
 _load_commands()
@@ -85,7 +86,7 @@ def test_synth_extract_train_score_and_search_end_to_end(tmp_path):
     ingest(synth(tmp_path / "synth", 60, image_size=32, seed=0, classes=4), "emb", cache=cache)
     run_extract("emb", build_extractor("vgg16", layer="pool5", image_size=32, weights="random"), cache,
                 quiet=True, num_workers=0, device="cpu")
-    train(TrainOptions(dataset="emb", head="dman", sets=SETS, name="d", runs=runs, cache=cache))
+    train(TrainOptions(dataset="emb", head="dman", sets=parse_sets(SETS), name="d", runs=runs, cache=cache))
     new = synth(tmp_path / "new", 6, image_size=32, seed=1, classes=4)
     rep = score("d", new, tmp_path / "scores.parquet", dataset="fresh", cache=cache, runs=runs, quiet=True,
                 num_workers=0, device="cpu")

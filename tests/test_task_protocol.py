@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import heads
 import pipeline.cli as cli
+from pipeline.core.config import parse_sets
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import parse_split
 from pipeline.run.train import SETTINGS, TrainOptions, train
@@ -37,7 +38,7 @@ def cache(tmp_path_factory):
 def _train(cache, tmp_path, head: str, name: str, sets=(), task_sets=None):
     known = {f.name for f in dataclasses.fields(heads.get(head).Config)} | set(SETTINGS)
     tiny_sets = [s for s in TINY if s.split("=")[0] in known]
-    opts = TrainOptions("tiny", head, sets=[*tiny_sets, *sets], task_sets=task_sets or {}, name=name,
+    opts = TrainOptions("tiny", head, sets=parse_sets([*tiny_sets, *sets]), task_sets=task_sets or {}, name=name,
                         runs=tmp_path / "runs", cache=cache)
     run = train(opts)
     return run, json.loads((run / "config.json").read_text())

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pipeline.head.base import Role
 from pipeline.cli import _load_commands
 from pipeline.cli.app import app
-from pipeline.core.config import build_config, config_from_dict, config_to_dict
+from pipeline.core.config import build_config, config_from_dict, config_to_dict, parse_sets
 from pipeline.core.errors import PipeError
 from pipeline.run.roles import resolve_roles
 from pipeline.run.train import TrainOptions, train
@@ -39,22 +39,22 @@ class Cfg:
 
 
 def test_build_config_converts_and_names_bad_keys():
-    c = build_config("toy", Cfg, ["steps=7", "lr=2e-3", "name=none", "flag=yes", "dims=1,2,3"], ["a", "b", "a"])
+    c = build_config("toy", Cfg, parse_sets(["steps=7", "lr=2e-3", "name=none", "flag=yes", "dims=1,2,3"]), ["a", "b", "a"])
     assert (c.steps, c.lr, c.name, c.flag, c.dims, c.ablate) == (7, 0.002, None, True, (1, 2, 3), ("a", "b"))
     assert config_from_dict(Cfg, json.loads(json.dumps(config_to_dict(c)))) == c
     with pytest.raises(PipeError, match="valid keys: steps, lr, name, flag, dims, ablate"):
-        build_config("toy", Cfg, ["stepz=1"])
+        build_config("toy", Cfg, {"stepz": 1})
     with pytest.raises(PipeError, match="steps='x'"):
-        build_config("toy", Cfg, ["steps=x"])
+        build_config("toy", Cfg, {"steps": "x"})
     with pytest.raises(PipeError, match="key=value"):
-        build_config("toy", Cfg, ["steps"])
+        parse_sets(["steps"])
 
     @dataclass
     class NoAblate:
         k: int = 1  # one field
 
     with pytest.raises(PipeError, match="no ablations"):
-        build_config("toy", NoAblate, [], ["user"])
+        build_config("toy", NoAblate, {}, ["user"])
 
 
 def test_resolve_roles_defaults_choices_and_errors(cache):
@@ -77,7 +77,7 @@ def test_resolve_roles_defaults_choices_and_errors(cache):
 
 
 def test_train_writes_a_complete_run(cache, tmp_path):
-    opts = TrainOptions(dataset="tiny", head="svr", stores={"text": "tokens"}, sets=["C=2", "max_train_rows=60"],
+    opts = TrainOptions(dataset="tiny", head="svr", stores={"text": "tokens"}, sets={"C": 2, "max_train_rows": 60},
                         ablate=["visual"], repeats=2, runs=tmp_path, cache=cache, split="0.6,0.2,0.2")
     d = train(opts)
     assert d.parent == tmp_path and d.name.startswith("svr-no-visual-")
@@ -115,7 +115,7 @@ def test_train_refuses_bad_requests(cache, tmp_path):
     with pytest.raises(PipeError, match="no ablations"):
         train(TrainOptions(head="hisave", ablate=["user"], **base))
     with pytest.raises(PipeError, match="valid keys"):
-        train(TrainOptions(head="hisave", sets=["lr=1"], **base))
+        train(TrainOptions(head="hisave", sets={"lr": 1}, **base))
     with pytest.raises(PipeError, match="--scheduler"):
         train(TrainOptions(head="hisave", scheduler="tcp://h:1", **base))
     with pytest.raises(PipeError, match="no posts table"):

@@ -14,7 +14,7 @@ from pipeline.run.tune import STAGING, STUDY_FILE, TRIALS_FILE, TUNE_FILE, Searc
 from tests._tiny_data import GRID, TOKENS, make_dataset
 
 # tiny and fast: fixed model size and schedule, the rest of UHAN's space is searched
-FIXED = ["dim=8", "patience=2", "max_steps=6", "threads=1", "prefetch=0"]
+FIXED = {"dim": 8, "patience": 2, "max_steps": 6, "threads": 1, "prefetch": 0}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def cache(tmp_path_factory, one_thread):
 
 
 def _opts(cache, runs, name, trials=3, dataset="tiny"):
-    run = TrainOptions(dataset=dataset, head="uhan", stores={"visual": GRID, "text": TOKENS}, sets=list(FIXED),
+    run = TrainOptions(dataset=dataset, head="uhan", stores={"visual": GRID, "text": TOKENS}, sets=dict(FIXED),
                        name=name, runs=runs, cache=cache)
     return TuneOptions(run, trials=trials, seed=0, startup_trials=2)
 

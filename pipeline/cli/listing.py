@@ -38,7 +38,7 @@ def _roles(head_cls: type) -> str:
 def head_rows() -> list[dict[str, Any]]:
     import heads
 
-    return [{"name": n, "task": getattr(c, "task", "regression"), "roles": _roles(c), "paper": doc_line(c)}
+    return [{"name": n, "task": c.task, "roles": _roles(c), "paper": doc_line(c)}
             for n, c in ((n, heads.get(n)) for n in heads.names())]
 
 
@@ -60,7 +60,7 @@ def backbone_rows() -> list[dict[str, Any]]:
 def task_rows() -> list[dict[str, Any]]:
     from pipeline.train import tasks
 
-    return [{"name": n, "summary": getattr(tasks.get(n), "summary", "")} for n in tasks.names()]
+    return [{"name": n, "summary": tasks.get(n).summary} for n in tasks.names()]
 
 
 @app.command("list")

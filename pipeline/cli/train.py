@@ -83,11 +83,12 @@ def train(
 ) -> None:
     """Train a head on cached features; writes config, log, model, predictions and metrics to a run folder."""
     from pipeline import api
+    from pipeline.core.config import parse_sets
 
     watch = TrainWatch(quiet)
     try:
         run = api.train(
-            dataset, head, stores=_role_choices(visual, text, role), split=split, sets=list(set_ or []),
+            dataset, head, stores=_role_choices(visual, text, role), split=split, config=parse_sets(set_),
             task_config=parse_sets(task_set, "--task-set"),
             ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
             scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,

@@ -46,7 +46,7 @@ def tune(
     from pipeline.run.tune import tune as run_tune
 
     stores = {k: v for k, v in {"visual": visual, "text": text}.items() if v}
-    opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=list(set_ or []),
+    opts = TuneOptions(TrainOptions(dataset=dataset, head=head, stores=stores, split=split, sets=parse_sets(set_),
                                     task_sets=parse_sets(task_set, "--task-set"), name=name, runs=runs, cache=cache),
                        trials=trials, timeout=timeout, seed=seed, scheduler=scheduler, dask_workers=dask_workers)
     out = run_tune(opts, say=lambda m: console.print(m, highlight=False, markup=False))

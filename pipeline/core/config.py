@@ -1,10 +1,12 @@
 """Head configs from the command line and from JSON, typed by the dataclass annotations.
 
-`--set key=value` may name any field of a head's `Config`; the value is converted to the
-field's annotated type (int, float, str, bool, Path, Literal, X | None, tuple[X, ...],
-list[X]). `--ablate X` appends to the `ablate: tuple[str, ...]` field. The same converter
-turns a saved `config.json` back into the dataclass, so heads can reload their config
-without pickle.
+`--set key=value` is read once, at the command line's edge (`parse_sets`: {key: value});
+the Python API passes the same dict with typed values. `build_config` converts each value
+to the field's annotated type (int, float, str, bool, Path, Literal, X | None,
+tuple[X, ...], list[X]): a CLI string and the typed value it spells give the same config.
+`--ablate X` appends to the `ablate: tuple[str, ...]` field. The same converter turns a
+saved `config.json` back into the dataclass, so heads can reload their config without
+pickle.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import dataclasses
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
 from pipeline.core.errors import PipeError
 
@@ -116,12 +118,12 @@ def parse_sets(items: list[str] | None, option: str = "--set") -> dict[str, str]
     return out
 
 
-def build_config(head_name: str, config_cls: type, sets: list[str] | None = None,
+def build_config(head_name: str, config_cls: type, values: Mapping[str, Any] | None = None,
                  ablate: list[str] | None = None) -> Any:
-    """The head's Config with `key=value` overrides and ablations; PipeError on bad input."""
+    """The head's Config with `values` ({key: CLI string or typed value}) and ablations; PipeError on bad input."""
     types_ = field_types(config_cls)
     kwargs: dict[str, Any] = {}
-    for key, raw in parse_sets(sets).items():
+    for key, raw in (values or {}).items():
         if key not in types_:
             raise PipeError(f"--set {key}: head {head_name!r} has no such setting; valid keys: {', '.join(types_)}")
         try:

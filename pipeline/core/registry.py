@@ -23,7 +23,13 @@ class Registry(Generic[T]):
         self.classes: dict[str, type[T]] = {}
 
     def register(self, cls: type[T]) -> type[T]:
-        self.classes[cls.name] = cls  # type: ignore[attr-defined]
+        """Add `cls` under its `name`; a second class of the same name is refused. The same class
+        again, or its new version from a reloaded module (same module and qualified name), is not."""
+        name = cls.name  # type: ignore[attr-defined]
+        old = self.classes.get(name)
+        if old is not None and _qualname(old) != _qualname(cls):
+            raise PipeError(f"{self.what} name {name!r} is taken: {_qualname(old)} and {_qualname(cls)} both register it")
+        self.classes[name] = cls
         return cls
 
     def get(self, name: str) -> type[T]:
@@ -53,3 +59,7 @@ class Registry(Generic[T]):
         for m in pkgutil.iter_modules(pkg.__path__):
             if m.name != "base" and not m.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{m.name}")
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -25,7 +25,7 @@ def _empty(ex: Extractor) -> np.ndarray:
 
 def _text_autocast(ex: Extractor, device: str, amp: bool) -> AbstractContextManager[Any]:
     """Mixed precision for torch text models on CUDA; nothing (and no torch import) otherwise."""
-    if not getattr(ex, "uses_torch", True) or not is_cuda(device):
+    if not ex.uses_torch or not is_cuda(device):
         return nullcontext()
     from pipeline.nn.device import autocast
 

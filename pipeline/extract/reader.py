@@ -66,11 +66,11 @@ def collate(rows: list[tuple[str, Any, str, str | None]]) -> dict[str, Any]:
         "failures": [(r[0], r[3], r[2]) for r in rows if r[3] is not None],
     }
 
-def decodes_on_device(ex: Any, device: str, decode: str) -> bool:
+def decodes_on_device(ex: Extractor, device: str, decode: str) -> bool:
     """Whether images go to the device as JPEG bytes (auto: on CUDA for extractors that accept tensors)."""
     if decode not in DECODES:
         raise PipeError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
-    if decode == "cpu" or not getattr(ex, "accepts_tensors", False):
+    if decode == "cpu" or not ex.accepts_tensors:
         return False
     return decode == "device" or is_cuda(device)
 

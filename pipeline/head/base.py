@@ -8,18 +8,27 @@ role's paper default). What `predict` returns is the task's: a float per post
 (embedding). Run settings (device, threads, dask) arrive in `settings`, never in the
 saved config. Task settings (a ranking task's negatives, a sequence head's window, the tag
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
+
+Everything the rest of the code asks a head is declared here with a default (as
+scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
+`on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
+`ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
+callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
+(tests/test_head_contract.py scans for it).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from pipeline.core.errors import PipeError
 from pipeline.train.data import HeadData, Role, RunSettings
 
-__all__ = ["Explanation", "Head", "HeadData", "Role", "RunSettings", "check_ablations"]
+__all__ = ["Explanation", "Head", "HeadData", "Progress", "Role", "RunSettings", "check_ablations"]
+
+Progress = Callable[[dict[str, Any]], None]  # called with each validation evaluation (step, metric, best, ...)
 
 
 @dataclass
@@ -57,12 +66,36 @@ class Head(ABC):
     Config: ClassVar[type]  # a dataclass; every field documented
     ABLATIONS: ClassVar[tuple[str, ...]] = ()  # names `--ablate` accepts (the config's `ablate` field)
     task_defaults: ClassVar[dict[str, Any]] = {}  # task settings it needs a value of, unless given (DSN: window)
+    search_space: ClassVar[dict[str, tuple]] = {}  # `pipe tune`: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
+    small_data: ClassVar[dict[str, Any]] = {}  # config values of the small-data regime (pipeline/train/regime.py)
+    target_transform: ClassVar[str] = "none"  # regression target scale unless --target-transform says (targets.py)
+    on_dask: ClassVar[bool] = False  # trains on a dask cluster when --scheduler / --dask-workers are given
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self.settings = RunSettings()  # how to run (device, threads, dask); set by train and score
-        check_ablations(self.name, getattr(config, "ablate", ()), self.ABLATIONS)
+        self.model: Any = None  # the fitted model (None until fit or load)
+        self.history: list[dict[str, Any]] = []  # validation curve, one entry per evaluation (logged by the run)
+        check_ablations(self.name, self.ablate, self.ABLATIONS)
         self.check_config()
+
+    @property
+    def ablate(self) -> tuple[str, ...]:
+        """The config's ablations (`--ablate`); () for a head whose config has none."""
+        return tuple(getattr(self.config, "ablate", ()) or ())
+
+    def ablated(self, what: str) -> bool:
+        return what in self.ablate
+
+    @property
+    def seed(self) -> int:
+        """The config's seed (weights, batch order; `--repeats` counts from it); 0 for a config without one."""
+        return int(getattr(self.config, "seed", 0) or 0)
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once there is something to save or predict with (a head keeping no `model` overrides it)."""
+        return self.model is not None
 
     def check_config(self) -> None:
         """Raise PipeError for an invalid combination of settings."""
@@ -75,7 +108,10 @@ class Head(ABC):
         """Feature roles this configuration reads (ablations may drop some)."""
 
     @abstractmethod
-    def fit(self, train: HeadData, valid: HeadData) -> "Head": ...
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "Head":
+        """Fit on `train`, choosing what `valid` says; `progress` sees each validation
+        evaluation as it happens (a head that evaluates only at the end leaves it uncalled
+        and keeps its curve in `history`)."""
 
     @abstractmethod
     def predict(self, data: HeadData) -> Any:
@@ -88,6 +124,12 @@ class Head(ABC):
     @classmethod
     @abstractmethod
     def load(cls, directory: Path) -> "Head": ...
+
+    def unseen_users(self, data: HeadData) -> Any:
+        """(N,) bool: True for the posts (ranking: example rows) whose user the model never saw
+        in training; None for a head that keeps no users (`pipe score` then judges from the
+        run's training posts)."""
+        return None
 
     def explain(self, data: HeadData) -> list[Explanation] | None:
         """One Explanation per post of `data`, in order; None for a head without attention.

@@ -8,14 +8,18 @@ training part, batches with `labels`, and a prediction pass that yields embeddin
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.head.base import HeadData, Role
 from pipeline.head.torch_head import Columns, VisualTextHead
+from pipeline.train.data import RunSettings
+from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
 from pipeline.train.metrics import embedding_metrics
 from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot
 
@@ -58,6 +62,10 @@ class EmbeddingHead(VisualTextHead):
         """(N, L) label confidences in [0, 1] from (N, D) embeddings."""
         raise NotImplementedError
 
+    def tag_names(self) -> list[str]:
+        """The tags of a tag branch's outputs (`pipe search` looks images up by them); [] without one."""
+        return list(self.meta.get("tags") or [])
+
     def tag_outputs(self, emb: np.ndarray) -> np.ndarray | None:
         """(N, T) tag confidences of a tag branch, or None."""
         return None
@@ -89,41 +97,39 @@ class LabelClassifier(nn.Module):
 
 
 def fit_classifier(clf: LabelClassifier, train: tuple[np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray],
-                   epochs: int, patience: int, seed: int, lr: float = 1e-3, batch_size: int = 128) -> dict[str, Any]:
-    """Fit `clf` on frozen (embedding, multi-hot) training pairs with BCE and Adam; keep the
-    epoch with the best valid mAP (patience in epochs). Returns what happened."""
-    x, y = torch.from_numpy(train[0].astype(np.float32)), torch.from_numpy(train[1].astype(np.float32))
-    vx, vy = torch.from_numpy(valid[0].astype(np.float32)), valid[1]
+                   epochs: int, patience: int, seed: int, settings: RunSettings, lr: float = 1e-3,
+                   batch_size: int = 128) -> dict[str, Any]:
+    """Fit `clf` on frozen (embedding, multi-hot) training pairs with BCE and Adam, through the
+    shared trainer: one evaluation per epoch (the whole valid part in one batch), patience in
+    epochs, the epoch with the best valid mAP kept, batches in `torch.randperm` order of a
+    generator seeded with `seed`. Returns what happened."""
+    x, y = train[0].astype(np.float32), train[1].astype(np.float32)
     with torch.no_grad():
-        clf.mean.copy_(x.mean(0))
-        clf.std.copy_(x.std(0, unbiased=False).clamp(min=1e-6))
+        xt = torch.from_numpy(x)
+        clf.mean.copy_(xt.mean(0))
+        clf.std.copy_(xt.std(0, unbiased=False).clamp(min=1e-6))
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    lossf = nn.BCEWithLogitsLoss()
+    per_epoch = max(1, math.ceil(len(x) / batch_size))
+    config = TrainConfig(lr=lr, batch_size=batch_size, eval_every=per_epoch, patience=max(patience, 1),
+                         max_steps=epochs * per_epoch, seed=seed)
+    vy = valid[1]
+    criterion = Criterion("map", lambda raw: embedding_metrics(vy, torch.sigmoid(torch.from_numpy(raw)).numpy())["map"],
+                          higher_is_better=True)
+    trainer = Trainer(config, settings, lambda logits, b: F.binary_cross_entropy_with_logits(logits, b["y"]), criterion,
+                      shuffle=lambda n: torch.randperm(n, generator=gen).numpy(), eval_batch=max(len(valid[0]), 1))
+    result = trainer.fit(_OnKey(clf, "x"), Source.from_arrays({"x": x, "y": y}, y),
+                         Source.from_arrays({"x": valid[0].astype(np.float32)}, vy))
+    best = result.best_valid if np.isfinite(result.best_valid) else -1.0
+    return {"classifier_best_epoch": result.best_step // per_epoch, "classifier_valid_map": best,
+            "classifier_epochs": result.steps // per_epoch}
 
-    def valid_map() -> float:
-        clf.eval()
-        with torch.no_grad():
-            v = embedding_metrics(vy, torch.sigmoid(clf(vx)).numpy())["map"] if len(vx) else float("nan")
-        return v if np.isfinite(v) else -1.0
 
-    best, best_epoch, bad = valid_map(), 0, 0
-    state = {k: v.clone() for k, v in clf.state_dict().items()}
-    for epoch in range(1, epochs + 1):
-        clf.train()
-        for rows in torch.randperm(len(x), generator=gen).split(batch_size):
-            opt.zero_grad(set_to_none=True)
-            lossf(clf(x[rows]), y[rows]).backward()
-            opt.step()
-        v = valid_map()
-        if v > best:
-            best, best_epoch, bad = v, epoch, 0
-            state = {k: t.clone() for k, t in clf.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    clf.load_state_dict(state)
-    clf.eval()
-    return {"classifier_best_epoch": best_epoch, "classifier_valid_map": best, "classifier_epochs": epoch if epochs else 0}
+class _OnKey(nn.Module):
+    """`module(batch[key])`: a module of one tensor as the trainer runs it, on a batch."""
 
+    def __init__(self, module: nn.Module, key: str) -> None:
+        super().__init__()
+        self.module, self.key = module, key
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.module(batch[self.key])

@@ -7,8 +7,8 @@ column 0 the positive, `mask` (B, C) false on padding, and `user` (B,). Predicti
 batches are the example rows one by one (C = 1), so `predict` returns one float per row
 of `data.examples` in order, whatever the groups (`pipe score` puts every pair in group
 0). A subclass writes `item_batch` (the per-post arrays its model reads) and a model whose
-`forward(batch)` returns (B, C) scores. The loss is the task's pairwise hinge with the
-head's margin `margin`, padding masked out.
+`forward(batch)` returns (B, C) scores. The loss is the pairwise hinge (`hinge`, margin 1
+unless the head passes its own), padding masked out.
 
 Users are fitted on the training examples (`fit_users`; row 0 = a user never seen in
 training, flagged by `unseen_users` per example row).
@@ -67,7 +67,8 @@ class RankingHead(TorchHead):
 
     # -- plumbing ---------------------------------------------------------------------------
     def loss(self, task: tasks.Task) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
-        return hinge(float(getattr(self.config, "margin", 1.0)))
+        """The pairwise hinge with margin 1 (a head with a margin setting passes its own, as AMNL)."""
+        return hinge(1.0)
 
     def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError("ranking heads assemble batches of examples (RankingHead.source)")

@@ -25,7 +25,7 @@ training post then counts as unseen, with the global training mean.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,7 @@ class TabularFeatures:
 
     # -- persistence (JSON, no pickle) ------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TabularFeatures":
@@ -243,8 +243,7 @@ class TabularHead(Head):
         c = self.config
         self.features = TabularFeatures("visual" not in c.ablate, "text" not in c.ablate, "user" not in c.ablate,
                                         c.text_buckets, c.categories, self.onehot_categories, c.user_history,
-                                        tuple(getattr(c, "context", ())))
-        self.history: list[dict] = []
+                                        tuple(c.context))
 
     def roles(self) -> dict[str, Role]:
         return {role: r for role, r in (("visual", VISUAL), ("text", TEXT)) if role not in self.config.ablate}

@@ -11,12 +11,16 @@ target column; heads of other tasks override `targets` (what a batch's `y` holds
 vocabulary (`self.users` over `fit_users`, row 0 = unseen user), checks roles and labels, trains, and
 saves `head.json` (config, meta, history) + `model.pt` (a state dict, loaded with
 `weights_only=True`: no pickled code is ever executed). Run settings are not saved.
+
+A run may set `wrapper` (a `ModelWrapper`) to train the built model inside another module
+(`pipe train --finetune`: the image backbone before it) without touching the head's code.
 """
 from __future__ import annotations
 
 import json
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,12 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.head.base import Explanation, Head, HeadData, Role
-from pipeline.nn.layers import UserVocab
+from pipeline.head.base import Explanation, Head, HeadData, Progress, Role
+from pipeline.head.explain import Detailed, explain_torch
+from pipeline.nn.layers import TextConfig, UserVocab
 from pipeline.core.config import config_from_dict, config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
 from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
+from pipeline.train.regime import TRAIN_SPACE
 
 META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
 
@@ -65,19 +71,43 @@ def rms_scale(store: Any, ids: list[str], n: int, rng: np.random.Generator) -> f
     return 1.0 / np.sqrt(ms) if ms > 0 else 1.0
 
 
+@dataclass
+class VisualOptions:
+    """The visual-input option of a torch head's config (`--set normalize_visual=false`)."""
+
+    normalize_visual: bool = True  # scale the visual rows by 1/RMS of the training rows (a train-only scalar)
+
+
+class ModelWrapper(ABC):
+    """Trains a head's model inside another module: `TorchHead.fit` builds the head's model,
+    trains `wrap(model)` in its place with `param_groups`; the run unwraps it after."""
+
+    @abstractmethod
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module to train in place of the head's freshly built `model`."""
+
+    @abstractmethod
+    def param_groups(self, wrapped: nn.Module, head_groups: Callable[[nn.Module], list[dict[str, Any]]]
+                     ) -> list[dict[str, Any]]:
+        """The optimizer's groups of `wrapped`; `head_groups` gives those of the head's own model."""
+
+
 class TorchHead(Head):
     Config = TrainConfig
-    small_data: dict[str, Any] = {}  # config values of the small-data regime (pipeline/train/regime.py), beside the schedule
-    search_space: dict[str, tuple] = {}  # `pipe tune` ranges: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
+    search_space = TRAIN_SPACE  # the trainer's lr and weight_decay, unless a head declares its own space
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config if config is not None else self.Config())
         self.model: nn.Module | None = None
         self.meta: dict[str, Any] = {}  # fitted on the training part; JSON-ready
         self.users: UserVocab | None = None
-        self.history: list[dict[str, Any]] = []  # validation curve: step, valid_mse, train_loss, seconds
         self.train_info: dict[str, Any] = {}  # best_step, steps, stop_reason, samples_per_s, ...
-        self.progress: Callable[[dict[str, Any]], None] | None = None  # called after each evaluation
+        self.wrapper: ModelWrapper | None = None  # set by the run to train the model inside another (--finetune)
+
+    @property
+    def text_options(self) -> TextConfig:
+        """The config's text-encoder options, or their defaults (the paper's encoder) for a config without them."""
+        return self.config if isinstance(self.config, TextConfig) else TextConfig()
 
     # -- what a subclass provides -----------------------------------------------------
     def fit_users(self, train: HeadData) -> list[Any]:
@@ -149,7 +179,7 @@ class TorchHead(Head):
                 )
 
     # -- Head interface ---------------------------------------------------------------------
-    def fit(self, train: HeadData, valid: HeadData) -> "TorchHead":
+    def fit(self, train: HeadData, valid: HeadData, progress: Progress | None = None) -> "TorchHead":
         c = self.config
         task = tasks.get(self.task)(train.target)
         torch.manual_seed(c.seed)
@@ -160,9 +190,11 @@ class TorchHead(Head):
         self.meta.update(task.fitted_meta(train_src.y if len(train) else None))  # regression: y_mean
         criterion = Criterion(task.criterion, task.criterion_fn(valid, valid_src.y, lambda raw: self.output(valid, raw)),
                               task.higher_is_better)
-        self.model = self.build_model()
-        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=self.progress,
-                          param_groups=self.param_groups)
+        model = self.build_model()
+        self.model = self.wrapper.wrap(model) if self.wrapper is not None else model
+        groups = self.param_groups if self.wrapper is None else partial(self.wrapper.param_groups,
+                                                                          head_groups=self.param_groups)
+        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=progress, param_groups=groups)
         result = trainer.fit(self.model, train_src, valid_src)
         self.history = result.history
         self.train_info = {k: v for k, v in result.to_json().items() if k != "history"}
@@ -177,7 +209,7 @@ class TorchHead(Head):
         from pipeline.nn.layers import TextEncoder
 
         c = self.config
-        text_wd = getattr(c, "text_weight_decay", None)
+        text_wd = self.text_options.text_weight_decay
         text: set[int] = set()
         if text_wd is not None:
             text = {id(p) for m in model.modules() if isinstance(m, TextEncoder) for p in m.parameters()}
@@ -194,11 +226,15 @@ class TorchHead(Head):
             return empty
         return self.output(data, self.run_model(data))
 
-    def run_model(self, data: HeadData, fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:
-        """Raw outputs of the model (or of `fn`, e.g. `model.embed`) over `data`, in order, on the run's device."""
+    def evaluator(self) -> Trainer:
+        """The shared trainer for passes over data (predict, explain), the model on the run's device."""
         trainer = Trainer(self.config, self.settings)
         self.model.to(trainer.device)
-        return trainer.predict(self.model, self.source(data, False), fn=fn)
+        return trainer
+
+    def run_model(self, data: HeadData, fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:
+        """Raw outputs of the model (or of `fn`, e.g. `model.embed`) over `data`, in order, on the run's device."""
+        return self.evaluator().predict(self.model, self.source(data, False), fn=fn)
 
     def unseen_users(self, data: HeadData) -> np.ndarray:
         """True for posts whose user was not in the training part (they get the unknown-user row)."""
@@ -208,13 +244,11 @@ class TorchHead(Head):
 
     def explain(self, data: HeadData) -> "list[Explanation] | None":
         """The maps the model's `details(batch)` returns (pipeline/head/explain.py says which);
-        None when the model has no `details`."""
+        None when the model is not `Detailed`."""
         if self.model is None:
             raise self.not_fitted()
-        if not hasattr(self.model, "details"):
+        if not isinstance(self.model, Detailed):
             return None
-        from pipeline.head.explain import explain_torch
-
         return explain_torch(self, data)
 
     def save(self, directory: Path) -> None:
@@ -268,8 +302,9 @@ class VisualTextHead(TorchHead):
     text_role = Role(("tokens",), "tokens")
     ABLATIONS: tuple[str, ...] = ("visual", "text")
 
-    def ablated(self, what: str) -> bool:
-        return what in getattr(self.config, "ablate", ())
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self._word_init: np.ndarray | None = None  # fixed word vectors' initial rows (prepare), for build_model
 
     def check_config(self) -> None:
         if self.ablated("visual") and self.ablated("text"):
@@ -283,6 +318,11 @@ class VisualTextHead(TorchHead):
             out["text"] = self.text_role
         return out
 
+    @property
+    def normalize_visual(self) -> bool:
+        """The config's `normalize_visual` (VisualOptions); False for a config without it."""
+        return isinstance(self.config, VisualOptions) and self.config.normalize_visual
+
     def prepare(self, train: HeadData) -> None:
         from pipeline.nn.layers import known_tokens, text_vocab_size
 
@@ -291,17 +331,17 @@ class VisualTextHead(TorchHead):
             store = train.stores["visual"]
             self.meta["visual_shape"] = list(store.spec.shape)
             self.meta["visual_scale"] = (rms_scale(store, train.ids, 256, np.random.default_rng(self.config.seed))
-                                         if getattr(self.config, "normalize_visual", False) else 1.0)
+                                         if self.normalize_visual else 1.0)
         if "text" in roles:
             tokens, _ = train.features("text")
-            c = self.config
+            c = self.text_options
             self.meta["vocab_size"] = text_vocab_size(train.stores["text"], tokens)
-            self.meta["known_tokens"] = known_tokens(tokens, getattr(c, "max_vocab", None))
-            if getattr(c, "word_vectors", None):  # the initial rows only: the weights are saved with the model
+            self.meta["known_tokens"] = known_tokens(tokens, c.max_vocab)
+            if c.word_vectors:  # the initial rows only: the weights are saved with the model
                 from pipeline.nn.word_vectors import init_for_tokens
 
                 self._word_init, found = init_for_tokens(train.stores["text"], self.meta["known_tokens"],
-                                                         c.word_vectors, c.seed)
+                                                         c.word_vectors, self.seed)
                 self.meta["embed_dim"] = int(self._word_init.shape[1])
                 self.meta["word_vectors_found"] = f"{found}/{len(self.meta['known_tokens'])}"
 
@@ -310,10 +350,10 @@ class VisualTextHead(TorchHead):
 
         if "vocab_size" not in self.meta:
             return None
-        c = self.config
+        c = self.text_options
         return TextEncoder(self.meta["vocab_size"], dim, self.meta["known_tokens"], embed_dim=self.meta.get("embed_dim"),
-                           init=getattr(self, "_word_init", None), freeze=getattr(c, "freeze_embeddings", False),
-                           word_dropout=getattr(c, "word_dropout", 0.0), embed_dropout=getattr(c, "embed_dropout", 0.0))
+                           init=self._word_init, freeze=c.freeze_embeddings, word_dropout=c.word_dropout,
+                           embed_dropout=c.embed_dropout)
 
     def assemble(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         out = self.base_batch(cols, rows)

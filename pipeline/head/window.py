@@ -73,8 +73,8 @@ class WindowHead(TorchHead):
         return PipeError(f"head {self.name!r}: {msg}")
 
     def roles(self) -> dict[str, Role]:
-        ab = getattr(self.config, "ablate", ())
-        return {role: getattr(self, f"{role}_role") for a, role in ROLE_OF.items() if a not in ab}
+        spec = {"visual": self.visual_role, "text": self.text_role}
+        return {role: spec[role] for a, role in ROLE_OF.items() if not self.ablated(a)}
 
     def prepare(self, train: HeadData) -> None:
         tc = train.task_config  # a bare HeadData (no task): the head's default window, global scope

@@ -3,7 +3,8 @@
 The composition, with every head unchanged: the head's visual role (grid or vector) is
 filled by `ImageRole` (pipeline/run/images.py: the posts' images decoded in DataLoader
 workers by extraction's reader) instead of a store, and the head's model is wrapped in
-`FinetuneModel`, which runs the backbone (pipeline/nn, the network extraction runs) on
+`FinetuneModel` through the torch head's hook (`TorchHead.wrapper`, a `ModelWrapper`: the
+head's class and instance methods stay untouched), which runs the backbone (pipeline/nn, the network extraction runs) on
 those pixels and hands the head the features it expects. The last `finetune_blocks`
 blocks train at `backbone_lr`, the rest stay frozen (no gradients, eval mode, so their
 weights and batch-norm statistics stay bit-identical); on CUDA the backbone runs under
@@ -22,7 +23,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 
 from pipeline.head.base import Head, Role
-from pipeline.core.config import build_config, config_to_dict, parse_sets
+from pipeline.head.torch_head import ModelWrapper, TorchHead
+from pipeline.core.config import build_config, config_to_dict
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import PipeError
 from pipeline.nn.device import autocast
@@ -117,12 +119,6 @@ class FinetuneModel(nn.Module):
         return self.head(b)
 
 
-def split_sets(sets: list[str]) -> tuple[dict[str, str], list[str]]:
-    """--set pairs of fine-tuning, and the rest (the head's config and run settings)."""
-    given = parse_sets(sets)
-    return {k: v for k, v in given.items() if k in KEYS}, [f"{k}={v}" for k, v in given.items() if k not in KEYS]
-
-
 def _visual_role(head: str, roles: dict[str, Role], asked: str | None) -> str:
     cands = [r for r, s in roles.items() if set(s.kinds) & {"grid", "vector"}]
     role = asked or ("visual" if "visual" in cands else (cands[0] if len(cands) == 1 else None))
@@ -132,9 +128,9 @@ def _visual_role(head: str, roles: dict[str, Role], asked: str | None) -> str:
     return role
 
 
-class Finetune:
+class Finetune(ModelWrapper):
     """One run's fine-tuning: the backbone's extractor, the role it fills, the per-part image
-    roles, and what it saves."""
+    roles, and what it saves; the `ModelWrapper` each repeat's head trains through."""
 
     def __init__(self, cfg: FinetuneConfig, head: str, roles: dict[str, Role], settings: RunSettings) -> None:
         import extractors
@@ -189,33 +185,35 @@ class Finetune:
             f, _ = model.features(torch.from_numpy(pixels).to(self.device))
         return f.cpu().numpy()
 
-    def wrap(self, head: Head, data: dict[str, HeadData]) -> None:
-        """Make `head.fit` train through the backbone (instance attributes only: the class is untouched)."""
-        for part, d in data.items():  # a later repeat starts from images again
-            self.roles[part].mode = "features"
+    def begin(self, head: TorchHead, data: dict[str, HeadData]) -> None:
+        """Make `head.fit` train through the backbone: the parts read images again (a later repeat
+        starts from them too) and the head's hook wraps its model."""
+        for part, d in data.items():
+            self.roles[part].mode = "features"  # the head's `prepare` statistics: the backbone's features
             d.stores = {**d.stores, self.role: self.roles[part]}
-        build, groups = head.build_model, head.param_groups
+        head.wrapper = self
 
-        def build_model() -> nn.Module:
-            for r in self.roles.values():
-                r.mode = "images"
-            return FinetuneModel(self.net, build(), self.role, self.cfg.finetune_blocks, self.device)
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The backbone before the head's freshly built model; from now on the roles hand it pixels."""
+        for r in self.roles.values():
+            r.mode = "images"
+        return FinetuneModel(self.net, model, self.role, self.cfg.finetune_blocks, self.device)
 
-        def param_groups(model: nn.Module) -> list[dict[str, Any]]:
-            trainable = [p for p in model.backbone.parameters() if p.requires_grad]
-            extra = [{"params": trainable, "lr": self.cfg.backbone_lr}] if trainable else []
-            return groups(model.head) + extra
-
-        head.build_model, head.param_groups = build_model, param_groups
+    def param_groups(self, wrapped: nn.Module, head_groups: Callable[[nn.Module], list[dict[str, Any]]]
+                     ) -> list[dict[str, Any]]:
+        """The head's own groups, and the backbone's trainable blocks at `backbone_lr`."""
+        trainable = [p for p in wrapped.backbone.parameters() if p.requires_grad]
+        extra = [{"params": trainable, "lr": self.cfg.backbone_lr}] if trainable else []
+        return head_groups(wrapped.head) + extra
 
     # -- after fitting ----------------------------------------------------------------
-    def finish(self, head: Head, k: int, run: Any, data: dict[str, HeadData], dataset: str, cache: Any) -> list[str]:
+    def finish(self, head: TorchHead, k: int, run: Any, data: dict[str, HeadData], dataset: str, cache: Any
+               ) -> list[str]:
         """Unwrap the head, save the backbone, extract the dataset with it and predict from that store."""
         from pipeline.extract import build_extractor, run_extract
 
         wrapped = head.model
-        head.model = wrapped.head
-        del head.build_model, head.param_groups
+        head.model, head.wrapper = wrapped.head, None
         path = run.model_dir / BACKBONE_FILE if k == 0 else run.dir / "finetune" / f"backbone-{k}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({n: t.detach().cpu().contiguous() for n, t in wrapped.backbone.state_dict().items()}, path)
@@ -249,19 +247,18 @@ class Finetune:
                 "extractor": config_to_dict(self.extractor.config), "spec": self.spec.to_json()}
 
 
-def setup(opts: Any, cls: type[Head], ft_sets: dict[str, str], settings: RunSettings, roles: dict[str, Role]
-          ) -> Finetune | None:
-    """The run's Finetune, or None without `--finetune`; `opts` holds `finetune`, `weights`, `image_size`."""
-    if not getattr(opts, "finetune", None):
-        if ft_sets or getattr(opts, "image_size", None) or getattr(opts, "weights", None):
+def setup(backbone: str | None, weights: str | None, image_size: int | None, cls: type[Head],
+          ft_sets: dict[str, Any], settings: RunSettings, roles: dict[str, Role]) -> Finetune | None:
+    """The run's Finetune (`--finetune BACKBONE`, `--weights`, `--image-size`, the fine-tuning
+    `--set` keys), or None without `--finetune`."""
+    if not backbone:
+        if ft_sets or image_size or weights:
             raise PipeError(f"{', '.join(ft_sets) or '--weights / --image-size'}: only with --finetune BACKBONE")
         return None
-    from pipeline.head.torch_head import TorchHead
-
     if not issubclass(cls, TorchHead):
         raise PipeError(f"--finetune: head {cls.name!r} does not train by gradient descent (svr, lightgbm, ...); "
                         "use a torch head")
-    given = [f"backbone={opts.finetune}", f"weights={opts.weights or 'imagenet'}", *[f"{k}={v}" for k, v in ft_sets.items()]]
-    if opts.image_size:
-        given.append(f"image_size={opts.image_size}")
+    given = {"backbone": backbone, "weights": weights or "imagenet", **ft_sets}
+    if image_size:
+        given["image_size"] = image_size
     return Finetune(build_config("finetune", FinetuneConfig, given), cls.name, roles, settings)

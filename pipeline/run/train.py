@@ -10,15 +10,21 @@ so statistics they compute in `fit` come from the training part. Run settings (d
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
 Ctrl-C, SIGTERM or an error is marked `interrupted`.
+
+`plan_run` decides everything before fitting (a `RunPlan`, shared with `pipe tune`); `train`
+opens the run folder and calls `fit_one` per repeat inside one interruption context.
+`--set` arrives parsed (`TrainOptions.sets`, {key: value}) and is split here once into run
+settings, fine-tuning settings and the head's config.
 """
 from __future__ import annotations
 
 import dataclasses
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import polars as pl
 
@@ -27,16 +33,18 @@ from pipeline.train.regime import describe as describe_regime
 from pipeline.train.regime import resolve_regime
 from pipeline.head.base import Head
 from pipeline.core import paths
-from pipeline.core.config import build_config, config_to_dict, parse_sets, with_seed
+from pipeline.core.config import build_config, config_to_dict, with_seed
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts, load_side_tables
-from pipeline.data.splits import parse_split
+from pipeline.data.splits import SplitSpec, parse_split
 from pipeline.extract.build import reads_images
 from pipeline.store.coverage import check_coverage
 from pipeline.run import finetune
 from pipeline.train import tasks
-from pipeline.train.data import RunSettings
+from pipeline.train.data import HeadData, RunSettings
+from pipeline.train.loop import TrainConfig
 from pipeline.train.metrics import mean_std
+from pipeline.train.tasks.base import Parts
 from pipeline.run.roles import describe_stores, resolve_roles
 from pipeline.run.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
 
@@ -50,7 +58,8 @@ class TrainOptions:
     head: str  # registry name
     stores: dict[str, str] = field(default_factory=dict)  # role -> extractor id or unique prefix
     split: str | None = None  # see pipeline.data.splits.parse_split; None: the task's default
-    sets: list[str] = field(default_factory=list)  # "key=value" overrides: head config, run settings, task aliases
+    sets: dict[str, Any] = field(default_factory=dict)  # --set key -> CLI string or typed value: config, settings,
+    # finetune, and the task's aliases (negatives, window, window_scope, tags)
     task_sets: dict[str, Any] = field(default_factory=dict)  # --task-set: the task's config (pipeline/train/tasks)
     ablate: list[str] = field(default_factory=list)  # appended to the config's `ablate`
     repeats: int = 1  # seeds seed .. seed+repeats-1
@@ -69,30 +78,54 @@ class TrainOptions:
     image_size: int | None = None  # --finetune: input side in pixels (default: the extractor's)
 
 
-def settings_and_config(head: str, cls: type[Head], opts: TrainOptions) -> tuple[RunSettings, Any, Any]:
-    """Split `--set` pairs into run settings (device, threads, prefetch, dask), the head's config
-    and, with `--task-set`, the task's config (`--set` gives the task's aliases: negatives, window, tags)."""
-    given = parse_sets(opts.sets)
-    task_cls = tasks.get(cls.task)
-    aliased = {k: given.pop(k) for k in task_cls.ALIASES if k in given}
-    twice = sorted(set(aliased) & set(opts.task_sets))
-    if twice:
-        raise PipeError(f"{', '.join(twice)}: given with both --set and --task-set; give it once")
-    task_config = task_cls.build_config(cls, {**aliased, **opts.task_sets})
-    run_keys = {k: v for k, v in given.items() if k in SETTINGS}
-    model_sets = [f"{k}={v}" for k, v in given.items() if k not in SETTINGS]
+@dataclass
+class RunPlan:
+    """What a run decided before fitting (`plan_run`), shared by `pipe train` and `pipe tune`."""
+
+    options: TrainOptions  # what was asked
+    head_cls: type[Head]  # the registered head
+    settings: RunSettings  # how to run (device, threads, prefetch, dask): never saved with the model
+    config: Any  # the head's config, the data-aware regime applied (pipeline/train/regime.py)
+    raw_config: Any  # the config as asked, before the regime (a `pipe tune` trial re-resolves it)
+    explicit: set[str]  # config keys given with --set: the regime never changes them
+    ablate: tuple[str, ...]  # the config's ablations
+    seed: int  # the config's seed: repeat k trains with seed + k
+    task: tasks.Task  # splits, loss, criterion, metrics
+    split: SplitSpec  # the resolved --split
+    stores: dict[str, Any]  # role -> feature store (the role fine-tuning fills is not among them)
+    parts: Parts  # train, valid, test and what the run records about them
+    notes: list[str]  # said to the user and kept in config.json
+    regime: dict[str, Any] | None  # what the regime decided; None for a head without one
+    finetune: finetune.Finetune | None  # --finetune: the backbone each repeat trains through the head's hook
+
+    @property
+    def data(self) -> dict[str, HeadData]:
+        return self.parts.data
+
+    @property
+    def n_train(self) -> int:
+        """Training examples: posts, or a ranking task's example rows."""
+        t = self.data["train"]
+        return len(t) if t.examples is None else t.examples.height
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.options.repeats)]
+
+
+def run_settings(cls: type[Head], given: dict[str, Any], opts: TrainOptions) -> RunSettings:
+    """The run settings of `--set` (device, threads, prefetch) with --scheduler / --dask-workers."""
+    keys = dict(given)
     for key, value in (("scheduler", opts.scheduler), ("dask_workers", opts.dask_workers)):
         if value is not None and value != "":
-            run_keys[key] = str(value)
-    if (run_keys.get("scheduler") or run_keys.get("dask_workers")) and not getattr(cls, "on_dask", False):
-        raise PipeError(f"--scheduler / --dask-workers are for heads that train on dask (lightgbm); {head!r} does not")
-    settings = build_config(head, RunSettings, [f"{k}={v}" for k, v in run_keys.items()])
-    return settings, build_config(head, cls.Config, model_sets, opts.ablate), task_config
+            keys[key] = value
+    if any(keys.get(k) not in (None, "") for k in ("scheduler", "dask_workers")) and not cls.on_dask:
+        raise PipeError(f"--scheduler / --dask-workers are for heads that train on dask (lightgbm); {cls.name!r} does not")
+    return build_config(cls.name, RunSettings, keys)
 
 
 def _history_lines(head: Head) -> list[dict[str, Any]]:
-    hist = getattr(head, "history", None) or []
-    return [h if isinstance(h, dict) else {"step": i, "value": h} for i, h in enumerate(hist)]
+    return [h if isinstance(h, dict) else {"step": i, "value": h} for i, h in enumerate(head.history)]
 
 
 class _Interrupted(Exception):
@@ -102,7 +135,7 @@ class _Interrupted(Exception):
 def schedule_cost(config: Any, n_train: int) -> str | None:
     """A plain warning when a torch head's schedule implies far more than a few epochs of its
     training part (the defaults are the paper's, sized for 100K+ posts)."""
-    if not all(hasattr(config, k) for k in ("eval_every", "patience", "batch_size", "max_steps")) or n_train <= 0:
+    if not isinstance(config, TrainConfig) or n_train <= 0:
         return None
     steps = config.max_steps if config.max_steps is not None else config.eval_every * config.patience
     epochs = steps * config.batch_size / n_train
@@ -113,35 +146,154 @@ def schedule_cost(config: Any, n_train: int) -> str | None:
             f"{n_train:,} training examples; for a quick run use e.g. --set max_steps=... eval_every=... patience=...")
 
 
-def prepare(opts: TrainOptions) -> tuple:
+def plan_run(opts: TrainOptions) -> RunPlan:
     """What a run needs before fitting, shared by `pipe train` and `pipe tune`: the head class,
-    run settings, its config with the data-aware regime applied (pipeline/train/regime.py), the task,
-    split, stores, the parts, the notes and the regime decided (None for a head without one)."""
+    run settings, its config with the data-aware regime applied, the task, split, stores, the
+    parts, the notes, the regime decided and the fine-tuning (None without --finetune)."""
     cls = heads.get(opts.head)
-    ft_sets, sets = finetune.split_sets(opts.sets)  # finetune_blocks, backbone_lr, ... are not the head's
-    opts = dataclasses.replace(opts, sets=sets)
-    settings, config, task_config = settings_and_config(opts.head, cls, opts)
     task_cls = tasks.get(cls.task)
+    aliased = {k: v for k, v in opts.sets.items() if k in task_cls.ALIASES}  # `--set negatives=...` and the like
+    twice = sorted(set(aliased) & set(opts.task_sets))
+    if twice:
+        raise PipeError(f"{', '.join(twice)}: given with both --set and --task-set; give it once")
+    task_config = task_cls.build_config(cls, {**aliased, **opts.task_sets})
+    sets = {k: v for k, v in opts.sets.items() if k not in aliased}
+    ft_sets = {k: v for k, v in sets.items() if k in finetune.KEYS}  # finetune_blocks, backbone_lr, ...
+    run_keys = {k: v for k, v in sets.items() if k in SETTINGS}
+    model_sets = {k: v for k, v in sets.items() if k not in finetune.KEYS and k not in SETTINGS}
+    settings = run_settings(cls, run_keys, opts)
+    raw = build_config(opts.head, cls.Config, model_sets, opts.ablate)
     task = task_cls(opts.target, task_config, **task_cls.options(cls, opts.target_transform, opts.min_target))
-    roles = cls(config).roles()
-    ft = finetune.setup(opts, cls, ft_sets, settings, roles)
+    head = cls(raw)
+    roles = head.roles()
+    ft = finetune.setup(opts.finetune, opts.weights, opts.image_size, cls, ft_sets, settings, roles)
     split = parse_split(opts.split, task.default_split)
     posts = load_posts(opts.dataset, opts.cache)
     stores, notes = resolve_roles({r: s for r, s in roles.items() if not ft or r != ft.role}, opts.dataset, opts.cache,
                                   opts.stores)
     parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores)
-    data = parts.data
-    covered = pl.concat([d.posts for d in data.values()], how="diagonal_relaxed").unique("post_id")
+    covered = pl.concat([d.posts for d in parts.data.values()], how="diagonal_relaxed").unique("post_id")
     notes += check_coverage(stores, covered, opts.min_coverage, opts.dataset, image_store=reads_images)  # refuses a partial store
     notes += parts.notes + (ft.attach(parts.data) if ft else [])
-    parts.finetune = ft
-    n_train = len(data["train"]) if data["train"].examples is None else data["train"].examples.height
-    config, regime = resolve_regime(cls, config, n_train, set(parse_sets(opts.sets)))
-    notes += [n for n in (describe_regime(regime),) if n]
-    cost = schedule_cost(config, n_train) if not regime or regime["regime"] != "small" else None  # scaled on purpose
-    if cost:
-        notes.append(cost)
-    return cls, settings, config, task, split, stores, parts, notes, regime
+    plan = RunPlan(options=opts, head_cls=cls, settings=settings, config=raw, raw_config=raw, explicit=set(model_sets),
+                   ablate=head.ablate, seed=head.seed, task=task, split=split, stores=stores, parts=parts, notes=notes,
+                   regime=None, finetune=ft)
+    plan.config, plan.regime = resolve_regime(cls, raw, plan.n_train, plan.explicit)
+    plan.notes += [n for n in (describe_regime(plan.regime),) if n]
+    cost = schedule_cost(plan.config, plan.n_train) if not plan.regime or plan.regime["regime"] != "small" else None
+    if cost:  # the small regime scales the schedule on purpose
+        plan.notes.append(cost)
+    return plan
+
+
+def open_run(plan: RunPlan, say: Callable[[str], None]) -> RunWriter:
+    """The run folder with config.json (everything the plan decided) and the task's extra files."""
+    opts, task, split, parts, stores = plan.options, plan.task, plan.split, plan.parts, plan.stores
+    run = RunWriter(opts.runs, opts.name or default_run_name(opts.head, plan.ablate), unique=opts.name is None)
+    run.write_config({
+        "name": run.dir.name, "created_at": now_utc(), "head": opts.head, "task": task.describe(),
+        "config": config_to_dict(plan.config), "settings": config_to_dict(plan.settings),
+        "ablate": list(plan.ablate), "dataset": opts.dataset, "cache": str(paths.cache_root(opts.cache).resolve()),
+        "stores": describe_stores(stores), "split": {**split.to_json(), "parts": parts.summary},
+        "posts": parts.counts, "repeats": opts.repeats, "seeds": plan.seeds,
+        "notes": plan.notes, "regime": plan.regime, "versions": library_versions(), "git": git_revision(),
+        **({"finetune": plan.finetune.describe()} if plan.finetune else {}),
+    })
+    for name, frame in parts.files.items():
+        run.write_table(name, frame)
+    say(f"run {run.dir}: {opts.head} ({task.name}) on {opts.dataset} "
+        f"({', '.join(f'{r}={s.extractor_id}' for r, s in stores.items()) or 'no stores'}); "
+        f"split {split.text}: " + ", ".join(f"{p} {len(d) if d.examples is None else d.examples.height}"
+                                            for p, d in plan.data.items()))
+    run.log({"event": "start", "repeats": opts.repeats, "seeds": plan.seeds})
+    return run
+
+
+@dataclass
+class Fitting:
+    """The repeat in progress, as the interruption context sees it."""
+
+    head: Head | None = None  # the head being fitted (--keep-interrupted saves it)
+    done: int = 0  # repeats finished
+
+
+@contextmanager
+def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> Iterator[Fitting]:
+    """SIGTERM raised like Ctrl-C while the block runs; an interrupted or failed run is marked
+    `interrupted` (with --keep-interrupted, a first repeat's best model so far is kept); the
+    fine-tuning image feeds are closed in any case."""
+    old_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Interrupted("SIGTERM")
+
+    fitting = Fitting()
+    try:
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        yield fitting
+    except (KeyboardInterrupt, _Interrupted) as e:
+        run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        head = fitting.head
+        if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
+            head.save(run.model_dir)  # the trainer left the best weights so far in the model
+            say(f"kept the best model so far in {run.model_dir}")
+        raise
+    except Exception as e:
+        run.mark_interrupted(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if plan.finetune:
+            plan.finetune.close()
+        try:
+            signal.signal(signal.SIGTERM, old_term)
+        except ValueError:
+            pass
+
+
+def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, say: Callable[[str], None],
+            watch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens), evaluate it on
+    valid and test; repeat 0 also saves the model and the predictions. Returns the repeat's metrics."""
+    opts, task, data = plan.options, plan.task, plan.data
+    head = plan.head_cls(with_seed(plan.config, seed))
+    head.settings = plan.settings
+    fitting.head = head
+    if plan.finetune:
+        plan.finetune.begin(head, data)
+    reported: list[int] = []
+
+    def progress(entry: dict[str, Any]) -> None:
+        reported.append(entry["step"])
+        run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+        if watch is not None:
+            watch({"repeat": k, "repeats": opts.repeats, **entry})
+
+    t0 = time.perf_counter()
+    head.fit(data["train"], data["valid"], progress=progress)
+    fit_s = time.perf_counter() - t0
+    if plan.finetune:  # predictions come from a store extracted with the fine-tuned backbone
+        for n in plan.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
+            say(n)
+    if not reported:  # a head that evaluates only at the end (lightgbm, svr): its curve now
+        for h in _history_lines(head):
+            run.log({"event": "valid", "repeat": k, "seed": seed, **h})
+    wanted = PARTS if k == 0 else ("valid", "test")
+    outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
+    res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
+           **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
+    fitting.done += 1
+    run.log({"event": "repeat_end", **res})
+    c = task.criterion
+    say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
+        f"test {c} {res['test'][c]:.4f}")
+    if k == 0:
+        head.save(run.model_dir)
+        run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
+                                        how="diagonal_relaxed"))
+    return res
 
 
 def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
@@ -150,93 +302,13 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     of a torch head (step, metric, best, evaluations left, samples/s, ETA) as it happens."""
     if opts.repeats < 1:
         raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
-    cls, settings, config, task, split, stores, parts, notes, regime = prepare(opts)
-    data = parts.data
-    for n in notes:
+    plan = plan_run(opts)
+    for n in plan.notes:
         say(n)
-
-    ablate = tuple(getattr(config, "ablate", ()) or ())
-    run = RunWriter(opts.runs, opts.name or default_run_name(opts.head, ablate), unique=opts.name is None)
-    base_seed = int(getattr(config, "seed", 0) or 0)
-    seeds = [base_seed + k for k in range(opts.repeats)]
-    run.write_config({
-        "name": run.dir.name, "created_at": now_utc(), "head": opts.head, "task": task.describe(),
-        "config": config_to_dict(config), "settings": config_to_dict(settings),
-        "ablate": list(ablate), "dataset": opts.dataset, "cache": str(paths.cache_root(opts.cache).resolve()),
-        "stores": describe_stores(stores), "split": {**split.to_json(), "parts": parts.summary},
-        "posts": parts.counts, "repeats": opts.repeats, "seeds": seeds,
-        "notes": notes, "regime": regime, "versions": library_versions(), "git": git_revision(),
-        **({"finetune": parts.finetune.describe()} if parts.finetune else {}),
-    })
-    for name, frame in parts.files.items():
-        run.write_table(name, frame)
-    say(f"run {run.dir}: {opts.head} ({task.name}) on {opts.dataset} "
-        f"({', '.join(f'{r}={s.extractor_id}' for r, s in stores.items()) or 'no stores'}); "
-        f"split {split.text}: " + ", ".join(f"{p} {len(d) if d.examples is None else d.examples.height}"
-                                            for p, d in data.items()))
-    run.log({"event": "start", "repeats": opts.repeats, "seeds": seeds})
-
-    old_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise _Interrupted("SIGTERM")
-
-    repeats: list[dict[str, Any]] = []
-    head: Head | None = None
-    try:
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        for k, seed in enumerate(seeds):
-            head = cls(with_seed(config, seed))
-            head.settings = settings
-            if parts.finetune:
-                parts.finetune.wrap(head, data)
-            if hasattr(head, "progress"):  # each evaluation reaches the log (and the watcher) as it happens
-                def progress(entry: dict[str, Any], k: int = k, seed: int = seed) -> None:
-                    run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
-                    if watch is not None:
-                        watch({"repeat": k, "repeats": opts.repeats, **entry})
-                head.progress = progress
-            t0 = time.perf_counter()
-            head.fit(data["train"], data["valid"])
-            fit_s = time.perf_counter() - t0
-            if parts.finetune:  # predictions come from a store extracted with the fine-tuned backbone
-                for n in parts.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
-                    say(n)
-            if not hasattr(head, "progress"):
-                for h in _history_lines(head):
-                    run.log({"event": "valid", "repeat": k, "seed": seed, **h})
-            wanted = PARTS if k == 0 else ("valid", "test")
-            outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
-            res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
-                   **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
-            repeats.append(res)
-            run.log({"event": "repeat_end", **res})
-            c = task.criterion
-            say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
-                f"test {c} {res['test'][c]:.4f}")
-            if k == 0:
-                head.save(run.model_dir)
-                run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
-                                                how="diagonal_relaxed"))
-    except (KeyboardInterrupt, _Interrupted) as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        if opts.keep_interrupted and not repeats and getattr(head, "model", None) is not None:
-            head.save(run.model_dir)  # the trainer left the best weights so far in the model
-            say(f"kept the best model so far in {run.model_dir}")
-        raise
-    except Exception as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if parts.finetune:
-            parts.finetune.close()
-        try:
-            signal.signal(signal.SIGTERM, old_term)
-        except ValueError:
-            pass
+    run = open_run(plan, say)
+    with interruption(run, plan, say) as fitting:
+        repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
+    task = plan.task
     valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
     test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
     run.write_metrics({"valid": valid_mean, "test": test_mean,

@@ -37,9 +37,10 @@ from typing import Any, Callable
 
 from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
-from pipeline.core.config import config_to_dict, parse_sets
+from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
-from pipeline.run.train import TrainOptions, prepare, settings_and_config, train
+from pipeline.head.base import Head, Progress
+from pipeline.run.train import TrainOptions, plan_run, train
 from pipeline.run.rundir import CONFIG, default_run_name
 
 STUDY_FILE, TRIALS_FILE, TUNE_FILE = "study.db", "trials.csv", "tune.json"
@@ -73,13 +74,10 @@ def suggest(trial: Any, name: str, spec: tuple) -> Any:
     raise PipeError(f"search space entry {name}: unknown kind {kind!r}")
 
 
-def space_of(cls: type, fixed: set[str]) -> dict[str, tuple]:
-    """The head's search space less the keys fixed with --set."""
-    from pipeline.train.regime import TRAIN_SPACE
-
-    space = dict(getattr(cls, "search_space", None) or {})
-    if not space and hasattr(cls.Config, "lr"):
-        space = dict(TRAIN_SPACE)
+def space_of(cls: type[Head], fixed: set[str]) -> dict[str, tuple]:
+    """The head's search space (`Head.search_space`; a torch head's default is the trainer's
+    lr and weight_decay) less the keys fixed with --set."""
+    space = dict(cls.search_space)
     names = {f.name for f in dataclasses.fields(cls.Config)}
     space = {k: v for k, v in space.items() if k in names and k not in fixed}
     if not space:
@@ -92,11 +90,11 @@ class Search:
 
     def __init__(self, opts: TrainOptions) -> None:
         self.opts = opts
-        self.cls, self.settings, self.config, self.task, _, _, parts, self.notes, self.regime = prepare(opts)
-        self.train, self.valid = parts.data["train"], parts.data["valid"]  # the test part is dropped here
-        self.raw = settings_and_config(opts.head, self.cls, opts)[1]  # before the regime: trials re-resolve it
-        self.explicit = set(parse_sets(opts.sets))
-        self.n_train = len(self.train) if self.train.examples is None else self.train.examples.height
+        plan = plan_run(opts)  # not kept: its test part is dropped here
+        self.cls, self.settings, self.config, self.task = plan.head_cls, plan.settings, plan.config, plan.task
+        self.notes, self.regime, self.n_train = plan.notes, plan.regime, plan.n_train
+        self.train, self.valid = plan.data["train"], plan.data["valid"]
+        self.raw, self.explicit = plan.raw_config, plan.explicit  # before the regime: trials re-resolve it
 
     def trial_config(self, params: dict[str, Any]) -> Any:
         """The config `pipe train --set` with these params would resolve to (a trial's batch size
@@ -111,10 +109,11 @@ class Search:
         head = self.cls(config)
         head.settings = self.settings
         crit = self.task.criterion
-        if trial is not None and hasattr(head, "progress"):
+        progress: Progress | None = None
+        if trial is not None:  # a head that never reports evaluations is simply not pruned
             reported: set[int] = set()
 
-            def progress(entry: dict[str, Any]) -> None:
+            def report(entry: dict[str, Any]) -> None:
                 """Report on a common axis, half-epochs of training examples seen, so trials with other
                 batch sizes or evaluation intervals are compared at the same point of training."""
                 value = entry.get(f"valid_{crit}")
@@ -125,8 +124,8 @@ class Search:
                 trial.report(float(value), at)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
-            head.progress = progress
-        head.fit(self.train, self.valid)
+            progress = report
+        head.fit(self.train, self.valid, progress=progress)
         out = self.task.check(head.predict(self.valid), self.valid, self.opts.head, "valid")
         return float(self.task.metrics(self.valid, out)[crit])
 
@@ -216,7 +215,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
     search = Search(run)
     for n in search.notes:
         say(n)
-    fixed = set(parse_sets(run.sets))
+    fixed = set(run.sets)
     space = space_of(search.cls, fixed)
     direction = "maximize" if search.task.higher_is_better else "minimize"
     study = _study(stage / STUDY_FILE, direction, opts)
@@ -270,8 +269,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
     meta_path.write_text(json.dumps(meta, indent=1, default=list))
     say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
         "training it as a normal run")
-    sets = [*run.sets, *(f"{k}={v}" for k, v in best.params.items())]
-    out = train(dataclasses.replace(run, sets=sets, name=name), say)
+    out = train(dataclasses.replace(run, sets={**run.sets, **best.params}, name=name), say)
     for f in (STUDY_FILE, TRIALS_FILE, TUNE_FILE):
         shutil.move(str(stage / f), str(out / f))
     shutil.rmtree(stage, ignore_errors=True)

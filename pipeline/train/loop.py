@@ -12,6 +12,7 @@ order from `numpy.random.default_rng(seed)` and the model's own randomness comes
 from __future__ import annotations
 
 import copy
+import dataclasses
 import queue
 import threading
 import time
@@ -58,11 +59,17 @@ class Source:
     assemble: Callable[[np.ndarray], dict[str, np.ndarray]]  # rows -> one batch of arrays
     y: np.ndarray | None = None  # (n,) targets, needed for validation without re-reading features
 
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], y: np.ndarray | None = None) -> "Source":
+        """Examples held in memory, one row of each array apiece: a batch is {name: array[rows]}."""
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        return cls(n, lambda rows: {k: v[rows] for k, v in arrays.items()}, y)
+
     def materialize(self) -> "Source":
         """The same examples held in memory (the benchmark's upper bound): batches are plain
         in-RAM gathers, converted to tensors exactly as the store's batches are."""
-        full = {k: np.ascontiguousarray(v) for k, v in self.assemble(np.arange(self.n)).items()}
-        return Source(self.n, lambda rows: {k: v[rows] for k, v in full.items()}, self.y)
+        return Source.from_arrays({k: np.ascontiguousarray(v) for k, v in self.assemble(np.arange(self.n)).items()},
+                                  self.y)
 
 
 @dataclass
@@ -92,7 +99,7 @@ class TrainResult:
     samples_per_s: float  # training samples seen / train_seconds
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return dataclasses.asdict(self)
 
 
 def _to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> Batch:
@@ -183,16 +190,53 @@ def _chunks(n: int, size: int) -> Iterator[np.ndarray]:
         yield np.arange(i, min(i + size, n))
 
 
-def _epochs(n: int, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _epochs(n: int, size: int, permutation: Callable[[int], np.ndarray]) -> Iterator[np.ndarray]:
     """Endless shuffled passes over n examples (the last batch of a pass may be short)."""
     while True:
-        perm = rng.permutation(n)
+        perm = permutation(n)
         for i in range(0, n, size):
             yield perm[i : i + size]
 
 
 def mse_loss(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
     return F.mse_loss(pred, batch["y"])
+
+
+@dataclass
+class _Fit:
+    """The running state of one `Trainer.fit`: the curve, the best evaluation so far, the clocks."""
+
+    crit: Criterion  # what early stopping watches
+    sign: float  # -1 when higher is better: `best` is always a loss (lower is better, inf when not finite)
+    t0: float = field(default_factory=time.perf_counter)  # when the fit started
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    step: int = 0  # training batches done
+    seen: int = 0  # training examples seen
+    best: float = float("inf")  # the best evaluation, as a loss
+    best_step: int = 0  # the step it was made at
+    best_state: dict[str, Any] = field(default_factory=dict)  # the model's weights then
+    bad: int = 0  # evaluations since the best
+    eval_s: float = 0.0  # seconds spent evaluating
+    t_train: float = 0.0  # when training started (after the first evaluation)
+    eval_before: float = 0.0  # eval_s then
+
+    def start_training(self) -> None:
+        self.t_train, self.eval_before = time.perf_counter(), self.eval_s
+
+    def train_seconds(self) -> float:
+        """Wall time since training started, evaluations left out (batch waits included)."""
+        return time.perf_counter() - self.t_train - (self.eval_s - self.eval_before)
+
+    def keep_if_best(self, value: float, model: nn.Module) -> None:
+        if value < self.best:
+            self.best, self.best_step, self.bad = value, self.step, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.bad += 1
+
+
+def _finite(v: float) -> float | None:
+    return v if np.isfinite(v) else None  # the history stays strict JSON
 
 
 @dataclass
@@ -206,139 +250,143 @@ class Trainer:
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
     on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None  # model -> Adam groups (TorchHead.param_groups)
+    shuffle: Callable[[int], np.ndarray] | None = None  # n -> one epoch's order; None: numpy default_rng(config.seed)
+    eval_batch: int | None = None  # examples per prediction batch; None: config.batch_size
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        for name in ("batch_size", "eval_every", "patience"):
-            if getattr(c, name) < 1:
-                raise PipeError(f"trainer setting {name} must be >= 1, got {getattr(c, name)}")
+        for name, value in (("batch_size", c.batch_size), ("eval_every", c.eval_every), ("patience", c.patience)):
+            if value < 1:
+                raise PipeError(f"trainer setting {name} must be >= 1, got {value}")
         if c.max_steps is not None and c.max_steps < 0:
             raise PipeError(f"trainer setting max_steps must be >= 0 or None, got {c.max_steps}")
         self.device = torch.device(resolve_device(self.settings.device))
 
+    def apply(self, model: nn.Module, source: Source, fn: Callable[[Batch], Any]) -> list[Any]:
+        """`fn(batch)` of every batch of `source`, in order: eval mode, no gradients, the batches
+        prefetched onto the run's device (predictions, attention maps)."""
+        model.eval()
+        s = self.settings
+        with torch_threads(s.threads), torch.no_grad(), \
+                Prefetcher(source, _chunks(source.n, self.eval_batch or self.config.batch_size), self.device,
+                           s.prefetch) as pf:
+            return [fn(batch) for batch in pf]
+
     def predict(self, model: nn.Module, source: Source, fn: Callable[[Batch], torch.Tensor] | None = None
                 ) -> np.ndarray:
         """`fn(batch)` (default `model(batch)`) for every example of `source`, in order (float32)."""
-        model.eval()
         fn = fn or model
-        outs = []
-        s = self.settings
-        with torch_threads(s.threads), torch.no_grad(), \
-                Prefetcher(source, _chunks(source.n, self.config.batch_size), self.device, s.prefetch) as pf:
-            for batch in pf:
-                outs.append(fn(batch).float().cpu())
+        outs = self.apply(model, source, lambda batch: fn(batch).float().cpu())
         return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros(0, np.float32)
 
     def fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
         with torch_threads(self.settings.threads):
             return self._fit(model, train, valid)
 
+    def _criterion(self, valid: Source) -> Criterion:
+        if self.criterion is not None:
+            return self.criterion
+        if valid.y is None or len(valid.y) != valid.n:
+            raise ValueError("the validation Source needs y, one target per example")
+        return mse_criterion(valid.y)
+
+    def _batches(self, n: int) -> Iterator[np.ndarray]:
+        """Training row batches: shuffled epochs, in the order `shuffle` (or the config's seed) draws."""
+        return _epochs(n, self.config.batch_size, self.shuffle or np.random.default_rng(self.config.seed).permutation)
+
     def _fit(self, model: nn.Module, train: Source, valid: Source) -> TrainResult:
         c = self.config
         if train.n == 0 or valid.n == 0:
             raise PipeError(f"cannot train: the training part has {train.n} posts and the validation part {valid.n}")
-        crit = self.criterion
-        if crit is None:
-            if valid.y is None or len(valid.y) != valid.n:
-                raise ValueError("the validation Source needs y, one target per example")
-            crit = mse_criterion(valid.y)
-        sign = -1.0 if crit.higher_is_better else 1.0
+        crit = self._criterion(valid)
         model.to(self.device)
         params = self.param_groups(model) if self.param_groups is not None else model.parameters()
         opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        rng = np.random.default_rng(c.seed)
-        t0 = time.perf_counter()
-        history: list[dict[str, Any]] = []
-        eval_s = 0.0
-
-        def finite(v: float) -> float | None:
-            return v if np.isfinite(v) else None  # the history stays strict JSON
-
-        def evaluate(step: int, losses: list[torch.Tensor]) -> float:
-            """The criterion as a loss (inf when not finite, so a diverged model never counts as best)."""
-            nonlocal eval_s
-            te = time.perf_counter()
-            value = crit.value(self.predict(model, valid))
-            loss = sign * value if np.isfinite(value) else float("inf")
-            entry = {
-                "step": step,
-                f"valid_{crit.name}": finite(value),
-                "train_loss": finite(float(torch.stack(losses).mean())) if losses else None,
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-            history.append(entry)
-            eval_s += time.perf_counter() - te
-            return loss
-
-        def report() -> None:
-            """The latest evaluation, with what a watcher wants: best so far, evaluations left
-            before early stopping, training speed and the time left to max_steps."""
-            if self.progress is None:
-                return
-            spent = time.perf_counter() - t_train - (eval_s - eval_before)
-            rate = step / spent if spent > 0 and step else None
-            self.progress({**history[-1], "best": finite(sign * best), "best_step": best_step,
-                           "evals_left": c.patience - bad, "samples_per_s": round(seen / spent, 1) if rate else None,
-                           "eta_seconds": round((c.max_steps - step) / rate, 1) if rate and c.max_steps else None})
-
-        step = seen = 0
-        best = evaluate(0, [])
-        best_step, best_state, bad = 0, copy.deepcopy(model.state_dict()), 0
-        losses, stop = [], "max_steps"
+        batches = self._batches(train.n)
+        run = _Fit(crit, -1.0 if crit.higher_is_better else 1.0)
+        run.best = self._evaluate(model, valid, run, [])  # step 0: "no training helps" is a possible answer
+        run.best_state = copy.deepcopy(model.state_dict())
         sync = torch.cuda.synchronize if self.device.type == "cuda" and self.on_step is not None else None
-        t_train, eval_before = time.perf_counter(), eval_s
-        report()
+        losses: list[torch.Tensor] = []
+        stop = "max_steps"
+        run.start_training()
+        self._report(run)
         try:
             if c.max_steps != 0:
-                with Prefetcher(train, _epochs(train.n, c.batch_size, rng), self.device, self.settings.prefetch) as pf:
-                    it = iter(pf)
-                    while True:
-                        ts = time.perf_counter()
-                        batch = next(it)
-                        model.train()
-                        opt.zero_grad(set_to_none=True)
-                        loss = self.loss_fn(model(batch), batch)
-                        loss.backward()
-                        opt.step()
-                        losses.append(loss.detach())  # no host sync per step
-                        step += 1
+                with Prefetcher(train, batches, self.device, self.settings.prefetch) as pf:
+                    ts = time.perf_counter()
+                    for batch in pf:
+                        losses.append(self._step(model, opt, batch))  # no host sync per step
                         rows = len(next(iter(batch.values())))
-                        seen += rows
+                        run.step += 1
+                        run.seen += rows
                         if self.on_step is not None:
                             if sync is not None:
                                 sync()
                             self.on_step(rows, time.perf_counter() - ts)
-                        at_cap = c.max_steps is not None and step >= c.max_steps
-                        if step % c.eval_every == 0 or at_cap:
-                            value = evaluate(step, losses)
+                        at_cap = c.max_steps is not None and run.step >= c.max_steps
+                        if run.step % c.eval_every == 0 or at_cap:
+                            run.keep_if_best(self._evaluate(model, valid, run, losses), model)
                             losses = []
-                            if value < best:
-                                best, best_step, bad = value, step, 0
-                                best_state = copy.deepcopy(model.state_dict())
-                            else:
-                                bad += 1
-                            report()
-                            if bad >= c.patience:
+                            self._report(run)
+                            if run.bad >= c.patience:
                                 stop = "patience"
                                 break
                         if at_cap:
                             break
+                        ts = time.perf_counter()
         except BaseException:  # Ctrl-C, SIGTERM, an error: the model keeps the best weights so far
-            model.load_state_dict(best_state)
+            model.load_state_dict(run.best_state)
             model.eval()
             raise
         # Evaluations end with a host copy, so this wall time also counts queued GPU work.
-        train_s = time.perf_counter() - t_train - (eval_s - eval_before)
-        model.load_state_dict(best_state)
+        train_s = run.train_seconds()
+        model.load_state_dict(run.best_state)
         model.eval()
         return TrainResult(
-            history=history,
-            best_step=best_step,
-            best_valid=sign * best if np.isfinite(best) else float("nan"),
+            history=run.history,
+            best_step=run.best_step,
+            best_valid=run.sign * run.best if np.isfinite(run.best) else float("nan"),
             criterion=crit.name,
-            steps=step,
+            steps=run.step,
             stop_reason=stop,
             train_seconds=train_s,
-            samples_per_s=(seen / train_s) if train_s > 0 else 0.0,
+            samples_per_s=(run.seen / train_s) if train_s > 0 else 0.0,
         )
+
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> torch.Tensor:
+        """One optimizer step on a batch; its loss, still on the device."""
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(model(batch), batch)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    def _evaluate(self, model: nn.Module, valid: Source, run: _Fit, losses: list[torch.Tensor]) -> float:
+        """Evaluate, record the history entry; the criterion as a loss (inf when not finite, so a
+        diverged model never counts as best)."""
+        te = time.perf_counter()
+        value = run.crit.value(self.predict(model, valid))
+        run.history.append({
+            "step": run.step,
+            f"valid_{run.crit.name}": _finite(value),
+            "train_loss": _finite(float(torch.stack(losses).mean())) if losses else None,
+            "seconds": round(time.perf_counter() - run.t0, 3),
+        })
+        run.eval_s += time.perf_counter() - te
+        return run.sign * value if np.isfinite(value) else float("inf")
+
+    def _report(self, run: _Fit) -> None:
+        """The latest evaluation to `progress`, with what a watcher wants: best so far, evaluations
+        left before early stopping, training speed and the time left to max_steps."""
+        if self.progress is None:
+            return
+        c = self.config
+        spent = run.train_seconds()
+        rate = run.step / spent if spent > 0 and run.step else None
+        self.progress({**run.history[-1], "best": _finite(run.sign * run.best), "best_step": run.best_step,
+                       "evals_left": c.patience - run.bad,
+                       "samples_per_s": round(run.seen / spent, 1) if rate else None,
+                       "eta_seconds": round((c.max_steps - run.step) / rate, 1) if rate and c.max_steps else None})

@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 from pipeline.core.errors import PipeError
+from pipeline.train.loop import TrainConfig
 
 SMALL_DATA = 20_000  # training examples below which `regime=auto` picks the small-data regime
 SMALL_PATIENCE = 12  # evaluations without improvement (about 6 epochs at two evaluations per epoch)
@@ -57,8 +58,9 @@ def small_schedule(n_train: int, batch_size: int) -> dict[str, int]:
 
 def resolve_regime(head_cls: type, config: Any, n_train: int, explicit: set[str] | frozenset[str] = frozenset()
                    ) -> tuple[Any, dict[str, Any] | None]:
-    """(config with the regime applied, what was decided) — (config, None) for a config without `regime`."""
-    if not dataclasses.is_dataclass(config) or not hasattr(config, "regime"):
+    """(config with the regime applied, what was decided) — (config, None) for a config without `regime`
+    (not a TrainConfig). `head_cls.small_data`: the head's declared small-data values (pipeline/head/base.py)."""
+    if not isinstance(config, TrainConfig):
         return config, None
     asked = config.regime
     if asked not in REGIMES:
@@ -69,7 +71,7 @@ def resolve_regime(head_cls: type, config: Any, n_train: int, explicit: set[str]
     if use == "paper":
         return dataclasses.replace(config, regime="paper"), info
     names = {f.name for f in dataclasses.fields(config)}
-    values = dict(getattr(head_cls, "small_data", {}))
+    values = dict(head_cls.small_data)
     bs = config.batch_size if "batch_size" in explicit else values.get("batch_size", config.batch_size)
     values.update(small_schedule(n_train, bs))
     applied = {k: v for k, v in values.items() if k in names and k not in explicit}

@@ -41,7 +41,6 @@ class Parts:
     counts: dict[str, int] = field(default_factory=dict)  # examples used / left out (config.json "posts")
     notes: list[str] = field(default_factory=list)  # said to the user and kept in config.json
     files: dict[str, pl.DataFrame] = field(default_factory=dict)  # extra run files (candidates.parquet)
-    finetune: Any = None  # pipeline.run.finetune.Finetune when `--finetune` fills a role from images
 
 
 @dataclass

@@ -85,7 +85,7 @@ class Regression(Task):
     @classmethod
     def options(cls, head: type, transform: str | None, min_target: float | None) -> dict[str, Any]:
         """Without `--target-transform`, the head's own default (`target_transform`, e.g. hybrid_cnn's max)."""
-        return {"transform": transform or getattr(head, "target_transform", "none"), "min_target": min_target}
+        return {"transform": transform or head.target_transform, "min_target": min_target}
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
