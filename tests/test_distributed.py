@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, post, vgg16_features_weights, write_posts
+from tests._extract_data import image_posts, post, vgg16_features_weights, write_posts
 from distributed import LocalCluster
 from typer.testing import CliRunner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from _synth_runs import EXTRACT, TINY, synth_runs
+from tests._end_to_end import EXTRACT, TINY, synth_runs
 from PIL import Image
 from typer.testing import CliRunner
 

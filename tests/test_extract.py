@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 import torchvision
-from _extract_data import image_posts, post, save_image, write_posts
+from tests._extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 from torchvision import transforms as T
 from typer.testing import CliRunner

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from _extract_data import image_posts, pipe, vgg16_features_weights, write_posts
+from tests._extract_data import image_posts, pipe, vgg16_features_weights, write_posts
 from typer.testing import CliRunner
 
 from pipeline.cli import _load_commands, app

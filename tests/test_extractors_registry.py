@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _extract_data import image_posts, post, write_posts
+from tests._extract_data import image_posts, post, write_posts
 
 import extractors
 from pipeline.extract import build_extractor, extractor_from_store, run_extract

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-import _synth_run as syn
+from tests import _end_to_end as syn
 import numpy as np
 import polars as pl
 import pytest

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, post, save_image, write_posts
+from tests._extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 
 from pipeline.core.errors import PipeError

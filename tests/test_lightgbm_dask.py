@@ -1,7 +1,7 @@
 """LightGBM through lightgbm.dask on a 2-worker local cluster: the table built per partition on the workers."""
 from __future__ import annotations
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import pytest
 

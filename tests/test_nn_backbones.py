@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, write_posts
+from tests._extract_data import image_posts, write_posts
 from PIL import Image
 
 from pipeline.core.config import config_to_dict

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from _synth_runs import EXTRACT, TINY, synth_runs
+from tests._end_to_end import EXTRACT, TINY, synth_runs
 from typer.testing import CliRunner
 
 from heads.hisave import HisAve

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import _synth_run as syn
+from tests import _end_to_end as syn
 import pytest
 
 import heads

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest
