@@ -15,6 +15,8 @@ from pipeline.cli import _load_commands, app
 from pipeline.extract import build_extractor, run_extract
 from pipeline.store import FeatureStore, store_lock
 
+pytestmark = pytest.mark.slow
+
 _load_commands()
 runner = CliRunner()
 

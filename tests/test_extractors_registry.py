@@ -63,6 +63,7 @@ def dataset(tmp_path_factory):
     return cache, [r["post_id"] for r in rows], glove
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", extractors.names())
 def test_every_extractor_writes_its_documented_store(name, dataset):
     cache, all_ids, glove = dataset

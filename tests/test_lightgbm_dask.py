@@ -15,6 +15,8 @@ def parts(tmp_path_factory):
     return tiny.split_parts(tmp_path_factory.mktemp("cache"), 240, 3, tiny.GRID, tiny.TEXTVEC)
 
 
+@pytest.mark.slow
+@pytest.mark.dask
 def test_trains_on_a_local_cluster_and_round_trips(parts, tmp_path):
     cfg = LightGBMHead.Config(n_estimators=40, learning_rate=0.1, min_child_samples=5,
                               partition_rows=50)  # train 168 posts -> 4 partitions over 2 workers

@@ -15,6 +15,8 @@ from extractors import build_network
 from pipeline.nn.backbone import Backbone
 from pipeline.store import FeatureStore
 
+pytestmark = pytest.mark.slow
+
 # name, extractor overrides, the first layer's weight (None: no weights)
 CASES = {
     "vgg16-pool5": ("vgg16", {"image_size": 32, "weights": "random"}, lambda b: b.features[0].weight),

@@ -16,6 +16,8 @@ from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts
 from pipeline.score import score
 
+pytestmark = pytest.mark.slow
+
 _load_commands()
 
 

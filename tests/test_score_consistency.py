@@ -12,6 +12,8 @@ import pytest
 import heads
 from pipeline import api
 
+pytestmark = pytest.mark.slow
+
 TINY = {"max_steps": 4, "eval_every": 2, "patience": 2, "batch_size": 16, "dim": 16, "n_estimators": 20,
         "n_jobs": 1, "max_train_rows": 60, "min_child_samples": 5, "window": 2}
 STORES = {"grid": "vgg16-pool5", "vector": "vgg16-fc7", "pixels": "pixels", "tokens": "tokens"}

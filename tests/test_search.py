@@ -72,6 +72,7 @@ def test_search_cli_table_json_and_errors(trained):
     assert res.exit_code == 2
 
 
+@pytest.mark.slow
 def test_synth_extract_train_score_and_search_end_to_end(tmp_path):
     """synth --task embedding -> ingest -> random VGG16 pool5 -> dman -> score new posts (their
     images extracted with the run's extractor) -> search the scored dataset."""
