@@ -109,6 +109,7 @@ def test_synth_users_exact_or_refused(tmp_path):
     assert default["n_users"] == 2 == len(default["users"])  # one per 40 posts, at least 2
 
 
+@pytest.mark.slow
 def test_tokens_tfidf_extraction_and_ingest_without_torch(loop, tmp_path):
     root = loop[0]
     code = f"""

@@ -1,7 +1,7 @@
 """The classic baselines: hisave, svr, lightgbm, and their shared feature table."""
 from __future__ import annotations
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest

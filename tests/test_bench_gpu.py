@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TOP = {"created", "device", "size", "device_name", "torch", "python", "cpus", "torch_threads", "goals", "stages",

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, post, vgg16_features_weights, write_posts
+from tests._extract_data import image_posts, post, vgg16_features_weights, write_posts
 from distributed import LocalCluster
 from typer.testing import CliRunner
 
@@ -65,6 +65,8 @@ def _assert_same_store(a: Path, b: Path, failures: int = 2) -> None:
     assert verify_store(a) == [] and not list(a.glob(".tmp-*"))
 
 
+@pytest.mark.slow
+@pytest.mark.dask
 def test_cluster_writes_the_single_process_store(tmp_path, cluster, weights):
     cache = tmp_path / "cache"
     rows = _dataset(cache, 10)
@@ -105,6 +107,8 @@ class KillOnce(Pixels):
         return super().forward(batch)
 
 
+@pytest.mark.slow
+@pytest.mark.dask
 def test_killed_worker_loses_no_finished_shard(tmp_path, cluster):
     cache = tmp_path / "cache"
     rows = _dataset(cache, 24)
@@ -130,6 +134,8 @@ def test_killed_worker_loses_no_finished_shard(tmp_path, cluster):
     assert {r["post_id"] for r in rows} - set(FeatureStore(store).ids) == {"bad", "noimg"}
 
 
+@pytest.mark.slow
+@pytest.mark.dask
 def test_cli_local_cluster_with_decoding_processes(tmp_path):
     cache = tmp_path / "cache"
     _dataset(cache, 8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import _tiny_data as tiny
-import _tiny_tasks
+from tests import _tiny_data as tiny
+from tests import _tiny_tasks
 import numpy as np
 import polars as pl
 import pytest

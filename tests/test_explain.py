@@ -8,7 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from _synth_runs import EXTRACT, TINY, synth_runs
+from tests._end_to_end import EXTRACT, TINY, synth_runs
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -40,6 +40,7 @@ def _check_distributions(e, n_regions: int | None) -> None:
     assert all(isinstance(word, str) and word for word, _, _ in x["words"])
 
 
+@pytest.mark.slow
 def test_explain_uhan_weights_sum_to_one(world, tmp_path):
     with_text = world["posts"].filter(pl.col("image").is_not_null() & (pl.col("title").str.len_chars() > 0))
     pid = with_text["post_id"][0]
@@ -59,6 +60,7 @@ def test_explain_uhan_weights_sum_to_one(world, tmp_path):
     assert e.prediction == pytest.approx(float(pred["yhat"][0]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_explain_dualatt_and_new_posts_without_image_and_unseen_user(world, tmp_path):
     new = world["posts"].tail(3).with_columns(("new-" + pl.col("post_id")).alias("post_id"),
                                               pl.lit("stranger").alias("user_id"), pl.lit(None, pl.Float64).alias("score"),
@@ -97,6 +99,7 @@ def candidates(world):
     return {"file": folder / "cands.csv", "user": world["posts"]["user_id"][0]}
 
 
+@pytest.mark.slow
 def test_rank_orders_exactly_by_pipe_score(world, candidates, tmp_path):
     rep = api.rank(world["runs"] / "uhan", candidates["user"], candidates["file"], out=tmp_path / "r.csv",
                    explain=tmp_path / "maps", cache=world["cache"], **EXTRACT)
@@ -119,6 +122,7 @@ def test_rank_orders_exactly_by_pipe_score(world, candidates, tmp_path):
     assert page.index("#1: ") < page.index("#4: ") and "http" not in page
 
 
+@pytest.mark.slow
 def test_rank_unseen_user_and_cli(world, candidates, tmp_path):
     r = CliRunner().invoke(app, ["rank", "--run", "uhan", "--user", "someone-new", "--candidates",
                                  str(candidates["file"]), "--runs", str(world["runs"]), "--cache", str(world["cache"]),

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 import torchvision
-from _extract_data import image_posts, post, save_image, write_posts
+from tests._extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 from torchvision import transforms as T
 from typer.testing import CliRunner
@@ -29,6 +29,7 @@ def _ref_input(path: str, size: int) -> torch.Tensor:
     return tf(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_pool5_grid_equals_torchvision_with_weights_path(tmp_path):
     cache = tmp_path / "cache"
     rows = image_posts(cache, "d", 5)
@@ -66,6 +67,7 @@ def test_pool5_grid_equals_torchvision_with_weights_path(tmp_path):
         extractor_from_store(st.directory)
 
 
+@pytest.mark.slow
 def test_fc7_equals_torchvision_classifier_second_relu(tmp_path):
     cache = tmp_path / "cache"
     rows = image_posts(cache, "d", 3)
@@ -125,6 +127,7 @@ BAD = {"empty.jpg": "empty file", "text.jpg": "not an image", "trunc.jpg": "trun
        "corrupt.png": "corrupt image", "bomb.png": "decompression bomb", "missing.jpg": "missing file"}
 
 
+@pytest.mark.slow
 def test_bad_images_are_recorded_and_odd_ones_extracted(tmp_path):
     cache = tmp_path / "cache"
     files = _bad_and_odd(cache)
@@ -155,6 +158,7 @@ def test_bad_images_are_recorded_and_odd_ones_extracted(tmp_path):
     assert "trunc.jpg" in FeatureStore(r.store) and "trunc.jpg" not in read_failures(r.store)["post_id"].to_list()
 
 
+@pytest.mark.slow
 def test_rerun_extracts_only_new_and_changed_posts(tmp_path):
     cache = tmp_path / "cache"
     rows = image_posts(cache, "d", 6)
@@ -177,6 +181,7 @@ def test_rerun_extracts_only_new_and_changed_posts(tmp_path):
     assert run_extract("d", ex, cache=cache, quiet=True).extracted == 0
 
 
+@pytest.mark.slow
 def test_id_depends_on_output_not_on_runtime_options(tmp_path):
     cache = tmp_path / "cache"
     write_posts(cache, "d", image_posts(cache, "d", 5))

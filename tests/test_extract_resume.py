@@ -8,12 +8,14 @@ from pathlib import Path
 
 import h5py
 import pytest
-from _extract_data import image_posts, pipe, vgg16_features_weights, write_posts
+from tests._extract_data import image_posts, pipe, vgg16_features_weights, write_posts
 from typer.testing import CliRunner
 
 from pipeline.cli import _load_commands, app
 from pipeline.extract import build_extractor, run_extract
 from pipeline.store import FeatureStore, store_lock
+
+pytestmark = pytest.mark.slow
 
 _load_commands()
 runner = CliRunner()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _extract_data import image_posts, post, write_posts
+from tests._extract_data import image_posts, post, write_posts
 
 import extractors
 from pipeline.extract import build_extractor, extractor_from_store, run_extract
@@ -63,6 +63,7 @@ def dataset(tmp_path_factory):
     return cache, [r["post_id"] for r in rows], glove
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", extractors.names())
 def test_every_extractor_writes_its_documented_store(name, dataset):
     cache, all_ids, glove = dataset

@@ -201,6 +201,7 @@ def batch_of(ex, ims):
     return torch.stack([ex.preprocess(im) for im in ims])
 
 
+@pytest.mark.slow
 def test_inception_v3_random_weights_and_ids():
     ex = make("inception_v3", weights="random", image_size=96)
     ex.load("cpu")
@@ -213,6 +214,7 @@ def test_inception_v3_random_weights_and_ids():
         assert make("inception_v3", **{"weights": "random", "image_size": 96, **changed}).extractor_id() != ex.extractor_id()
 
 
+@pytest.mark.slow
 def test_inception_v3_weights_path_roundtrip(tmp_path):
     """At 299 px, a state dict saved from torchvision's model (aux classifier included) reproduces it."""
     import torch
@@ -273,6 +275,7 @@ def clip_small():
     return ex
 
 
+@pytest.mark.slow
 def test_clip_image_embedding_and_open_clip_preprocessing():
     import open_clip
     import torch
@@ -299,6 +302,7 @@ def test_clip_image_embedding_and_open_clip_preprocessing():
     assert make("clip", weights="openai").preprocess_cfg()["mean"] == open_clip.OPENAI_DATASET_MEAN
 
 
+@pytest.mark.slow
 def test_clip_weights_path_roundtrip(clip_small, tmp_path):
     import torch
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import polars as pl
 import pytest
-from _tiny_data import GRID, TOKENS, make_dataset, write_store
+from tests._tiny_data import GRID, TOKENS, make_dataset, write_store
 from typer.testing import CliRunner
 
 import pipeline.cli as cli
@@ -309,7 +309,7 @@ def test_empty_store_is_never_picked(tiny):
 
 
 def test_failed_weights_load_leaves_no_store(tmp_path):
-    from _extract_data import image_posts, write_posts
+    from tests._extract_data import image_posts, write_posts
 
     cache = tmp_path / "cache"
     write_posts(cache, "d", image_posts(cache, "d", 2))

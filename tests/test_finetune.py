@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-import _synth_run as syn
+from tests import _end_to_end as syn
 import numpy as np
 import polars as pl
 import pytest
@@ -15,6 +15,8 @@ import torch
 from pipeline import api
 from pipeline.core.errors import PipeError
 from extractors import build_network
+
+pytestmark = pytest.mark.slow
 
 SETS = {"max_steps": 3, "eval_every": 3, "batch_size": 16, "dim": 16, "device": "cpu", "threads": 1,
         "finetune_workers": 1, "finetune_blocks": 1, "backbone_lr": 1e-2}

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, post, save_image, write_posts
+from tests._extract_data import image_posts, post, save_image, write_posts
 from PIL import Image
 
 from pipeline.core.errors import PipeError
@@ -66,6 +66,7 @@ def mixed(tmp_path):
     ("vgg16", {"image_size": 64, "weights": "random"}, 0.02),
     ("clip", {"model": "ViT-S-32", "weights": "random"}, 0.05),  # tensor bicubic differs from PIL's by a few levels
 ])
+@pytest.mark.slow
 def test_device_pipeline_matches_the_pil_path(mixed, name, over, tol):
     a = run_extract("d", build_extractor(name, **over), cache=mixed, decode="cpu", shard_size=4, batch_size=3,
                     num_workers=0, quiet=True)

@@ -12,7 +12,7 @@ import ast
 import json
 from pathlib import Path
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import pytest
 import torch

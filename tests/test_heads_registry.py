@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import _tiny_data as tiny
-import _tiny_tasks
+from tests import _tiny_data as tiny
+from tests import _tiny_tasks
 import numpy as np
 import pytest
 

@@ -1,7 +1,7 @@
 """LightGBM through lightgbm.dask on a 2-worker local cluster: the table built per partition on the workers."""
 from __future__ import annotations
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import pytest
 
@@ -15,6 +15,8 @@ def parts(tmp_path_factory):
     return tiny.split_parts(tmp_path_factory.mktemp("cache"), 240, 3, tiny.GRID, tiny.TEXTVEC)
 
 
+@pytest.mark.slow
+@pytest.mark.dask
 def test_trains_on_a_local_cluster_and_round_trips(parts, tmp_path):
     cfg = LightGBMHead.Config(n_estimators=40, learning_rate=0.1, min_child_samples=5,
                               partition_rows=50)  # train 168 posts -> 4 partitions over 2 workers

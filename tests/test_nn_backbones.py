@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _extract_data import image_posts, write_posts
+from tests._extract_data import image_posts, write_posts
 from PIL import Image
 
 from pipeline.core.config import config_to_dict
@@ -14,6 +14,8 @@ from pipeline.extract import build_extractor, run_extract
 from extractors import build_network
 from pipeline.nn.backbone import Backbone
 from pipeline.store import FeatureStore
+
+pytestmark = pytest.mark.slow
 
 # name, extractor overrides, the first layer's weight (None: no weights)
 CASES = {

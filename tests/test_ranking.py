@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import _tiny_data as tiny
-import _tiny_tasks
+from tests import _tiny_data as tiny
+from tests import _tiny_tasks
 import numpy as np
 import polars as pl
 import pytest

@@ -113,6 +113,7 @@ def _parse(text: str) -> _Page:
     return page
 
 
+@pytest.mark.slow
 def test_report_lists_every_run_and_every_plot_decodes(world, tmp_path):
     out = api.report([world["runs"] / n for n in world["names"]], out=tmp_path / "report.html")
     text = out.read_text()
@@ -144,6 +145,7 @@ def test_best_marked_and_ablation_change(world):
     assert _parse(text).best == 4
 
 
+@pytest.mark.slow
 def test_report_cli_and_renders_in_a_browser_when_one_is_installed(world, tmp_path):
     out = tmp_path / "r.html"
     r = CliRunner().invoke(app, ["report", *[str(world["runs"] / n) for n in world["names"]], "--out", str(out)])
@@ -165,6 +167,7 @@ def test_report_cli_and_renders_in_a_browser_when_one_is_installed(world, tmp_pa
     assert np.asarray(Image.open(shot).convert("L")).std() > 5
 
 
+@pytest.mark.slow
 def test_fifty_runs_stay_readable(world, tmp_path):
     runs = tmp_path / "many"
     for k in range(50):  # an interrupted run: the table row and one curve each keep the test quick

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from _synth_runs import EXTRACT, TINY, synth_runs
+from tests._end_to_end import EXTRACT, TINY, synth_runs
 from typer.testing import CliRunner
 
 from heads.hisave import HisAve
@@ -15,6 +15,8 @@ from pipeline.cli.app import app
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts
 from pipeline.score import score
+
+pytestmark = pytest.mark.slow
 
 _load_commands()
 

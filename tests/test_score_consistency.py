@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import _synth_run as syn
+from tests import _end_to_end as syn
 import pytest
 
 import heads
 from pipeline import api
+
+pytestmark = pytest.mark.slow
 
 TINY = {"max_steps": 4, "eval_every": 2, "patience": 2, "batch_size": 16, "dim": 16, "n_estimators": 20,
         "n_jobs": 1, "max_train_rows": 60, "min_child_samples": 5}

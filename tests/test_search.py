@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest
@@ -73,6 +73,7 @@ def test_search_cli_table_json_and_errors(trained):
     assert res.exit_code == 2
 
 
+@pytest.mark.slow
 def test_synth_extract_train_score_and_search_end_to_end(tmp_path):
     """synth --task embedding -> ingest -> random VGG16 pool5 -> dman -> score new posts (their
     images extracted with the run's extractor) -> search the scored dataset."""

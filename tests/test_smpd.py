@@ -12,6 +12,8 @@ from pipeline.core.errors import PostsError
 from pipeline.data.contract import load_posts, user_feature_columns
 from pipeline.data.ingest import read_posts_file
 
+pytestmark = pytest.mark.smpd
+
 POSTS = [  # (Uid, Pid, Postdate, label, Title, Alltags, Category, Subcategory, Concept)
     ("59@N75", "775", 1446016778, 11.18, "Morning light", "sun  sky lake", "Travel", "Lake", "lake"),
     ("59@N75", "776", 1446020000, 9.5, "", "", "Travel", "Lake", "pier"),

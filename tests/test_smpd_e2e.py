@@ -18,6 +18,8 @@ from pipeline.cli import _load_commands
 from pipeline.cli.app import app
 from pipeline.submission import validate
 
+pytestmark = [pytest.mark.slow, pytest.mark.smpd]
+
 _load_commands()
 T0 = 1_446_000_000
 CATS = {"Travel": {"Lake": ["lake", "pier"], "City": ["street", "tower"]}, "Animal": {"Pet": ["cat", "dog"]}}

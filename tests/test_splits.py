@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from _tiny_data import make_posts
+from tests._tiny_data import make_posts
 
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import assign_split, parse_split

@@ -2,7 +2,7 @@
 `--min-target` counts, counts metrics named apart; the hybrid CNN's layer shapes."""
 from __future__ import annotations
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import numpy as np
 import polars as pl
 import pytest

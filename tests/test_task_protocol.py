@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import _tiny_data as tiny
-import _tiny_tasks
+from tests import _tiny_data as tiny
+from tests import _tiny_tasks
 import polars as pl
 import pytest
 from typer.testing import CliRunner

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from _extract_data import post, write_posts
+from tests._extract_data import post, write_posts
 
 from extractors.tokens import Tokens, TokensConfig, words
 from pipeline.core.errors import PipeError

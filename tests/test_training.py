@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import _tiny_data as tiny
+from tests import _tiny_data as tiny
 import polars as pl
 import pytest
 from typer.testing import CliRunner

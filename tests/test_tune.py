@@ -13,6 +13,8 @@ from pipeline.run.train import TrainOptions
 from pipeline.run.tune import STAGING, STUDY_FILE, TRIALS_FILE, TUNE_FILE, Search, TuneOptions, tune
 from tests._tiny_data import GRID, TOKENS, make_dataset
 
+pytestmark = pytest.mark.slow
+
 # tiny and fast: fixed model size and schedule, the rest of UHAN's space is searched
 FIXED = {"dim": 8, "patience": 2, "max_steps": 6, "threads": 1, "prefetch": 0}
 

@@ -1,5 +1,6 @@
-"""A small real dataset for end-to-end tests: `pipe synth` JPEGs ingested with a `retweets`
-count, and extracted stores, so `pipe score` can rebuild every run's extractors."""
+"""Synth data for the end-to-end tests: a `syn` dataset with extracted stores, which `pipe score`
+rescores (score consistency, fine-tuning), and tiny trained runs for the commands that read runs
+(score, explain, rank)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,15 @@ from pathlib import Path
 import polars as pl
 
 from pipeline import api
+from pipeline.core.config import parse_sets
+from pipeline.data.ingest import ingest
 from pipeline.data.synth import synth
+from pipeline.extract import build_extractor, run_extract
+from pipeline.run.train import TrainOptions, train
 
 SIZE = 32  # pixels: vgg16 pool5 gives a 1 x 512 grid; the hybrid CNN a 64 x 8 x 8 map
+EXTRACT = dict(quiet=True, num_workers=0, device="cpu")
+TINY = ["max_steps=6", "eval_every=3", "batch_size=16", "dim=16", "device=cpu"]  # torch heads in seconds
 
 
 def make(root: Path, posts: int = 100, seed: int = 0, bad: int = 0) -> Path:
@@ -39,3 +46,16 @@ def rescore(run: Path, cache: Path, name: str) -> tuple[pl.DataFrame, pl.DataFra
     api.score(run, f, run.parent / f"{name}-scores.parquet", dataset=name, cache=cache, device="cpu", quiet=True,
               num_workers=0)
     return pred, pl.read_parquet(run.parent / f"{name}-scores.parquet")
+
+
+def synth_runs(root: Path, image_size: int, runs: tuple[tuple[str, str, list[str]], ...]) -> tuple[Path, Path]:
+    """120 synth posts ingested as `train`, random-VGG16 pool5 and token stores at
+    `image_size`, and one run per (name, head, --set list); returns (cache, runs)."""
+    cache, run_root = root / "cache", root / "runs"
+    ingest(synth(root / "synth", posts=120, image_size=image_size, seed=0), "train", cache=cache)
+    for ex in (build_extractor("vgg16", layer="pool5", image_size=image_size, weights="random"),
+               build_extractor("tokens")):
+        run_extract("train", ex, cache, **EXTRACT)
+    for name, head, sets in runs:
+        train(TrainOptions(dataset="train", head=head, sets=parse_sets(sets), name=name, runs=run_root, cache=cache))
+    return cache, run_root
