@@ -2,26 +2,24 @@
 
 `parts(task, cache, stores, head)` builds the three HeadData parts of the tiny dataset
 (tests/_tiny_data.py, written under `cache` as "tiny") the way `pipe train` does for that
-task and head class (`task_for`: the task config with the head's `task_defaults`); `n_outputs` is how many values `predict` returns; `stranger` is a part whose user was
-never seen in training. A new task adds one builder to PARTS (and, where the defaults do
-not fit, to N_OUTPUTS / STRANGERS).
+task and head class (`task_for`: the task config with the head's `task_defaults`): every
+task gets the same labelled posts and side tables and reads what it needs, so a new task
+needs no builder here. `n_outputs` is how many values `predict` returns; `stranger` is a
+part whose user was never seen in training.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.data.splits import assign_split, parse_split
+from pipeline.data.splits import parse_split
 from pipeline.store import FeatureStore
 from pipeline.train import tasks
 from pipeline.train.data import HeadData
-
-PartsFn = Callable[[Path, dict[str, FeatureStore], Any], dict[str, HeadData]]
-
 
 def task_for(head: type, given: dict[str, Any] | None = None, target: str = "score", **options: Any) -> tasks.Task:
     """The task a run of `head` is judged by, configured as `pipe train` configures it."""
@@ -31,11 +29,6 @@ def task_for(head: type, given: dict[str, Any] | None = None, target: str = "sco
 
 def _posts(cache: Path) -> pl.DataFrame:
     return pl.read_parquet(cache / "tiny" / "posts.parquet")
-
-
-def regression_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
-    posts = assign_split(_posts(cache), parse_split(None))
-    return {p: HeadData(posts.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
 
 
 def social_tables(posts: pl.DataFrame, n_fans: int = 10, seed: int = 0) -> dict[str, pl.DataFrame]:
@@ -55,17 +48,6 @@ def social_tables(posts: pl.DataFrame, n_fans: int = 10, seed: int = 0) -> dict[
                                                          "at": pl.Datetime("us", "UTC")}, orient="row")}
 
 
-def ranking_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
-    posts = _posts(cache)
-    return task_for(head).prepare(posts, social_tables(posts), parse_split(None), stores).data
-
-
-def embedding_parts(cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
-    """The tiny labelled posts, split at random."""
-    posts = labelled_posts(cache)
-    return task_for(head).prepare(posts, {}, parse_split("random:0"), stores).data
-
-
 def labelled_posts(cache: Path) -> pl.DataFrame:
     """The tiny posts with labels (dog / cat by parity, sky on every third), as `tags` too."""
     posts = _posts(cache)
@@ -75,13 +57,11 @@ def labelled_posts(cache: Path) -> pl.DataFrame:
 
 
 def inputs(task: str, cache: Path) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], str | None]:
-    """(posts, side tables, --split) of the tiny dataset as `pipe train` gives them to `task`."""
-    if task == "ranking":
-        posts = _posts(cache)
-        return posts, social_tables(posts), None
-    if task == "embedding":
-        return labelled_posts(cache), {}, "random:0"
-    return _posts(cache), {}, None
+    """(posts, side tables, --split) of the tiny dataset as `pipe train` gives them to `task`:
+    the same labelled posts and side tables for every task (each reads what it needs), split
+    by the task's default, so a new task is tested by being registered."""
+    posts = labelled_posts(cache)
+    return posts, social_tables(posts), tasks.get(task).default_split
 
 
 def _rows(data: HeadData) -> int:
@@ -97,19 +77,17 @@ def _stranger_examples(data: HeadData) -> HeadData:
     return HeadData(data.posts, data.stores, examples=ex, side=data.side)
 
 
-PARTS: dict[str, PartsFn] = {"regression": regression_parts, "ranking": ranking_parts, "embedding": embedding_parts}
-N_OUTPUTS: dict[str, Callable[[HeadData], int]] = {"ranking": _rows}  # default: one per post
-STRANGERS: dict[str, Callable[[HeadData], HeadData]] = {"ranking": _stranger_examples}  # default: posts
-
-
 def parts(task: str, cache: Path, stores: dict[str, FeatureStore], head: type) -> dict[str, HeadData]:
-    return PARTS[task](cache, stores, head)
+    """The three parts of the tiny dataset for a run of `head`, prepared by its task as `pipe train` does."""
+    posts, side, split = inputs(task, cache)
+    return task_for(head).prepare(posts, side, parse_split(split), stores).data
 
 
 def n_outputs(task: str, data: HeadData) -> int:
-    return N_OUTPUTS.get(task, len)(data)
+    """How many values `predict` returns: one per example row (ranking pairs) or per post."""
+    return _rows(data)
 
 
 def stranger(task: str, data: HeadData) -> HeadData:
     """Two rows of `data` whose user is "nobody", never seen in training."""
-    return STRANGERS.get(task, _stranger_posts)(data)
+    return (_stranger_posts if data.examples is None else _stranger_examples)(data)
