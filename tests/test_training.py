@@ -87,7 +87,7 @@ def test_train_writes_a_complete_run(cache, tmp_path):
     assert cfg["split"]["fractions"] == [0.6, 0.2, 0.2] and cfg["split"]["parts"]["train"]["posts"] == 72
     assert cfg["versions"]["numpy"] and "revision" in cfg["git"]
     m = json.loads((d / "metrics.json").read_text())
-    assert set(m) == {"valid", "test", "std", "repeats"} and len(m["repeats"]) == 2
+    assert set(m) == {"valid", "test", "std", "repeats", "never_improved", "constant"} and len(m["repeats"]) == 2
     for part in ("valid", "test"):
         assert set(m[part]) == {"mse", "mae", "src", "medae"}
         vals = [r[part]["mse"] for r in m["repeats"]]

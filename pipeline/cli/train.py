@@ -134,7 +134,7 @@ def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
     """Terminal view of comparison rows, one table per task."""
     from rich.table import Table
 
-    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, task_metrics
+    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, task_metrics
 
     out = []
     for task, rows in by_task(all_rows).items():
@@ -142,7 +142,7 @@ def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
         t = Table("run", "head", "ablate", "K", *[k.upper() for k in names],
                   title=f"{task}: test metrics, mean ± std over K repeats")
         for r in rows:
-            t.add_row(r["run"], r["head"], ablate_text(r), str(r["repeats"]) if r["status"] == "done" else r["status"],
+            t.add_row(r["run"], r["head"], ablate_text(r), status_text(r),
                       *[mean_pm_std(r, k, 3) for k in names])
         out.append(t)
     return out

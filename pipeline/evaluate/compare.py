@@ -35,6 +35,7 @@ def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
             "run": r.name, "task": task.name, "head": r.head, "ablate": list(r.config.get("ablate", [])),
             "stores": dict(r.stores), "split": _split_text(r.config.get("split", {})),
             "repeats": len(m.get("repeats", [])) if m else 0, "status": r.status,
+            "never_improved": bool(m.get("never_improved", False)) if m else False,
         }
         for k in task.metrics_names:
             row[f"test_{k}"] = m.get("test", {}).get(k) if m else None
@@ -55,6 +56,13 @@ def _split_text(s: dict[str, Any]) -> str:
     if s.get("kind") in ("uhan", "random"):
         return f"{s['kind']}:{s.get('seed', 0)}"
     return ",".join(f"{f:g}" for f in s.get("fractions", []))
+
+
+def status_text(row: dict[str, Any]) -> str:
+    """A row's state for people: its repeats when done (`never improved` when flagged), else its status."""
+    if row["status"] != "done":
+        return row["status"]
+    return f"{row['repeats']} · never improved" if row.get("never_improved") else str(row["repeats"])
 
 
 def ablate_text(row: dict[str, Any]) -> str:
@@ -97,7 +105,7 @@ def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Pa
         head = ["run", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
         lines += [f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in group:
-            cells = [r["run"], r["head"], ablate_text(r), str(r["repeats"]), *[mean_pm_std(r, k) for k in names]]
+            cells = [r["run"], r["head"], ablate_text(r), status_text(r), *[mean_pm_std(r, k) for k in names]]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     md_path.write_text("\n".join(lines))

@@ -58,6 +58,10 @@ $body
 """)
 
 
+UNTRAINED_TAG = ('<span class="delta worse" title="the model never beat its untrained start or the task\'s constant '
+                 'predictor (see the run\'s notes)">never improved</span>')
+
+
 def page(title: str, body: str) -> str:
     """A whole HTML document around `body` (already escaped HTML)."""
     return PAGE.substitute(title=html.escape(title), body=body)
@@ -140,7 +144,8 @@ def comparison_table(task: str, runs: list[Run]) -> str:
                  f'<td class="l">{html.escape(run.head)}</td>', f'<td class="l">{html.escape(ablate_text(row))}'
                  + ("" if full or not run.config.get("ablate") else '<span class="delta">no full model here</span>')
                  + "</td>", f'<td class="l">{html.escape(str(run.config.get("dataset", "")))}</td>',
-                 f'<td class="l">{run.status}</td>', f"<td>{row['repeats']}</td>"]
+                 f'<td class="l">{run.status}' + (UNTRAINED_TAG if row["never_improved"] else "") + "</td>",
+                 f"<td>{row['repeats']}</td>"]
         for k in names:
             mean, std = _value(run, "mean", k), _value(run, "std", k)
             if mean is None:
@@ -286,6 +291,9 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
     facts = (f"head {run.head} · task {run.task} · dataset {c.get('dataset')} · status {run.status} · ablations "
              f"{', '.join(c.get('ablate', [])) or 'none'} · stores {', '.join(run.stores.values()) or 'none'}")
     parts = [f"<p>{html.escape(facts)}</p>"]
+    if (run.metrics or {}).get("never_improved"):
+        parts.append(note(next((n for n in reversed(c.get("notes") or []) if n.startswith("never improved")),
+                               "never improved: the model did not beat its untrained start or a constant predictor")))
     figs: list[str] = []
     curves = validation_curves(run)
     if curves:

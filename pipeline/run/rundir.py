@@ -103,6 +103,10 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.dir / CONFIG, config)
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        """config.json with `changes` merged in (what the run learned while fitting: never improved)."""
+        _write_json(self.dir / CONFIG, {**json.loads((self.dir / CONFIG).read_bytes()), **changes})
+
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
         with open(self.dir / TRAIN_LOG, "a") as f:

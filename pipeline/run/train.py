@@ -97,6 +97,7 @@ class RunPlan:
     notes: list[str]  # said to the user and kept in config.json
     regime: dict[str, Any] | None  # what the regime decided; None for a head without one
     finetune: finetune.Finetune | None  # --finetune: the backbone each repeat trains through the head's hook
+    constant: float | None = None  # the valid criterion of the task's constant predictor (None: unknown)
 
     @property
     def data(self) -> dict[str, HeadData]:
@@ -180,6 +181,10 @@ def plan_run(opts: TrainOptions) -> RunPlan:
                    regime=None, finetune=ft)
     plan.config, plan.regime = resolve_regime(cls, raw, plan.n_train, plan.explicit)
     plan.notes += [n for n in (describe_regime(plan.regime),) if n]
+    if isinstance(plan.config, TrainConfig) and 0 < plan.n_train < plan.config.batch_size:
+        plan.notes.append(f"batch_size {plan.config.batch_size} capped to the {plan.n_train:,} training examples")
+        plan.config = dataclasses.replace(plan.config, batch_size=plan.n_train)
+    plan.constant = task.constant_criterion(plan.data["train"], plan.data["valid"])
     cost = schedule_cost(plan.config, plan.n_train) if not plan.regime or plan.regime["regime"] != "small" else None
     if cost:  # the small regime scales the schedule on purpose
         plan.notes.append(cost)
@@ -284,6 +289,8 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
     res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
            **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
+    res["restored_step"] = head.restored_step
+    res["never_improved"] = head.restored_step == 0 or not task.improves(res["valid"][task.criterion], plan.constant)
     fitting.done += 1
     run.log({"event": "repeat_end", **res})
     c = task.criterion
@@ -294,6 +301,26 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
                                         how="diagonal_relaxed"))
     return res
+
+
+def never_improved_note(plan: RunPlan, repeats: list[dict[str, Any]]) -> str | None:
+    """The note of a run with a repeat that never improved on its start (restored step 0) or
+    on the task's constant predictor, with what to try; None when every repeat did."""
+    flat = [r for r in repeats if r["never_improved"]]
+    if not flat:
+        return None
+    task, c = plan.task, plan.task.criterion
+    why = []
+    if any(r["restored_step"] == 0 for r in flat):
+        why.append("the best weights were the untrained ones (restored step 0)")
+    if any(not task.improves(r["valid"][c], plan.constant) for r in flat) and plan.constant is not None:
+        vals = ", ".join(f"{r['valid'][c]:.4f}" for r in flat)
+        why.append(f"valid {c} {vals} never beat {task.constant_predictor}'s {plan.constant:.4f}")
+    which = "" if len(repeats) == 1 else f" (repeat {', '.join(str(r['repeat'] + 1) for r in flat)} of {len(repeats)})"
+    tries = ("a learning rate 3-10x smaller or larger (--set lr=...), a longer schedule (--set max_steps=N patience=N), "
+             "--set regime=small, `pipe tune`, or a simpler head (lightgbm)" if isinstance(plan.config, TrainConfig)
+             else "other settings (`pipe tune`), more training data, or another head")
+    return f"never improved{which}: {'; '.join(why)}; the model is kept, but try {tries}"
 
 
 def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
@@ -311,7 +338,12 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     task = plan.task
     valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
     test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
+    untrained = never_improved_note(plan, repeats)
+    if untrained:  # kept, but said: in the notes, config.json, metrics.json and at the end of `pipe train`
+        run.update_config({"notes": plan.notes + [untrained], "never_improved": True})
+        say(untrained)
     run.write_metrics({"valid": valid_mean, "test": test_mean,
-                       "std": {"valid": valid_std, "test": test_std}, "repeats": repeats})
+                       "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
+                       "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
     run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
     return run.dir

@@ -61,6 +61,7 @@ class Task(ABC):
     history: ClassVar[bool] = False  # its heads read a dataset History (windows, user histories), at `pipe score` too
     ranks_posts: ClassVar[bool] = False  # a score per post that orders a user's candidates (`pipe rank`)
     searchable: ClassVar[bool] = False  # outputs a run can be searched by tag with (`pipe search`)
+    constant_predictor: ClassVar[str] = "a constant prediction"  # what `constant_criterion` scores, for people
 
     def __init__(self, target: str = "score", config: Any = None) -> None:
         self.target = target  # regression target column (`--target`); other tasks ignore it
@@ -129,6 +130,19 @@ class Task(ABC):
         """What a torch head's early stopping computes from raw validation outputs (`y`: the
         batches' targets; `output`: raw outputs -> the head's `predict` value)."""
         return lambda raw: self.criterion_value(valid, output(raw))
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """The validation criterion of a model that learned nothing (`constant_predictor`): a
+        run that never beats it is flagged `never improved`. None: unknown for this task."""
+        return None
+
+    def improves(self, value: float | None, constant: float | None) -> bool:
+        """Whether a validation criterion beats the constant predictor's (NaN never does)."""
+        if value is None or not np.isfinite(value):
+            return False
+        if constant is None or not np.isfinite(constant):
+            return True
+        return value > constant if self.higher_is_better else value < constant
 
     def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
         """Statistics of the training targets a torch head keeps in its meta (regression: the mean)."""

@@ -102,6 +102,7 @@ class Embedding(Task):
     ALIASES = ("tags",)
     plots = "labels"
     searchable = True
+    constant_predictor = "the label prior"
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
@@ -134,6 +135,15 @@ class Embedding(Task):
         import torch.nn.functional as F
 
         return F.binary_cross_entropy_with_logits(pred, batch["labels"])
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """mAP of the label prior (one confidence per label for every post: a random order
+        within each label): each label's expected AP is its share of the valid posts, over
+        the training labels with a valid positive."""
+        truth = multi_hot(valid.posts, label_vocabulary(train.posts))
+        share = truth.mean(axis=0) if len(truth) else np.zeros(0)
+        share = share[truth.any(axis=0)] if len(truth) else share
+        return float(share.mean()) if len(share) else None
 
     def check(self, out: Any, data: HeadData, head: str, what: str) -> EmbeddingOutput:
         if not isinstance(out, EmbeddingOutput):

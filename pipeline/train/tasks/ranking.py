@@ -104,6 +104,7 @@ class Ranking(Task):
     Config = RankingConfig
     ALIASES = ("negatives",)
     plots = "precision_at_k"
+    constant_predictor = "a random ranking"
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
@@ -165,6 +166,10 @@ class Ranking(Task):
         import torch
 
         return torch.relu(1.0 - pred[:, :1] + pred[:, 1:]).mean()  # (B, K) hinges, column 0 the positive
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """A constant score ties every pair: AUC 0.5 for every user, whatever the candidates."""
+        return 0.5
 
     def check(self, out: Any, data: HeadData, head: str, what: str) -> np.ndarray:
         n = data.examples.height if data.examples is not None else len(data)

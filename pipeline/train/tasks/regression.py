@@ -64,6 +64,7 @@ class Regression(Task):
     plots = "targets"
     history = True
     ranks_posts = True
+    constant_predictor = "the training mean"
 
     def __init__(self, target: str = "score", config: RegressionConfig | None = None, transform: str = "none",
                  min_target: float | None = None) -> None:
@@ -155,6 +156,13 @@ class Regression(Task):
         from pipeline.train.loop import mse_criterion  # torch, only when a torch head trains
 
         return mse_criterion(y).value
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """Validation MSE of the training mean, on the learned scale (as the criterion)."""
+        y_train, y_valid = self._y(train), self._y(valid)
+        if not len(y_train) or not len(y_valid):
+            return None
+        return float(np.mean((y_valid - y_train.mean()) ** 2))
 
     def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
         """The training mean, where regression models start their output bias."""
