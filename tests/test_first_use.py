@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -106,3 +107,71 @@ def test_batch_size_is_capped_to_the_training_part(cache):
     assert plan.config.batch_size == plan.n_train == 84
     assert any(f"batch_size 512 capped to the {plan.n_train} training examples" in n for n in plan.notes)
     assert np.isfinite(plan.constant)
+
+
+# -- item 2: comparable by construction -------------------------------------------------
+def _fake_run(runs, name, *, dataset="a", head="svr", task="regression", target="score", transform=None,
+              test=None, split=(0.7, 0.1, 0.2)):
+    """A finished run folder written by hand (config.json + metrics.json): evaluate and report read only these."""
+    d = runs / name
+    d.mkdir(parents=True)
+    described = {"name": task, "target": target}
+    if transform:
+        described["transform"] = {"kind": transform, "scale": 10.0}
+    (d / "config.json").write_text(json.dumps({"head": head, "dataset": dataset, "task": described, "ablate": [],
+                                               "stores": {}, "split": {"kind": "chrono", "fractions": list(split)}}))
+    (d / "metrics.json").write_text(json.dumps({"valid": test, "test": test, "std": {"valid": None, "test": None},
+                                                "repeats": [{"repeat": 0}]}))
+    return d
+
+
+REG = {"mse": 1.1, "mae": 0.8, "src": 0.5, "medae": 0.7}
+
+
+def test_rows_carry_identity_and_compare_on_the_original_scale(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "lgb", head="lightgbm", test=REG)
+    scaled = {"mse": 0.015, "mae": 0.1, "src": 0.4, "medae": 0.09,
+              "mse_counts": 1.676, "mae_counts": 1.0, "src_counts": 0.4, "medae_counts": 0.9}
+    _fake_run(runs, "hyb", head="hybrid_cnn", transform="max", test=scaled)
+    rows = comparison_rows([load_run(runs / "lgb"), load_run(runs / "hyb")])
+    for r in rows:
+        assert {"run", "dataset", "task", "target", "target_transform", "never_improved"} <= set(r)
+    lgb, hyb = rows
+    assert (lgb["dataset"], lgb["task"], lgb["target"], lgb["target_transform"]) == ("a", "regression", "score", "none")
+    assert hyb["target_transform"] == "max"
+    assert hyb["test_mse"] == 1.676 and hyb["test_mse_scaled"] == 0.015  # the original scale by default
+    assert "test_mse_counts" not in hyb and lgb["test_mse"] == 1.1
+    page = build_report([load_run(runs / "lgb"), load_run(runs / "hyb")])
+    best = [c for c in page.split("<td") if 'class="best"' in c]
+    assert any("1.1000" in c for c in best) and not any("1.6760" in c or "0.0150" in c for c in best)
+    assert "score (max)" in page
+
+
+def test_best_is_ranked_only_within_a_dataset_split_and_target(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "a1", dataset="a", test=REG)
+    _fake_run(runs, "a2", dataset="a", test={**REG, "mse": 1.3})
+    _fake_run(runs, "b1", dataset="b", test={**REG, "mse": 2.5})  # worse in number, but another dataset
+    _fake_run(runs, "a3", dataset="a", target="likes", test={**REG, "mse": 9.0})  # another target
+    page = build_report([load_run(runs / n) for n in ("a1", "a2", "b1", "a3")])
+    best = " ".join(c for c in page.split("<td") if 'class="best"' in c)
+    assert "1.1000" in best and "2.5000" in best and "9.0000" in best and "1.3000" not in best
+
+
+def test_cli_evaluate_json_rows_and_every_path_said(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "r1", test=REG)
+    _fake_run(runs, "k1", head="amnl", task="ranking", test={"p@1": 0.4, "p@3": 0.5, "auc": 0.6})
+    _fake_run(runs, "e1", head="dman", task="embedding", test={"map": 0.3}, split=())
+    out = tmp_path / "cmp"
+    r = CliRunner().invoke(app, ["evaluate", "r1", "k1", "e1", "--runs", str(runs), "--json", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)  # stdout is the JSON list alone
+    assert [x["run"] for x in rows] == ["r1", "k1", "e1"]
+    assert [x["target"] for x in rows] == ["score", "retweets", "labels"]
+    assert all(x["dataset"] == "a" and x["never_improved"] is False and "target_transform" in x for x in rows)
+    assert rows[1]["test_auc"] == 0.6
+    for path in (f"{out}.csv", f"{out}-ranking.csv", f"{out}-embedding.csv", f"{out}.md"):
+        assert path in r.stderr and Path(path).is_file()
+    assert pl.read_csv(f"{out}-ranking.csv")["run"].to_list() == ["k1"]

@@ -107,12 +107,14 @@ def train(
 @friendly
 def evaluate(
     run: list[str] = typer.Argument(..., help="Run folders or run names under the runs root; plain files are skipped."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv and PREFIX.md.",
+    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv (PREFIX-<task>.csv for each further task) and PREFIX.md.",
                                        show_default="<runs root>/evaluate"),
     as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
 ) -> None:
-    """Compare runs: test MSE/MAE/SRC/MedAE (mean ± std over repeats) in the terminal, as CSV and as Markdown."""
+    """Compare runs, one table per task: test metrics on the original target scale (mean ± std over repeats)
+    with dataset, target and transform, in the terminal, as CSV and as Markdown (the paths written go to
+    stderr); --json prints the rows as a JSON list."""
     from pipeline import api
 
     prefix = out if out is not None else paths.runs_root(runs) / "evaluate"
@@ -134,15 +136,15 @@ def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
     """Terminal view of comparison rows, one table per task."""
     from rich.table import Table
 
-    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, task_metrics
+    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, target_text, task_metrics
 
     out = []
     for task, rows in by_task(all_rows).items():
         names = task_metrics(task)
-        t = Table("run", "head", "ablate", "K", *[k.upper() for k in names],
-                  title=f"{task}: test metrics, mean ± std over K repeats")
+        t = Table("run", "dataset", "target", "head", "ablate", "K", *[k.upper() for k in names],
+                  title=f"{task}: test metrics (original target scale), mean ± std over K repeats")
         for r in rows:
-            t.add_row(r["run"], r["head"], ablate_text(r), status_text(r),
+            t.add_row(r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r),
                       *[mean_pm_std(r, k, 3) for k in names])
         out.append(t)
     return out

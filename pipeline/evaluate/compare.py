@@ -1,5 +1,10 @@
 """`pipe evaluate`: one comparison row per run, grouped by task, written as CSV and Markdown.
 
+Rows carry what makes them comparable (dataset, task, target, target transform) and their
+metrics on the original target scale: a head that learned a transformed target (hybrid_cnn's
+max-scaled one) shows its error in the target's own units, the learned-scale values in
+`_scaled` columns. `pipe report` ranks runs only within one dataset, split, task and target.
+
 Each task has its own metrics (regression: MSE, MAE, SRC, MedAE; ranking: P@1, P@3, AUC;
 embedding: mAP, micro/macro P/R/F1), so runs are compared within their task: one table
 (and one `PREFIX-<task>.csv` when several tasks are present) per task.
@@ -24,25 +29,43 @@ def task_metrics(task: str) -> tuple[str, ...]:
     return tasks.get(task).metrics_names
 
 
+def run_task(run: Run) -> tasks.Task:
+    """The run's task as it judged the run: its target and fitted transform restored from config.json."""
+    described = run.config.get("task")
+    described = described if isinstance(described, dict) else {}
+    task = tasks.get(run.task)(str(described.get("target", "score")))
+    task.restore(described)
+    return task
+
+
 def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One flat row per run: identity, then its task's test metrics (mean and std over
-    repeats) and the validation criterion."""
+    """One flat row per run: identity (dataset, task, target, target transform first: rows
+    that differ there are not comparable), then its task's test metrics on the original
+    target scale (mean and std over repeats; `Task.reported`), any other scale in `_scaled`
+    columns, and the validation criterion."""
     rows = []
     for r in runs:
         m = r.metrics or {}
-        task = tasks.get(r.task)
+        task = run_task(r)
         row: dict[str, Any] = {
-            "run": r.name, "task": task.name, "head": r.head, "ablate": list(r.config.get("ablate", [])),
+            "run": r.name, "dataset": r.config.get("dataset"), "task": task.name, "target": task.judged_on,
+            "target_transform": task.transform_kind, "head": r.head, "ablate": list(r.config.get("ablate", [])),
             "stores": dict(r.stores), "split": _split_text(r.config.get("split", {})),
             "repeats": len(m.get("repeats", [])) if m else 0, "status": r.status,
             "never_improved": bool(m.get("never_improved", False)) if m else False,
         }
-        for k in task.metrics_names:
-            row[f"test_{k}"] = m.get("test", {}).get(k) if m else None
-            row[f"test_{k}_std"] = (m.get("std", {}).get("test") or {}).get(k) if m else None
-        row[f"valid_{task.criterion}"] = m.get("valid", {}).get(task.criterion) if m else None
+        test, std = task.reported(m.get("test") or {}), task.reported((m.get("std") or {}).get("test") or {})
+        for k in task.reported(dict.fromkeys(task.metrics_names)):
+            row[f"test_{k}"] = test.get(k)
+            row[f"test_{k}_std"] = std.get(k)
+        row[f"valid_{task.criterion}"] = task.reported(m.get("valid") or {}).get(task.criterion)
         rows.append(row)
     return rows
+
+
+def comparable_key(row: dict[str, Any]) -> tuple:
+    """Rows with equal keys may be ranked against each other: same dataset, split, task and target."""
+    return row["dataset"], row["split"], row["task"], row["target"]
 
 
 def by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -63,6 +86,12 @@ def status_text(row: dict[str, Any]) -> str:
     if row["status"] != "done":
         return row["status"]
     return f"{row['repeats']} · never improved" if row.get("never_improved") else str(row["repeats"])
+
+
+def target_text(row: dict[str, Any]) -> str:
+    """A row's target for people: `retweets (log1p)` under a transform, else the column."""
+    t = row.get("target") or "—"
+    return t if row.get("target_transform", "none") == "none" else f"{t} ({row['target_transform']})"
 
 
 def ablate_text(row: dict[str, Any]) -> str:
@@ -89,24 +118,27 @@ def mean_pm_std(row: dict[str, Any], metric: str, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None and row["repeats"] > 1 else f"{mean:.{digits}f}"
 
 
-def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Path, Path]:
+def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> list[Path]:
     """PREFIX.csv (every column, means and stds apart; one PREFIX-<task>.csv per further
-    task) and PREFIX.md (one mean ± std table per task)."""
+    task) and PREFIX.md (one mean ± std table per task); returns every path written."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".md")
     groups = by_task(rows)
     lines: list[str] = []
+    written: list[Path] = []
     for i, (task, group) in enumerate(groups.items()):
         path = csv_path if i == 0 else prefix.with_name(f"{prefix.name}-{task}.csv")
         roles = list(dict.fromkeys(role for r in group for role in r["stores"]))
         pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None).write_csv(path)
+        written.append(path)
         names = task_metrics(task)
-        head = ["run", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
+        head = ["run", "dataset", "target", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
         lines += [f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in group:
-            cells = [r["run"], r["head"], ablate_text(r), status_text(r), *[mean_pm_std(r, k) for k in names]]
+            cells = [r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r),
+                     *[mean_pm_std(r, k) for k in names]]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     md_path.write_text("\n".join(lines))
-    return csv_path, md_path
+    return [*written, md_path]

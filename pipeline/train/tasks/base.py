@@ -167,6 +167,21 @@ class Task(ABC):
         """Tables `pipe score` writes beside the scores as OUT.<name>.parquet (regression: windows)."""
         return {}
 
+    @property
+    def judged_on(self) -> str:
+        """What the task's labels are, for a comparison row's `target` (regression: the column)."""
+        return self.target
+
+    @property
+    def transform_kind(self) -> str:
+        """The target transform a row's metrics were measured under (`none` but for regression)."""
+        return "none"
+
+    def reported(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Recorded metrics as `pipe evaluate` and `pipe report` compare them: on the original
+        target scale under the task's metric names, any other scale in its own `_scaled` names."""
+        return dict(metrics)
+
     def describe(self) -> dict[str, Any]:
         """What config.json records about the task."""
         return {"name": self.name, "target": self.target, "criterion": self.criterion,

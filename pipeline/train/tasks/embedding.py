@@ -136,6 +136,10 @@ class Embedding(Task):
 
         return F.binary_cross_entropy_with_logits(pred, batch["labels"])
 
+    @property
+    def judged_on(self) -> str:
+        return "labels"
+
     def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
         """mAP of the label prior (one confidence per label for every post: a random order
         within each label): each label's expected AP is its share of the valid posts, over

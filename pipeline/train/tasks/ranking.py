@@ -167,6 +167,10 @@ class Ranking(Task):
 
         return torch.relu(1.0 - pred[:, :1] + pred[:, 1:]).mean()  # (B, K) hinges, column 0 the positive
 
+    @property
+    def judged_on(self) -> str:
+        return "retweets"
+
     def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
         """A constant score ties every pair: AUC 0.5 for every user, whatever the candidates."""
         return 0.5

@@ -200,6 +200,20 @@ class Regression(Task):
     def scores(self, data: HeadData, out: np.ndarray) -> pl.DataFrame:
         return pl.DataFrame({"post_id": data.ids, "score": self.transform.inverse(out)})
 
+    @property
+    def transform_kind(self) -> str:
+        return self.transform.kind
+
+    def reported(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Under a transform, the `_counts` metrics (original scale) become the plain names and
+        the learned-scale ones `<name>_scaled`: hybrid_cnn's max-scaled MSE never sits beside raw MSEs."""
+        if not any(k in metrics for k in COUNTS):
+            return dict(metrics)
+        out = {m: metrics.get(f"{m}_counts") for m in REGRESSION}
+        out.update({f"{m}_scaled": metrics.get(m) for m in REGRESSION})
+        out.update({k: v for k, v in metrics.items() if k not in out and k not in COUNTS and k not in REGRESSION})
+        return out
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "metrics": list(self.metrics_names), "transform": self.transform.to_json(),
                 "min_target": self.min_target}
