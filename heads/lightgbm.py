@@ -37,6 +37,11 @@ class LightGBMHead(TabularHead):
     name = "lightgbm"
     on_dask = True  # trains on dask when --scheduler / --dask-workers are given
 
+    search_space = {  # `pipe tune`: the usual boosting knobs (n_estimators is ended by early stopping)
+        "learning_rate": ("log", 0.01, 0.3), "num_leaves": ("int", 7, 127),
+        "min_child_samples": ("int", 5, 100), "colsample_bytree": ("float", 0.3, 1.0),
+    }
+
     @dataclass
     class Config:
         n_estimators: int = 2000  # most boosting rounds; early stopping usually ends far sooner

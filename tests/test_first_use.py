@@ -175,3 +175,40 @@ def test_cli_evaluate_json_rows_and_every_path_said(tmp_path):
     for path in (f"{out}.csv", f"{out}-ranking.csv", f"{out}-embedding.csv", f"{out}.md"):
         assert path in r.stderr and Path(path).is_file()
     assert pl.read_csv(f"{out}-ranking.csv")["run"].to_list() == ["k1"]
+
+
+# -- item 4: tune never does harm ---------------------------------------------------------
+def test_tune_trains_the_defaults_when_no_trial_beats_them(cache, tmp_path, monkeypatch):
+    from pipeline.run import tune as tune_mod
+
+    def worse(self, space):  # every trial far worse than the defaults
+        def run(trial):
+            for k, spec in space.items():
+                tune_mod.suggest(trial, k, spec)
+            return 1e9
+        return run
+
+    monkeypatch.setattr(tune_mod.Search, "objective", worse)
+    runs = tmp_path / "runs"
+    args = ["tune", "--dataset", "tiny", "--head", "svr", "--text", tiny.TOKENS, "--set", "max_train_rows=60",
+            "--trials", "2", "--name", "t", "--runs", str(runs), "--cache", str(cache)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((runs / "t" / "tune.json").read_text())
+    assert meta["trained"] == "defaults" and set(meta["space"]) == {"C", "epsilon"}  # svr declares a space
+    assert "no trial beat the defaults" in r.stderr and "training the defaults" in r.stderr
+    cfg = json.loads((runs / "t" / "config.json").read_text())["config"]
+    assert (cfg["C"], cfg["epsilon"]) == (1.0, 0.1)  # the defaults, not the best trial's values
+    m = json.loads((runs / "t" / "metrics.json").read_text())
+    assert m["valid"]["mse"] == pytest.approx(meta["defaults"]["valid"])
+    assert "regression: test metrics" in r.stdout and "│ t " in r.stdout  # results on stdout, as pipe train's
+
+
+def test_list_heads_says_which_heads_are_tunable():
+    r = CliRunner().invoke(app, ["list", "heads", "--json"])
+    rows = {x["name"]: x for x in json.loads(r.stdout)}
+    assert "learning_rate" in rows["lightgbm"]["tune"] and rows["svr"]["tune"] == "C,epsilon"
+    assert "lr" in rows["uhan"]["tune"] and rows["hisave"]["tune"] == "min_posts"
+    assert rows["popularity"]["tune"] == "—"  # no hyper-parameter: nothing to tune
+    r = CliRunner().invoke(app, ["list", "heads"])
+    assert "TUNE" in r.stdout

@@ -38,7 +38,8 @@ def _roles(head_cls: type) -> str:
 def head_rows() -> list[dict[str, Any]]:
     import heads
 
-    return [{"name": n, "task": c.task, "roles": _roles(c), "paper": doc_line(c)}
+    return [{"name": n, "task": c.task, "roles": _roles(c), "tune": ",".join(c.search_space) or "—",
+             "paper": doc_line(c)}
             for n, c in ((n, heads.get(n)) for n in heads.names())]
 
 
@@ -66,7 +67,7 @@ def task_rows() -> list[dict[str, Any]]:
 @app.command("list")
 @friendly
 def list_cmd(
-    what: What = typer.Argument(..., help="heads (name, task, roles, paper), backbones (name, modality, "
+    what: What = typer.Argument(..., help="heads (name, task, roles, what `pipe tune` searches, paper), backbones (name, modality, "
                                 "default output, about) or tasks (name, summary)."),
     as_json: bool = JsonOpt,
 ) -> None:

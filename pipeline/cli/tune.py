@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.cli.app import CacheOpt, RunsOpt, app, console, friendly
+from pipeline.cli.app import CacheOpt, RunsOpt, app, console, friendly, results_console
 
 
 @app.command()
@@ -50,4 +50,9 @@ def tune(
                                     task_sets=parse_sets(task_set, "--task-set"), name=name, runs=runs, cache=cache),
                        trials=trials, timeout=timeout, seed=seed, scheduler=scheduler, dask_workers=dask_workers)
     out = run_tune(opts, say=lambda m: console.print(m, highlight=False, markup=False))
+    from pipeline.cli.train import comparison_tables
+    from pipeline.run.rundir import load_run
+
+    for table in comparison_tables([load_run(out)]):  # results on stdout, as pipe train's
+        results_console().print(table)
     console.print(f"run written to {out} (study: {out / 'study.db'}, trials: {out / 'trials.csv'})", highlight=False)

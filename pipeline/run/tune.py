@@ -18,7 +18,8 @@ Files: while searching, the study is an SQLite file `runs/.tune/<name>/study.db`
 killed search resumes with the same `--name` (trials left running by the kill are marked
 failed and the missing ones run). At the end the run folder holds, beside the normal run
 files, `study.db`, `trials.csv` (one row per trial: number, state, value, seconds,
-params) and `tune.json` (best trial, defaults' value, parameter importances).
+params) and `tune.json` (best trial, defaults' value, parameter importances, and
+`trained`: `best trial`, or `defaults` when no trial beat them: a search never does harm).
 
 Parallel trials (`--dask-workers N` or `--scheduler ADDR`): each dask worker prepares the
 data itself and runs trials against the same SQLite study, so the runs root must be on a
@@ -267,9 +268,16 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
                 trials={s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")},
                 importances=importances)
     meta_path.write_text(json.dumps(meta, indent=1, default=list))
-    say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
-        "training it as a normal run")
-    out = train(dataclasses.replace(run, sets={**run.sets, **best.params}, name=name), say)
+    beats = search.task.improves(best.value, meta["defaults"]["valid"])
+    meta["trained"] = "best trial" if beats else "defaults"
+    meta_path.write_text(json.dumps(meta, indent=1, default=list))
+    if beats:
+        say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
+            "training it as a normal run")
+    else:
+        say(f"no trial beat the defaults (best trial {best.number}: valid {crit} {best.value:.4f}, defaults "
+            f"{meta['defaults']['valid']:.4f}); training the defaults as a normal run")
+    out = train(dataclasses.replace(run, sets={**run.sets, **(best.params if beats else {})}, name=name), say)
     for f in (STUDY_FILE, TRIALS_FILE, TUNE_FILE):
         shutil.move(str(stage / f), str(out / f))
     shutil.rmtree(stage, ignore_errors=True)
