@@ -160,8 +160,8 @@ class AMNL(RankingHead, VisualTextHead):
     name = "amnl"
     Config = AMNLConfig
     ABLATIONS = ABLATIONS
-    visual_role = Role(("vector",), "vgg16-fc7")
-    text_role = Role(("tokens",), "tokens")
+    visual_role = Role(("vector",), "vgg16-fc7", modality="image")
+    text_role = Role(("tokens",), "tokens", modality="text")
 
     def __init__(self, config: AMNLConfig | None = None) -> None:
         super().__init__(config)

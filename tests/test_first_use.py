@@ -212,3 +212,47 @@ def test_list_heads_says_which_heads_are_tunable():
     assert rows["popularity"]["tune"] == "—"  # no hyper-parameter: nothing to tune
     r = CliRunner().invoke(app, ["list", "heads"])
     assert "TUNE" in r.stdout
+
+
+# -- item 5: roles by modality, errors by task --------------------------------------------
+def test_roles_are_filled_by_modality_as_well_as_kind(tmp_path):
+    from pipeline.core.errors import PipeError
+    from pipeline.core.specs import FeatureSpec
+    from pipeline.head.tabular import TEXT, VISUAL
+    from pipeline.run.roles import resolve_roles
+
+    posts = tiny.make_dataset(tmp_path, "mixed", n=20, stores=())
+    ids = posts["post_id"].to_list()
+    rng = np.random.default_rng(0)
+    for eid in ("clip-vit-b32-1111aaaa", tiny.TEXTVEC):  # a CLIP image vector and a MiniLM text vector: same shape
+        tiny.write_store(tmp_path, "mixed", eid, FeatureSpec("vector", (8,), "float32"), ids,
+                         rng.normal(size=(20, 8)).astype(np.float32))
+    stores, _ = resolve_roles({"visual": VISUAL, "text": TEXT}, "mixed", tmp_path)
+    assert {r: s.extractor_id for r, s in stores.items()} == {"visual": "clip-vit-b32-1111aaaa", "text": tiny.TEXTVEC}
+    with pytest.raises(PipeError, match="holds text vector rows; role 'visual' needs grid or vector image"):
+        resolve_roles({"visual": VISUAL, "text": TEXT}, "mixed", tmp_path, {"visual": "minilm", "text": "clip"})
+    with pytest.raises(PipeError, match="holds image vector rows; role 'text' needs vector or tokens text"):
+        resolve_roles({"text": TEXT}, "mixed", tmp_path, {"text": "clip"})
+    stores, notes = resolve_roles({"text": TEXT}, "mixed", tmp_path, {})  # only one text store: no ambiguity
+    assert stores["text"].extractor_id == tiny.TEXTVEC
+
+
+@pytest.mark.parametrize("head,task,words", [
+    ("amnl", "ranking", ("pipe synth --task ranking", "--interactions FILE")),
+    ("dman", "embedding", ("pipe synth --task embedding", "`labels`")),
+])
+def test_a_head_on_another_tasks_data_says_which_task_it_needs(cache, head, task, words):
+    from pipeline.core.errors import PipeError
+
+    with pytest.raises(PipeError) as e:
+        plan_run(TrainOptions(dataset="tiny", head=head, cache=cache))  # a regression dataset
+    msg = str(e.value)
+    assert f"head {head!r} is a {task} head" in msg and all(w in msg for w in words), msg
+    assert "several" not in msg and "too few" not in msg
+
+
+def test_a_regression_head_without_its_target_says_what_makes_one(cache, tmp_path):
+    r = CliRunner().invoke(app, ["train", "--dataset", "tiny", "--head", "hisave", "--target", "likes",
+                                 "--cache", str(cache), "--runs", str(tmp_path)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "is a regression head" in r.output and "pipe synth --task regression" in r.output

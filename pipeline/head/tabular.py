@@ -227,8 +227,8 @@ class TabularFeatures:
 
 
 ABLATIONS = ("visual", "text", "user")
-VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False)
-TEXT = Role(("vector", "tokens"), default="tfidf", required=False)
+VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False, modality="image")
+TEXT = Role(("vector", "tokens"), default="tfidf", required=False, modality="text")
 
 
 class TabularHead(Head):

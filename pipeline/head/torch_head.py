@@ -303,8 +303,8 @@ class VisualTextHead(TorchHead):
     shared LSTM encoder from this meta.
     """
 
-    visual_role = Role(("grid",), "vgg16-pool5-448")
-    text_role = Role(("tokens",), "tokens")
+    visual_role = Role(("grid",), "vgg16-pool5-448", modality="image")
+    text_role = Role(("tokens",), "tokens", modality="text")
     ABLATIONS: tuple[str, ...] = ("visual", "text")
 
     def __init__(self, config: Any = None) -> None:

@@ -169,10 +169,11 @@ def plan_run(opts: TrainOptions) -> RunPlan:
     roles = head.roles()
     ft = finetune.setup(opts.finetune, opts.weights, opts.image_size, cls, ft_sets, settings, roles)
     split = parse_split(opts.split, task.default_split)
-    posts = load_posts(opts.dataset, opts.cache)
+    posts, side = load_posts(opts.dataset, opts.cache), load_side_tables(opts.dataset, opts.cache)
+    task.check_data(posts, side, opts.head, opts.dataset)  # the head's task's data, before any store
     stores, notes = resolve_roles({r: s for r, s in roles.items() if not ft or r != ft.role}, opts.dataset, opts.cache,
                                   opts.stores)
-    parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores)
+    parts = task.prepare(posts, side, split, stores)
     covered = pl.concat([d.posts for d in parts.data.values()], how="diagonal_relaxed").unique("post_id")
     notes += check_coverage(stores, covered, opts.min_coverage, opts.dataset, image_store=reads_images)  # refuses a partial store
     notes += parts.notes + (ft.attach(parts.data) if ft else [])

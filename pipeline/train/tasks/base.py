@@ -95,6 +95,15 @@ class Task(ABC):
                             f"a {head.task} head")
         return {}
 
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        """Refuse, before stores are even looked at, a dataset without what the task learns from,
+        saying which task the head needs and what produces its data (`pipe synth --task`, ingest)."""
+
+    def wrong_data(self, head: str, dataset: str, lacks: str, needs: str, make: str) -> PipeError:
+        """The one wording of `check_data`'s refusals."""
+        return PipeError(f"head {head!r} is a {self.name} head: its dataset needs {needs}, and {dataset!r} {lacks}; "
+                         f"{make}, or pick a head of the dataset's task (`pipe list heads`)")
+
     @abstractmethod
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:

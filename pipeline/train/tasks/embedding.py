@@ -140,6 +140,14 @@ class Embedding(Task):
     def judged_on(self) -> str:
         return "labels"
 
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        if "labels" in posts.columns and bool((posts["labels"].list.len().fill_null(0) > 0).any()):
+            return
+        raise self.wrong_data(head, dataset, "has no posts column `labels`" if "labels" not in posts.columns
+                              else "has no post with a label", "posts with `labels` (a list of classes per post)",
+                              "make one with `pipe synth --task embedding`, or ingest posts with a `labels` column "
+                              "(`pipe ingest POSTS --name NAME`)")
+
     def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
         """mAP of the label prior (one confidence per label for every post: a random order
         within each label): each label's expected AP is its share of the valid posts, over

@@ -171,6 +171,14 @@ class Ranking(Task):
     def judged_on(self) -> str:
         return "retweets"
 
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        events = side.get("interactions")
+        if events is None or events.height == 0:
+            raise self.wrong_data(head, dataset, "has none" if events is None else "has an empty one",
+                                  "retweet events (an interactions side table: user_id, post_id, at)",
+                                  "make one with `pipe synth --task ranking`, or ingest the events with `pipe ingest "
+                                  "POSTS --name NAME --interactions FILE [--follows FILE]`")
+
     def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
         """A constant score ties every pair: AUC 0.5 for every user, whatever the candidates."""
         return 0.5

@@ -73,6 +73,20 @@ class Regression(Task):
         self.min_target = min_target  # keep posts with target >= this (None: all)
         self.metrics_names = REGRESSION + (COUNTS if transform != "none" else ())
 
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        if self.target in posts.columns and posts.schema[self.target].is_numeric() \
+                and posts[self.target].cast(pl.Float64).is_finite().fill_null(False).any():
+            return
+        if self.target in posts.columns and posts.schema[self.target].is_numeric():
+            lacks = f"has no finite {self.target!r} value"
+        elif self.target in posts.columns:
+            return  # a non-numeric target column: `labelled` names its type
+        else:
+            lacks = f"has no column {self.target!r}"
+        raise self.wrong_data(head, dataset, lacks, f"a numeric posts column to learn (--target, here {self.target!r})",
+                              "make one with `pipe synth --task regression` (or --task sequence), or ingest posts "
+                              "with that column (`pipe ingest POSTS --name NAME`, without --unlabelled)")
+
     def labelled(self, posts: pl.DataFrame, dataset: str = "") -> tuple[pl.DataFrame, int]:
         """Posts with a finite target, and how many were left out."""
         if self.target not in posts.columns:
