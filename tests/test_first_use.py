@@ -256,3 +256,36 @@ def test_a_regression_head_without_its_target_says_what_makes_one(cache, tmp_pat
                                  "--cache", str(cache), "--runs", str(tmp_path)])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "is a regression head" in r.output and "pipe synth --task regression" in r.output
+
+
+# -- item 7: interruption -----------------------------------------------------------------
+@pytest.mark.parametrize("how,code", [("SIGTERM", 143), ("Ctrl-C", 130)])
+def test_sigterm_and_ctrl_c_say_one_line_record_a_clean_reason_and_exit(cache, tmp_path, monkeypatch, how, code):
+    import os
+    import signal
+
+    from pipeline.train.loop import Trainer
+
+    real, calls = Trainer.predict, {"n": 0}
+
+    def predict_then_stop(self, model, source, fn=None):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the evaluation after step 2 (step 0 and step 2 were evaluated)
+            if how == "SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)  # the run's handler raises here, in the main thread
+            raise KeyboardInterrupt
+        return real(self, model, source, fn)
+
+    monkeypatch.setattr(Trainer, "predict", predict_then_stop)
+    runs = tmp_path / "runs"
+    args = ["train", "--dataset", "tiny", "--head", "uhan", "--visual", tiny.GRID, "--text", tiny.TOKENS,
+            *[x for k, v in {**SMALL, "max_steps": 20}.items() for x in ("--set", f"{k}={v}")],
+            "--runs", str(runs), "--cache", str(cache), "--name", "stop", "-q"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted ({how}) at step 2; best so far: valid mse "), r.stderr
+    reason = json.loads((runs / "stop" / "interrupted.json").read_text())["reason"]
+    assert reason.startswith(f"interrupted ({how}) at step 2; best so far") and "Error" not in reason
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back

@@ -37,3 +37,12 @@ class ImageError(PipeError):
         super().__init__(reason)
         self.reason = reason
         self.source = source  # fingerprint of the bytes that failed (or MISSING)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (exit 130) or SIGTERM (exit 143): a KeyboardInterrupt, so code that
+    stops on Ctrl-C stops on it too; the CLI prints its one-line message and exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -9,7 +9,9 @@ each with the task's metrics on valid and test, and writes the run (see
 so statistics they compute in `fit` come from the training part. Run settings (device,
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
-Ctrl-C, SIGTERM or an error is marked `interrupted`.
+Ctrl-C, SIGTERM or an error is marked `interrupted` (Ctrl-C and SIGTERM raise `Interrupted`,
+a KeyboardInterrupt whose one line says where it stopped and the best so far: the CLI prints
+it and exits 130 / 143).
 
 `plan_run` decides everything before fitting (a `RunPlan`, shared with `pipe tune`); `train`
 opens the run folder and calls `fit_one` per repeat inside one interruption context.
@@ -34,7 +36,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.head.base import Head
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, with_seed
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import Interrupted, PipeError
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import SplitSpec, parse_split
 from pipeline.extract.build import reads_images
@@ -129,10 +131,6 @@ def _history_lines(head: Head) -> list[dict[str, Any]]:
     return [h if isinstance(h, dict) else {"step": i, "value": h} for i, h in enumerate(head.history)]
 
 
-class _Interrupted(Exception):
-    """SIGTERM, turned into an exception so the run is marked like Ctrl-C."""
-
-
 def schedule_cost(config: Any, n_train: int) -> str | None:
     """A plain warning when a torch head's schedule implies far more than a few epochs of its
     training part (the defaults are the paper's, sized for 100K+ posts)."""
@@ -221,6 +219,17 @@ class Fitting:
 
     head: Head | None = None  # the head being fitted (--keep-interrupted saves it)
     done: int = 0  # repeats finished
+    repeat: int = 0  # the repeat in progress
+    last: dict[str, Any] | None = None  # its latest validation evaluation (step, best, best_step), None before one
+
+    def stopped_at(self, how: str, criterion: str, repeats: int) -> str:
+        """The one line said and recorded when the run is stopped: where, and the best so far."""
+        e = self.last or {}
+        where = f"repeat {self.repeat + 1}/{repeats}, " if repeats > 1 else ""
+        line = f"interrupted ({how}) at {where}step {e.get('step', 0):,}"
+        if e.get("best") is not None:
+            return line + f"; best so far: valid {criterion} {e['best']:.4f} at step {e.get('best_step', 0):,}"
+        return line + "; no validation evaluation yet"
 
 
 @contextmanager
@@ -231,7 +240,7 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
     old_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        raise _Interrupted("SIGTERM")
+        raise Interrupted("SIGTERM", 143)
 
     fitting = Fitting()
     try:
@@ -240,13 +249,16 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
         except ValueError:  # not the main thread: leave signals alone
             pass
         yield fitting
-    except (KeyboardInterrupt, _Interrupted) as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM raised as Interrupted by the handler above
+        how, code = ("SIGTERM", 143) if isinstance(e, Interrupted) and e.exit_code == 143 else ("Ctrl-C", 130)
+        line = fitting.stopped_at(how, plan.task.criterion, plan.options.repeats)
+        run.mark_interrupted(line)
         head = fitting.head
+        kept = ""
         if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
             head.save(run.model_dir)  # the trainer left the best weights so far in the model
-            say(f"kept the best model so far in {run.model_dir}")
-        raise
+            kept = f"; that model is kept in {run.model_dir}"
+        raise Interrupted(f"{line}{kept}; run {run.dir} marked interrupted", code) from None
     except Exception as e:
         run.mark_interrupted(f"{type(e).__name__}: {e}")
         raise
@@ -271,8 +283,11 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         plan.finetune.begin(head, data)
     reported: list[int] = []
 
+    fitting.repeat, fitting.last = k, None
+
     def progress(entry: dict[str, Any]) -> None:
         reported.append(entry["step"])
+        fitting.last = entry
         run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
         if watch is not None:
             watch({"repeat": k, "repeats": opts.repeats, **entry})
