@@ -31,8 +31,7 @@ def task_metrics(task: str) -> tuple[str, ...]:
 
 def run_task(run: Run) -> tasks.Task:
     """The run's task as it judged the run: its target and fitted transform restored from config.json."""
-    described = run.config.get("task")
-    described = described if isinstance(described, dict) else {}
+    described = run.task_described
     task = tasks.get(run.task)(str(described.get("target", "score")))
     task.restore(described)
     return task
