@@ -68,7 +68,8 @@ def test_an_untrained_run_is_kept_and_flagged_everywhere(cache, tmp_path):
     assert "never improved" in build_report([load_run(d)])
 
 
-def test_a_run_that_learns_is_not_flagged_and_one_below_the_mean_is(cache, tmp_path):
+@pytest.mark.slow
+def test_a_run_that_learns_is_not_flagged(cache, tmp_path):
     runs = tmp_path / "runs"
     d = train(TrainOptions(dataset="tiny", **UHAN, sets={**SMALL, "max_steps": 40, "lr": 3e-3}, name="ok",
                            runs=runs, cache=cache))
@@ -76,7 +77,11 @@ def test_a_run_that_learns_is_not_flagged_and_one_below_the_mean_is(cache, tmp_p
     assert m["repeats"][0]["restored_step"] > 0 and m["valid"]["mse"] < m["constant"]["mse"]
     assert m["never_improved"] is False and comparison_rows([load_run(d)])[0]["never_improved"] is False
     assert "never_improved" not in json.loads((d / "config.json").read_text())
-    # a head fitted in one go that predicts worse than the training mean (svr, a tiny C, no user or image)
+
+
+def test_a_head_fitted_in_one_go_below_the_training_mean_is_flagged(cache, tmp_path):
+    runs = tmp_path / "runs"
+    # svr with a tiny C, no user or image: predicts worse than the training mean
     said: list[str] = []
     d = train(TrainOptions(dataset="tiny", head="svr", stores={"text": tiny.TOKENS}, ablate=["visual", "user"],
                            sets={"C": 1e-6}, name="svr", runs=runs, cache=cache), say=said.append)
