@@ -294,3 +294,63 @@ def test_sigterm_and_ctrl_c_say_one_line_record_a_clean_reason_and_exit(cache, t
     reason = json.loads((runs / "stop" / "interrupted.json").read_text())["reason"]
     assert reason.startswith(f"interrupted ({how}) at step 2; best so far") and "Error" not in reason
     assert signal.getsignal(signal.SIGTERM) is not None  # the handler was put back
+
+
+# -- item 1: tables that fit --------------------------------------------------------------
+def _column(text: str, index: int) -> str:
+    """The body cells of one column of the first rich table, concatenated (a folded id joins up again)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            out.append(line.split("│")[1 + index].strip())
+    return "".join(out)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_evaluate_tables_never_cut_ids_or_numbers(tmp_path, monkeypatch, width):
+    from io import StringIO
+
+    from rich.console import Console
+
+    import pipeline.cli.train as cli_train
+
+    runs = tmp_path / "runs"
+    long = "dualatt-no-user-no-visual-20261202-113302-2"
+    _fake_run(runs, long, dataset="flickr-2016-subset", head="dualatt", test={**REG, "mse": 1.234567})
+    _fake_run(runs, "hyb", head="hybrid_cnn", transform="max", dataset="flickr-2016-subset",
+              test={"mse": 0.015, "mae": 0.1, "src": 0.4, "medae": 0.09, "mse_counts": 1.676, "mae_counts": 1.0,
+                    "src_counts": 0.4123, "medae_counts": 0.9})
+    _fake_run(runs, "e1", head="dman", task="embedding", test={"map": 0.734, "micro_p": 0.61, "p@10": 0.287})
+    screen = Console(width=width, file=StringIO(), color_system=None)
+    monkeypatch.setattr(cli_train, "results_console", lambda: screen)
+    r = CliRunner().invoke(app, ["evaluate", long, "hyb", "e1", "--runs", str(runs)])
+    assert r.exit_code == 0, r.output
+    text = screen.file.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    for number in ("1.235", "1.676", "0.412", "0.734", "0.287"):  # 3 decimals, whole
+        assert number in text, number
+    assert long in _column(text, 0) and "flickr-2016-subset" * 2 in _column(text, 1)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_store_ls_never_cuts_an_extractor_id(tmp_path, monkeypatch, width):
+    from io import StringIO
+
+    from rich.console import Console
+
+    import pipeline.cli.store as cli_store
+    from pipeline.core.specs import FeatureSpec
+
+    posts = tiny.make_dataset(tmp_path, "a-dataset-with-a-long-name", n=10, stores=())
+    eid = "vgg16-pool5-128-f3a8e0c1d2b4a6c8e0f1"
+    tiny.write_store(tmp_path, "a-dataset-with-a-long-name", eid, FeatureSpec("vector", (4,), "float32"),
+                     posts["post_id"].to_list(), np.zeros((10, 4), np.float32))
+    screen = Console(width=width, file=StringIO(), color_system=None)
+    monkeypatch.setattr(cli_store, "results_console", lambda: screen)
+    r = CliRunner().invoke(app, ["store", "ls", "--cache", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    text = screen.file.getvalue()
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    assert _column(text, 1) == eid and _column(text, 0) == "a-dataset-with-a-long-name"

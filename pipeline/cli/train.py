@@ -125,28 +125,28 @@ def evaluate(
         results_console().print(table)
 
 
-def comparison_tables(runs: list["Run"]) -> list["Table"]:
+def comparison_tables(runs: list["Run"], width: int | None = None) -> list["Table"]:
     """Terminal view of runs, one table per task (stores and split are in the CSV)."""
     from pipeline.evaluate.compare import comparison_rows
 
-    return rows_tables(comparison_rows(runs))
+    return rows_tables(comparison_rows(runs), width)
 
 
-def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
-    """Terminal view of comparison rows, one table per task."""
-    from rich.table import Table
-
+def rows_tables(all_rows: list[dict[str, Any]], width: int | None = None) -> list["Table"]:
+    """Terminal view of comparison rows, one table per task, fitted to `width` (default: the
+    results console's): ids fold, numbers are never cut (pipeline/cli/tables.py)."""
+    from pipeline.cli.tables import fitted_tables
     from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, target_text, task_metrics
 
+    width = width or results_console().width
     out = []
     for task, rows in by_task(all_rows).items():
         names = task_metrics(task)
-        t = Table("run", "dataset", "target", "head", "ablate", "K", *[k.upper() for k in names],
-                  title=f"{task}: test metrics (original target scale), mean ± std over K repeats")
-        for r in rows:
-            t.add_row(r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r),
-                      *[mean_pm_std(r, k, 3) for k in names])
-        out.append(t)
+        cells = [([r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r)],
+                  [mean_pm_std(r, k, 3) for k in names]) for r in rows]
+        out += fitted_tables(f"{task}: test metrics (original target scale), mean ± std over K repeats",
+                             ["run", "dataset", "target", "head", "ablate", "K"], [k.upper() for k in names], cells,
+                             width)
     return out
 
 
