@@ -116,7 +116,7 @@ def test_batch_size_is_capped_to_the_training_part(cache):
 
 # -- item 2: comparable by construction -------------------------------------------------
 def _fake_run(runs, name, *, dataset="a", head="svr", task="regression", target="score", transform=None,
-              test=None, split=(0.7, 0.1, 0.2)):
+              test=None, split=(0.7, 0.1, 0.2), std=None, repeats=1):
     """A finished run folder written by hand (config.json + metrics.json): evaluate and report read only these."""
     d = runs / name
     d.mkdir(parents=True)
@@ -125,8 +125,8 @@ def _fake_run(runs, name, *, dataset="a", head="svr", task="regression", target=
         described["transform"] = {"kind": transform, "scale": 10.0}
     (d / "config.json").write_text(json.dumps({"head": head, "dataset": dataset, "task": described, "ablate": [],
                                                "stores": {}, "split": {"kind": "chrono", "fractions": list(split)}}))
-    (d / "metrics.json").write_text(json.dumps({"valid": test, "test": test, "std": {"valid": None, "test": None},
-                                                "repeats": [{"repeat": 0}]}))
+    (d / "metrics.json").write_text(json.dumps({"valid": test, "test": test, "std": {"valid": std, "test": std},
+                                                "repeats": [{"repeat": k} for k in range(repeats)]}))
     return d
 
 
@@ -354,3 +354,28 @@ def test_store_ls_never_cuts_an_extractor_id(tmp_path, monkeypatch, width):
     text = screen.file.getvalue()
     assert "…" not in text and max(map(len, text.splitlines())) <= width
     assert _column(text, 1) == eid and _column(text, 0) == "a-dataset-with-a-long-name"
+
+
+# -- item 10: the report says which run is best ------------------------------------------
+def test_report_says_which_run_is_best_and_whether_beyond_seed_noise(tmp_path):
+    from pipeline.evaluate.report import verdicts
+
+    runs = tmp_path / "runs"
+    sd = {k: 0.05 for k in REG}
+    _fake_run(runs, "good", head="uhan", test=REG, std=sd, repeats=3)
+    _fake_run(runs, "fair", head="lightgbm", test={**REG, "mse": 1.3}, std=sd, repeats=3)
+    _fake_run(runs, "noisy", dataset="b", head="uhan", test=REG, std={k: 0.3 for k in REG}, repeats=3)
+    _fake_run(runs, "noisy2", dataset="b", head="svr", test={**REG, "mse": 1.3}, std={k: 0.3 for k in REG}, repeats=3)
+    _fake_run(runs, "k1", head="amnl", task="ranking", test={"p@1": 0.4, "p@3": 0.5, "auc": 0.61})
+    _fake_run(runs, "k2", head="vbpr", task="ranking", test={"p@1": 0.5, "p@3": 0.6, "auc": 0.72})
+    loaded = [load_run(runs / n) for n in ("good", "fair", "noisy", "noisy2", "k1", "k2")]
+    said = verdicts(comparison_rows(loaded))
+    assert len(said) == 3  # one per task and dataset
+    a, b, k = said
+    assert a.startswith("regression on a") and "the best is good (uhan)" in a and "0.2000 below fair" in a
+    assert "beyond seed noise" in a  # 0.2 against 2 * sqrt(2 * 0.05^2 / 3) = 0.082
+    assert "the best is noisy (uhan)" in b and "within seed noise" in b  # 0.2 against 0.49
+    assert "the best is k2 (vbpr)" in k and "test auc 0.7200" in k and "0.1100 above k1" in k
+    assert "seed noise is unknown" in k
+    page = build_report(loaded)
+    assert page.index("the best is good") < page.index("<h2>regression</h2>")  # at the top

@@ -1,6 +1,7 @@
 """`pipe report`: one self-contained HTML page to look at runs rather than read their JSON.
 
-Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
+At the top, one sentence per task and dataset saying which run is best, by how much, and
+whether that is beyond seed noise (when the runs have repeats). Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
 repeats, on the original target scale), the best value of each column among the runs of the
 same dataset, split and target marked and each ablation's change against its
 full model (same head, dataset, stores, split and target, no ablation, among the runs
@@ -51,7 +52,7 @@ td.l,th.l{text-align:left}
 td.best{font-weight:bold;background:#e6f4d7}
 .delta{display:block;font-size:11px}.better{color:#2e7d32}.worse{color:#c62828}
 .plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{border:1px solid #ddd}
-.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
+.verdict p{font-weight:600;margin:.3em 0}.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
 </style></head><body>
 <h1>$title</h1>
 $body
@@ -174,6 +175,50 @@ def comparison_table(task: str, runs: list[Run]) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _se(row: dict[str, Any], metric: str) -> float | None:
+    """The standard error of a row's mean over its repeats; None for a single repeat."""
+    std = _value(row, metric, std=True)
+    return std / math.sqrt(row["repeats"]) if std is not None and row["repeats"] > 1 else None
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per task and dataset (per comparable group: dataset, split, task, target):
+    the best run by the task's criterion on test, by how much it leads the next, and whether
+    that lead is beyond seed noise (more than twice the standard error of the difference)
+    when both runs have repeats."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(comparable_key(r), []).append(r)
+    out = []
+    for (dataset, split, task_name, target), group in groups.items():
+        task = tasks.get(task_name)
+        crit = task.criterion
+        scored = [r for r in group if _value(r, crit) is not None]
+        where = f"{task_name} on {dataset} (target {target}, split {split})"
+        if not scored:
+            out.append(f"{where}: no finished run to compare.")
+            continue
+        scored.sort(key=lambda r: _value(r, crit), reverse=task.higher_is_better)
+        best = scored[0]
+        flag = " (never improved: see its notes)" if best["never_improved"] else ""
+        text = f"{where}: the best is {best['run']} ({best['head']}){flag}, test {crit} {_value(best, crit):.4f}"
+        if len(scored) == 1:
+            out.append(text + ", the only run with a result.")
+            continue
+        nxt = scored[1]
+        lead = abs(_value(best, crit) - _value(nxt, crit))
+        text += f", {lead:.4f} {'above' if task.higher_is_better else 'below'} {nxt['run']} ({nxt['head']})"
+        se_a, se_b = _se(best, crit), _se(nxt, crit)
+        if se_a is None or se_b is None:
+            text += "; one seed of at least one of them, so seed noise is unknown (--repeats 3 measures it)."
+        else:
+            noise = 2 * math.sqrt(se_a ** 2 + se_b ** 2)
+            text += (f"; {'beyond' if lead > noise else 'within'} seed noise (twice the standard error of the "
+                     f"difference over their repeats: {noise:.4f}).")
+        out.append(text)
+    return out
 
 
 # -- per run --------------------------------------------------------------------------
@@ -342,6 +387,8 @@ def build_report(runs: list[Run], cache: str | Path | None = None, title: str = 
             "<i>_scaled</i> columns); the best of each column among runs of the same dataset, split and target is "
             "shaded; Δ is an ablation's change against its "
             "full model.</p>"]
+    body.append('<div class="verdict">' + "".join(f"<p>{html.escape(v)}</p>" for v in verdicts(comparison_rows(runs)))
+                + "</div>")
     for task, group in groups.items():
         body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group))
     body.append("<h2>Runs</h2>")
