@@ -379,3 +379,42 @@ def test_report_says_which_run_is_best_and_whether_beyond_seed_noise(tmp_path):
     assert "seed noise is unknown" in k
     page = build_report(loaded)
     assert page.index("the best is good") < page.index("<h2>regression</h2>")  # at the top
+
+
+# -- item 8 (part): config files ----------------------------------------------------------
+def test_config_files_read_flat_mappings_of_set_keys(tmp_path):
+    from pipeline.core.config import read_config_file
+    from pipeline.core.errors import PipeError
+
+    (tmp_path / "a.yaml").write_text("max_steps: 20\nablate: [user, visual]\nmax-vocab: null\n")
+    assert read_config_file(tmp_path / "a.yaml") == {"max_steps": 20, "ablate": "user,visual", "max_vocab": "none"}
+    (tmp_path / "a.toml").write_text('lr = 0.002\nregime = "small"\n')
+    assert read_config_file(tmp_path / "a.toml") == {"lr": 0.002, "regime": "small"}
+    (tmp_path / "n.yaml").write_text("trainer:\n  lr: 1\n")
+    with pytest.raises(PipeError, match="nested mapping"):
+        read_config_file(tmp_path / "n.yaml")
+    (tmp_path / "bad.toml").write_text("lr = = 1")
+    with pytest.raises(PipeError, match="not valid TOML"):
+        read_config_file(tmp_path / "bad.toml")
+    (tmp_path / "a.txt").write_text("lr: 1")
+    with pytest.raises(PipeError, match="expected a .yaml"):
+        read_config_file(tmp_path / "a.txt")
+
+
+def test_train_config_file_merges_with_set_and_print_config_round_trips(cache, tmp_path):
+    runs = tmp_path / "runs"
+    (tmp_path / "run.yaml").write_text("C: 5\nmax_train_rows: 60\nepsilon: 0.2\n")
+    base = ["train", "--dataset", "tiny", "--head", "svr", "--text", tiny.TOKENS, "--runs", str(runs),
+            "--cache", str(cache)]
+    r = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "run.yaml"), "--set", "C=2", "--name", "c"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((runs / "c" / "config.json").read_text())["config"]
+    assert (cfg["C"], cfg["max_train_rows"], cfg["epsilon"]) == (2.0, 60, 0.2)  # --set wins over the file
+    r = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "run.yaml"), "--print-config"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.stdout)
+    assert printed["C"] == 5.0 and printed["max_train_rows"] == 60 and not (runs / "svr").exists()
+    (tmp_path / "resolved.yaml").write_text(r.stdout)  # JSON is YAML: the printed config is a --config file
+    r = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "resolved.yaml"), "--name", "again"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((runs / "again" / "config.json").read_text())["config"] == {**cfg, "C": 5.0}

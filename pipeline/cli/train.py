@@ -73,6 +73,11 @@ def train(
                                             show_default="off"),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm).",
                                                show_default="off"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML (.yaml/.json) or TOML file: a flat "
+                                               "mapping of --set keys (max_steps: 20); --set wins over it.",
+                                               show_default="none"),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved head config (regime applied) "
+                                      "as a --config file on stdout and exit without training."),
     keep_interrupted: bool = typer.Option(False, "--keep-interrupted", help="On Ctrl-C or SIGTERM keep the best "
                                           "model so far in the run's model/ folder (the run stays marked interrupted)."),
     min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a role's store has rows for a smaller "
@@ -85,10 +90,17 @@ def train(
     from pipeline import api
     from pipeline.core.config import parse_sets
 
+    from pipeline.core.config import read_config_file
+
+    sets = {**(read_config_file(config_file) if config_file else {}), **parse_sets(set_)}  # flags win
+    if print_config:
+        return _print_config(dict(dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split,
+                                  sets=sets, task_sets=parse_sets(task_set, "--task-set"), ablate=list(ablate or []),
+                                  cache=cache, target=target, target_transform=target_transform, min_target=min_target))
     watch = TrainWatch(quiet)
     try:
         run = api.train(
-            dataset, head, stores=_role_choices(visual, text, role), split=split, config=parse_sets(set_),
+            dataset, head, stores=_role_choices(visual, text, role), split=split, config=sets,
             task_config=parse_sets(task_set, "--task-set"),
             ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
             scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
@@ -101,6 +113,18 @@ def train(
     for table in comparison_tables([run]):
         results_console().print(table)
     console.print(f"run written to {run.dir}", highlight=False)
+
+
+def _print_config(options: dict[str, Any]) -> None:
+    """The head's config as the run would resolve it (data-aware regime included), printed as a
+    flat JSON mapping (JSON is YAML: save it and pass it back with --config)."""
+    from pipeline.core.config import config_to_dict
+    from pipeline.run.train import TrainOptions, plan_run
+
+    plan = plan_run(TrainOptions(**options))
+    for n in plan.notes:
+        console.print(n, highlight=False, markup=False)
+    print_json({k: v for k, v in config_to_dict(plan.config).items() if v not in ((), [])})
 
 
 @app.command()
