@@ -418,3 +418,24 @@ def test_train_config_file_merges_with_set_and_print_config_round_trips(cache, t
     r = CliRunner().invoke(app, [*base, "--config", str(tmp_path / "resolved.yaml"), "--name", "again"])
     assert r.exit_code == 0, r.output
     assert json.loads((runs / "again" / "config.json").read_text())["config"] == {**cfg, "C": 5.0}
+
+
+def test_list_runs_and_datasets_and_did_you_mean(cache, tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "uhan-small", dataset="tiny", head="uhan", test=REG)
+    r = CliRunner().invoke(app, ["list", "runs", "--runs", str(runs), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == [{"name": "uhan-small", "head": "uhan", "task": "regression", "dataset": "tiny",
+                                     "status": "done", "test": "mse 1.1000"}]
+    r = CliRunner().invoke(app, ["list", "datasets", "--cache", str(cache), "--json"])
+    assert json.loads(r.stdout) == [{"name": "tiny", "posts": 120, "stores": f"{tiny.TOKENS}, {tiny.GRID}"}]
+    r = CliRunner().invoke(app, ["list", "runs", "--runs", str(runs)])
+    assert r.exit_code == 0 and "uhan-small" in r.stdout and "NAME" in r.stdout
+    r = CliRunner().invoke(app, ["evaluate", "uhan-smal", "--runs", str(runs)])
+    assert r.exit_code == 2 and "did you mean 'uhan-small'?" in r.output
+    r = CliRunner().invoke(app, ["train", "--dataset", "tinyy", "--head", "hisave", "--cache", str(cache),
+                                 "--runs", str(runs)])
+    assert r.exit_code == 2 and "did you mean 'tiny'?" in r.output
+    r = CliRunner().invoke(app, ["train", "--dataset", "tiny", "--head", "lightgbm", "--text", "tokenz",
+                                 "--cache", str(cache), "--runs", str(runs)])
+    assert r.exit_code == 2 and "did you mean 'tokens'?" in r.output and tiny.TOKENS in r.output

@@ -51,3 +51,11 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def did_you_mean(name: str, known: "list[str] | set[str]") -> str:
+    """`; did you mean 'x'?` for the closest known names (difflib), or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import IntegrityError, PipeError, PostsError
+from pipeline.core.errors import IntegrityError, PipeError, PostsError, did_you_mean
 from pipeline.data.raw import LINE, RawPosts
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -239,7 +239,9 @@ def load_posts(dataset: str, cache: Path | None = None) -> pl.DataFrame:
     """The ingested table of a dataset, sorted by (posted_at, post_id)."""
     p = paths.posts_path(dataset, cache)
     if not p.exists():
-        raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found); run `pipe ingest PATH --name {dataset}` first")
+        raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found)"
+                        f"{did_you_mean(dataset, paths.dataset_names(cache))}; run `pipe ingest PATH --name {dataset}` "
+                        "first (`pipe list datasets` lists them)")
     try:
         return pl.read_parquet(p).sort("posted_at", "post_id")
     except Exception as e:  # a damaged table: polars raises several types

@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import IntegrityError, PipeError
+from pipeline.core.errors import IntegrityError, PipeError, did_you_mean
 from pipeline.core.io import atomic_write_bytes, json_safe
 
 CONFIG = "config.json"
@@ -212,7 +212,8 @@ def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:
     for cand in (p, paths.runs_root(runs) / p):
         if (cand / CONFIG).is_file():
             return cand
-    raise PipeError(f"no run at {ref!r} (looked for {CONFIG} in {p} and in {paths.runs_root(runs) / p})")
+    raise PipeError(f"no run at {ref!r} (looked for {CONFIG} in {p} and in {paths.runs_root(runs) / p})"
+                    f"{did_you_mean(p.name, paths.run_names(runs))}")
 
 
 def load_run(ref: str | Path, runs: str | Path | None = None) -> Run:
