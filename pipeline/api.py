@@ -184,7 +184,11 @@ def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = N
     `runs/*` glob catches `runs/evaluate.csv`)."""
     from pipeline.evaluate.compare import comparison_rows, write_comparison
 
-    rows = comparison_rows(_run_folders(refs, runs, say))
+    folders = _run_folders(refs, runs, say)
+    for run in folders:
+        for line in run.store_changes():
+            say(line)
+    rows = comparison_rows(folders)
     if out is not None:
         csv_path, md_path = write_comparison(rows, out)
         say(f"wrote {csv_path} and {md_path}")

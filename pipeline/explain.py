@@ -161,6 +161,8 @@ def explain(run_ref: str | Path, post_ids: list[str], posts_file: str | Path | N
         if run.metrics is None:
             raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
         head = run.load_head()
+        for line in run.store_changes(cache):  # the run's own posts: its predictions.parquet may disagree
+            say(line)
         posts = load_posts(run.config["dataset"], run.config.get("cache") or cache)
         posts = posts.filter(pl.col("post_id").is_in(post_ids))  # only these: a history keeps the dataset's
         stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}

@@ -11,8 +11,9 @@ follower of the post's author; embedding: post_id, embedding, top labels), then:
 - `unseen_user`: the user has no post in the run's training part; the head's documented
   fallback applies (hisave: global training mean; svr/lightgbm: global mean as the user
   statistic, missing user category; torch heads: the unknown-user embedding row).
-- `missing_image`: the post has no image, or the run reads a `visual` store and that store
-  has no row for the post (an unreadable image, listed in the store's failures.parquet);
+- `missing_image`: the post has no image, or an image store the run reads has no row for
+  the post (an unreadable image, listed in the store's failures.parquet, or an old row
+  withdrawn because the post's image changed, went or became unreadable since);
   the head scores it without the image where it can.
 
 The run's task config (config.json `task.config`) is restored and the scored posts carry
@@ -122,6 +123,8 @@ def prepare(
     if run.metrics is None:
         raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
     head = run.load_head()  # a damaged model stops here, named, before any ingest or extraction
+    for line in run.store_changes(cache):  # its extractors and history come from those stores
+        say(line)
     name = dataset or dataset_name_for(Path(posts_file))
     if name == run.config["dataset"]:
         raise PipeError(f"{name!r} is the run's training dataset; ingesting {posts_file} under that name would replace "
@@ -149,8 +152,9 @@ def prepare(
     head.settings = RunSettings(device=extract_options.get("device") or "auto")
     no_image = posts["image"].is_null() | (posts["image"].str.strip_chars() == "")
     missing = no_image.fill_null(True).to_numpy()
-    if "visual" in stores:
-        missing |= ~np.array([p in stores["visual"] for p in data.ids], dtype=bool)
+    for st in stores.values():  # any image store without a row: unreadable, or withdrawn as stale
+        if reads_images(st):
+            missing |= ~np.array([p in st for p in data.ids], dtype=bool)
     return Scoring(run, head, task, data, name, extracted, missing, unseen_users(head, run, data, cache))
 
 

@@ -159,6 +159,28 @@ class Run:
         """role -> extractor id the run read."""
         return {role: r["extractor_id"] for role, r in self.config.get("stores", {}).items()}
 
+    def store_changes(self, cache: str | Path | None = None) -> list[str]:
+        """One line per role whose store changed or went since this run trained on it (its
+        recorded manifest digest differs): predictions made now may differ from the run's."""
+        from pipeline.store import Manifest
+
+        root = cache if cache is not None else self.config.get("cache")
+        out = []
+        for role, rec in self.config.get("stores", {}).items():
+            want = rec.get("manifest_sha256") if isinstance(rec, dict) else None
+            if want is None:  # a run from before digests were recorded: nothing to compare
+                continue
+            where = f"store {rec.get('extractor_id')} of dataset {self.config.get('dataset')!r}"
+            try:
+                got = Manifest.load(paths.store_dir(self.config["dataset"], rec["extractor_id"], root)).digest
+            except PipeError:
+                got = None
+            if got != want:
+                out.append(f"warning: run {self.name}: {role}: {where} "
+                           + ("is gone" if got is None else "changed (re-extracted or re-ingested)")
+                           + " since the run trained on it; predictions now may differ from its predictions.parquet")
+        return out
+
     def load_head(self) -> Any:
         import heads
 

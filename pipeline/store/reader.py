@@ -42,8 +42,12 @@ class FeatureStore:
         self._index: dict[str, tuple[int, int]] = {}
         for si, (s, meta) in enumerate(zip(self.manifest.shards, metas)):
             self._shards.append((self.directory / s["file"], meta.offset, len(meta.ids)))
+            served = self.manifest.serves(s["file"])
             for row, pid in enumerate(meta.ids):
-                self._index[pid] = (si, row)  # newer shards come later and win
+                if served(pid):  # a withdrawn (stale) row is never served
+                    self._index[pid] = (si, row)  # newer shards come later and win
+                else:
+                    self._index.pop(pid, None)
         self._maps: list[np.ndarray] | None = None
 
     # -- identity -------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""Fault tests of issue 20 (integrity and security, second round): each reproduces one line of
+the issue's "Why" and asserts what README's "Guarantees" promise.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.core import paths
+from pipeline.extract import build_extractor, run_extract
+from pipeline.store import FeatureStore, Manifest, StoreWriter
+from pipeline.store.coverage import store_coverage
+from tests._extract_data import image_posts, save_image, write_posts
+from tests._tiny_data import GRID, TOKENS, make_dataset
+from tests.test_faults import pipe
+
+
+# -- stale features (item 3) ------------------------------------------------------------
+@pytest.mark.slow
+def test_reingest_with_changed_gone_or_unreadable_images_serves_no_old_features(tmp_path):
+    cache = tmp_path / "cache"
+    rows = image_posts(cache, "d", 6)
+    write_posts(cache, "d", rows)
+    ex = build_extractor("pixels", image_size=16)
+    first = run_extract("d", ex, cache, quiet=True, num_workers=0)
+    before = FeatureStore(first.store)
+    old = {p: before.read([p])[0].copy() for p in before.ids}
+
+    bad = cache / "images" / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    rows[1]["image"] = None  # image removed
+    rows[2]["image"] = str(bad)  # now an unreadable file
+    rows[3]["image"] = save_image(cache / "images" / "new3.jpg", 99)  # another image
+    (cache / "images" / "4.jpg").write_bytes(b"\xff\xd8 truncated")  # same path, now unreadable
+    write_posts(cache, "d", rows)
+    run_extract("d", ex, cache, quiet=True, num_workers=0)
+    st = FeatureStore(first.store)
+    assert {"p001", "p002", "p004"}.isdisjoint(st.ids)  # never their old features
+    assert not np.array_equal(st.read(["p003"])[0], old["p003"])  # the new image's features
+    assert np.array_equal(st.read(["p000"])[0], old["p000"])  # unchanged posts keep theirs
+    cov = store_coverage(st, pl.DataFrame(rows).select("post_id", "image"), "visual", image=True)
+    assert (cov.present, cov.no_image, sum(cov.failed.values())) == (3, 1, 2)
+
+    rows[1]["image"] = old_path = str((cache / "images" / "1.jpg").resolve())  # the old image again
+    write_posts(cache, "d", rows)
+    again = run_extract("d", ex, cache, quiet=True, num_workers=0)
+    assert again.extracted == 1 and old_path and np.array_equal(FeatureStore(first.store).read(["p001"])[0], old["p001"])
+
+
+def _withdraw(cache, eid, ids):
+    """Change a store the way a re-extraction does: some rows withdrawn."""
+    d = paths.store_dir("tiny", eid, cache)
+    m = Manifest.load(d)
+    with StoreWriter(d, m.extractor_id, m.extractor, m.spec, m.config) as w:
+        w.withdraw(ids)
+
+
+@pytest.mark.slow
+def test_run_says_when_its_store_changed_or_went(tmp_path):
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    posts = make_dataset(cache, n=60, stores=(GRID, TOKENS))
+    r = pipe("train", "--dataset", "tiny", "--head", "uhan", "--cache", cache, "--runs", runs, "--name", "u",
+             "--set", "max_steps=2", "--set", "eval_every=1", "--set", "dim=8", "--set", "device=cpu")
+    assert r.exit_code == 0, r.output
+    pid = posts["post_id"][0]
+    ok = pipe("evaluate", runs / "u", "--runs", runs, "--out", tmp_path / "ev")
+    assert ok.exit_code == 0 and "since the run trained" not in ok.output
+    _withdraw(cache, GRID, [posts["post_id"][1]])
+    r = pipe("explain", "--run", runs / "u", "--post", pid, "--out", tmp_path / "ex", "--cache", cache, "--runs", runs)
+    assert r.exit_code == 0 and f"store {GRID} of dataset 'tiny' changed" in r.output, r.output
+    r = pipe("evaluate", runs / "u", "--runs", runs, "--out", tmp_path / "ev")
+    assert r.exit_code == 0 and "changed (re-extracted or re-ingested) since the run trained on it" in r.output
+    shutil.rmtree(paths.store_dir("tiny", TOKENS, cache))
+    r = pipe("evaluate", runs / "u", "--runs", runs, "--out", tmp_path / "ev")
+    assert f"store {TOKENS} of dataset 'tiny' is gone since the run trained on it" in r.output
