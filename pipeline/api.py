@@ -135,8 +135,9 @@ class Run(_RunFolder):
         root = cache if cache is not None else self.config.get("cache")
         with tempfile.TemporaryDirectory(prefix="pipe-predict-") as tmp:
             out = Path(tmp) / "scores.parquet"
+            source = str(Path(posts).resolve()) if isinstance(posts, (str, Path)) else "(in-memory posts)"
             score(self.dir, _posts_file(posts, Path(tmp), name, base), out, dataset=name, cache=root, say=say,
-                  **options)
+                  origin=("predict", source), **options)
             table = pl.read_parquet(out)
         return table if isinstance(posts, (str, Path, pl.DataFrame)) else table.to_pandas()
 

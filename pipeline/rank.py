@@ -85,7 +85,7 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
     with tempfile.TemporaryDirectory(prefix="pipe-rank-") as tmp:
         f = _candidates_file(candidates, user, Path(tmp))
         s = prepare(run.dir, f, dataset or f"rank-{dataset_name_for(candidates)}", cache, runs, say=say,
-                    **extract_options)
+                    origin=("rank", str(candidates.resolve())), **extract_options)
     table, _ = score_table(s)
     posts = run_posts(s.run, cache)
     stats = user_training_stats(s.run.predictions(), posts).filter(pl.col("user_id") == user) \

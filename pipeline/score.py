@@ -36,7 +36,7 @@ import polars as pl
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts, load_side_tables
-from pipeline.data.ingest import ingest
+from pipeline.data.ingest import claim_dataset, ingest
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.store.coverage import DEFAULT_MIN_COVERAGE, check_coverage
 from pipeline.submission import external_data, write_submission
@@ -112,10 +112,14 @@ def prepare(
     say: Callable[[str], None] = lambda m: None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     users: list[str] | None = None,
+    origin: tuple[str, str] | None = None,
+    overwrite_dataset: bool = False,
     **extract_options: Any,
 ) -> Scoring:
     """Load the run's model, ingest the posts file as its own dataset and extract, with the
-    run's exact extractors, only what is not cached."""
+    run's exact extractors, only what is not cached. `origin` (command, posts file; default
+    score and `posts_file`) is recorded with the dataset; an existing dataset of another
+    origin is refused unless `overwrite_dataset`."""
     from pipeline.extract import extractor_from_store, run_extract
     from pipeline.extract.build import reads_images
 
@@ -129,7 +133,9 @@ def prepare(
     if name == run.config["dataset"]:
         raise PipeError(f"{name!r} is the run's training dataset; ingesting {posts_file} under that name would replace "
                         "its posts table: pass --dataset with another name")
-    rep = ingest(Path(posts_file), name, fmt, cache, unlabelled=True)
+    origin = origin or ("score", str(Path(posts_file).resolve()))
+    claim_dataset(name, cache, *origin, overwrite=overwrite_dataset)
+    rep = ingest(Path(posts_file), name, fmt, cache, unlabelled=True, origin=origin)
     say(f"ingested {rep.rows} posts from {posts_file} as dataset {name!r}")
     posts = load_posts(name, cache)
 
@@ -205,7 +211,8 @@ def score(run_ref: str | Path, posts_file: str | Path, out: str | Path, submissi
           **options: Any) -> ScoreReport:
     """Ingest, extract what is missing, predict, write post_id/score/unseen_user/missing_image
     (and, with `submission`, the SMP Challenge JSON: pipeline/submission.py). `options` are
-    `prepare`'s (dataset, cache, runs, fmt, say, min_coverage, users, extraction's)."""
+    `prepare`'s (dataset, cache, runs, fmt, say, min_coverage, users, origin, overwrite_dataset,
+    extraction's)."""
     s = prepare(run_ref, posts_file, **options)
     table, out_value = score_table(s)
     out = Path(out)

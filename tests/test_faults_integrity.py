@@ -76,3 +76,41 @@ def test_run_says_when_its_store_changed_or_went(tmp_path):
     shutil.rmtree(paths.store_dir("tiny", TOKENS, cache))
     r = pipe("evaluate", runs / "u", "--runs", runs, "--out", tmp_path / "ev")
     assert f"store {TOKENS} of dataset 'tiny' is gone since the run trained on it" in r.output
+
+
+# -- another dataset's posts (item 4) ---------------------------------------------------
+@pytest.fixture
+def hisave_run(tmp_path):
+    """A run that reads no store: scoring it needs no extractor."""
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    posts = make_dataset(cache, n=60, stores=())
+    r = pipe("train", "--dataset", "tiny", "--head", "hisave", "--cache", cache, "--runs", runs, "--name", "u")
+    assert r.exit_code == 0, r.output
+    return cache, runs, posts
+
+
+@pytest.mark.slow
+def test_score_never_replaces_a_dataset_it_did_not_make(hisave_run, tmp_path):
+    cache, runs, posts = hisave_run
+    full, new, other = tmp_path / "full.parquet", tmp_path / "new.parquet", tmp_path / "other.parquet"
+    posts.write_parquet(full)
+    posts.head(5).write_parquet(new)
+    posts.tail(4).write_parquet(other)
+    assert pipe("ingest", full, "--name", "x", "--cache", cache).exit_code == 0  # another run's training data
+    before = paths.posts_path("x", cache).read_bytes()
+
+    def score(f, name, *extra):
+        return pipe("score", "--run", runs / "u", "--posts", f, "--out", tmp_path / "s.parquet", "--dataset", name,
+                    "--cache", cache, "--runs", runs, *extra)
+
+    r = score(new, "x")
+    assert r.exit_code == 2 and "dataset 'x' exists, made by `pipe ingest`" in r.output, r.output
+    assert paths.posts_path("x", cache).read_bytes() == before  # 120 posts -> 5 no more
+    assert score(new, "mine").exit_code == 0
+    posts.head(7).write_parquet(new)  # the same file, changed: the normal re-scoring case
+    r = score(new, "mine")
+    assert r.exit_code == 0 and pl.read_parquet(tmp_path / "s.parquet").height == 7, r.output
+    r = score(other, "mine")
+    assert r.exit_code == 2 and "made by `pipe score` from" in r.output and "--overwrite-dataset" in r.output
+    r = score(other, "mine", "--overwrite-dataset")
+    assert r.exit_code == 0 and pl.read_parquet(paths.posts_path("mine", cache)).height == 4
