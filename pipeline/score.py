@@ -76,6 +76,16 @@ def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pat
                     "to score new posts")
 
 
+def open_training_store(run: Run, extractor_id: str, cache: str | Path | None) -> FeatureStore:
+    """The run's store of `extractor_id`, opened read-only (nothing written: no lock file, no
+    stamps) when it lies outside this command's cache root: a run's recorded paths never widen
+    where a command writes."""
+    d = training_store(run, extractor_id, cache)
+    root = paths.cache_root(cache).resolve()
+    inside = d.resolve() == root or root in d.resolve().parents
+    return FeatureStore(d, writes=inside)
+
+
 def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np.ndarray:
     """The head's own answer (`Head.unseen_users`), else users absent from the run's training posts."""
     own = head.unseen_users(data)
@@ -186,7 +196,7 @@ def _history(run: Run, task: tasks.Task, data: HeadData, cache: str | Path | Non
 
     root = run.config.get("cache") or cache
     train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"].to_list()
-    run_stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
+    run_stores = {r: open_training_store(run, eid, cache) for r, eid in run.stores.items()}
     hist, replaced = scoring_history(task.label(load_posts(run.config["dataset"], root)), train_ids, data.posts,
                                      run_stores, data.stores, task.target)
     if replaced:

@@ -3,6 +3,7 @@ the issue's "Why" and asserts what README's "Guarantees" promise.
 """
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -10,8 +11,12 @@ import polars as pl
 import pytest
 
 from pipeline.core import paths
+from pipeline.core.errors import IntegrityError, PipeError
+from pipeline.core.io import append_line, atomic_write_bytes
 from pipeline.extract import build_extractor, run_extract
-from pipeline.store import FeatureStore, Manifest, StoreWriter
+from pipeline.run.rundir import Run, RunWriter
+from pipeline.score import open_training_store
+from pipeline.store import FeatureStore, Manifest, StoreWriter, repair_store
 from pipeline.store.coverage import store_coverage
 from tests._extract_data import image_posts, save_image, write_posts
 from tests._tiny_data import GRID, TOKENS, make_dataset
@@ -114,3 +119,84 @@ def test_score_never_replaces_a_dataset_it_did_not_make(hisave_run, tmp_path):
     assert r.exit_code == 2 and "made by `pipe score` from" in r.output and "--overwrite-dataset" in r.output
     r = score(other, "mine", "--overwrite-dataset")
     assert r.exit_code == 0 and pl.read_parquet(paths.posts_path("mine", cache)).height == 4
+
+
+# -- no write through a link (item 1) ---------------------------------------------------
+@pytest.fixture
+def tiny(tmp_path):
+    cache = tmp_path / "cache"
+    make_dataset(cache, n=30, stores=(GRID, TOKENS))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    return cache, victim
+
+
+def _writer(d):
+    m = Manifest.load(d)
+    return StoreWriter(d, m.extractor_id, m.extractor, m.spec, m.config)
+
+
+def test_store_lock_that_is_a_link_is_refused_not_truncated(tiny):
+    cache, victim = tiny
+    d = paths.store_dir("tiny", TOKENS, cache)
+    (d / ".lock").unlink()
+    (d / ".lock").symlink_to(victim)
+    for opening in (lambda: _writer(d).__enter__(), lambda: repair_store(d), lambda: FeatureStore(d)):
+        with pytest.raises(IntegrityError, match="symbolic link"):
+            opening()
+    r = pipe("store", "rm", "--dataset", "tiny", "--extractor", TOKENS, "--cache", cache)
+    assert r.exit_code != 0 and "symbolic link" in r.output
+    assert victim.read_text() == "keep"
+
+
+def test_quarantine_that_is_a_link_is_refused(tiny, tmp_path):
+    cache, _ = tiny
+    d = paths.store_dir("tiny", TOKENS, cache)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (d / "quarantine").symlink_to(outside)
+    shard = d / "shard-00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0x5A
+    shard.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="quarantine"):
+        repair_store(d)
+    assert list(outside.iterdir()) == [] and shard.exists()
+
+
+def test_atomic_writes_replace_a_planted_link_never_write_through_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    for name in ("tune.json", "trials.csv", f".tmp-{os.getpid()}-x.json"):
+        (tmp_path / name).symlink_to(victim)
+    atomic_write_bytes(tmp_path / "tune.json", b"{}")
+    atomic_write_bytes(tmp_path / "x.json", b"{}")  # its temp name was planted as a link
+    assert victim.read_text() == "keep" and not (tmp_path / "tune.json").is_symlink()
+    assert (tmp_path / "tune.json").read_bytes() == b"{}" and (tmp_path / "x.json").read_bytes() == b"{}"
+    with pytest.raises(IntegrityError, match="symbolic link"):
+        append_line(tmp_path / "trials.csv", "x")
+    assert victim.read_text() == "keep"
+
+
+def test_a_runs_recorded_cache_never_becomes_a_place_to_write(tmp_path):
+    recorded, given = tmp_path / "other-cache", tmp_path / "cache"
+    make_dataset(recorded, n=30, stores=(TOKENS,))
+    given.mkdir()
+    d = paths.store_dir("tiny", TOKENS, recorded)
+    for f in (".lock", ".verified.json"):
+        (d / f).unlink(missing_ok=True)
+    run = Run(tmp_path / "r", {"dataset": "tiny", "cache": str(recorded), "head": "x",
+                               "stores": {"text": {"extractor_id": TOKENS}}}, None)
+    st = open_training_store(run, TOKENS, given)
+    assert len(st) == 30 and sorted(p.name for p in d.iterdir() if p.name.startswith(".")) == []
+
+
+# -- one writer per name (item 5) -------------------------------------------------------
+def test_a_second_train_of_the_same_name_refuses_while_the_first_runs(tmp_path):
+    first = RunWriter(tmp_path / "runs", "same")
+    with pytest.raises(PipeError, match="being written by another `pipe train`"):
+        RunWriter(tmp_path / "runs", "same")
+    first.write_config({"head": "x"})
+    os.close(first._lock)  # the first ended: its folder is taken, not reusable
+    with pytest.raises(PipeError, match="already exists"):
+        RunWriter(tmp_path / "runs", "same")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import polars as pl
 
 from pipeline.core.errors import IntegrityError, StoreError, StoreLocked
-from pipeline.core.io import atomic_write_bytes
+from pipeline.core.io import atomic_write_bytes, open_for_write, real_folder
 from pipeline.core.specs import FeatureSpec
 
 MANIFEST = "manifest.json"
@@ -113,23 +113,25 @@ def shard_index(file: str) -> int:
 
 
 @contextmanager
-def store_lock(directory: Path, wait: bool = False, shared: bool = False) -> Iterator[None]:
+def store_lock(directory: Path, wait: bool = False, shared: bool = False, create: bool = True) -> Iterator[None]:
     """An OS file lock: released by the kernel when its process dies, so a killed run never blocks.
 
     The one writer holds it exclusive; a reader holds it shared while it opens the store, so a
-    train never starts on a half-grown store and an extraction never starts mid-check.
+    train never starts on a half-grown store and an extraction never starts mid-check. The lock
+    file is never opened through a link; `create=False` (a store outside the command's roots)
+    creates nothing: no lock file, no lock.
     """
     if shared:
         if not directory.is_dir():
             raise StoreError(f"no feature store at {directory}")
         try:
-            fd = os.open(directory / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
-        except OSError:  # a read-only store nobody can write to: nothing to wait for
+            fd = open_for_write(directory / LOCK, os.O_RDONLY | (os.O_CREAT if create else 0))
+        except OSError:  # a read-only store nobody can write to (or no lock file): nothing to wait for
             yield
             return
     else:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        real_folder(directory, create=True)
+        fd = open_for_write(directory / LOCK, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
