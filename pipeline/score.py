@@ -35,6 +35,7 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes, parquet_bytes
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.ingest import claim_dataset, ingest
 from pipeline.store import MANIFEST, FeatureStore
@@ -227,7 +228,7 @@ def score(run_ref: str | Path, posts_file: str | Path, out: str | Path, submissi
     table, out_value = score_table(s)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.write_parquet(out)
+    atomic_write_bytes(out, parquet_bytes(table))  # a failed write (a full disk) leaves the old scores
     windows = record_windows(s, out)
     if submission is not None:
         # the scored stores were written by the run's exact extractors (same ids, same configs)
@@ -247,7 +248,7 @@ def record_windows(s: Scoring, out: Path) -> Path | None:
     written = {}
     for name, frame in s.task.scored_files(s.data).items():
         written[name] = out.with_name(f"{out.stem}.{name}.parquet")
-        frame.write_parquet(written[name])
+        atomic_write_bytes(written[name], parquet_bytes(frame))
     return written.get("windows")
 
 

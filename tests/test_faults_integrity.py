@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import pipeline.cli as cli
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
 from pipeline.core.io import append_line, atomic_write_bytes
@@ -20,7 +21,7 @@ from pipeline.store import FeatureStore, Manifest, StoreWriter, repair_store
 from pipeline.store.coverage import store_coverage
 from tests._extract_data import image_posts, save_image, write_posts
 from tests._tiny_data import GRID, TOKENS, make_dataset
-from tests.test_faults import pipe
+from tests.test_faults import pipe, runner
 
 
 # -- stale features (item 3) ------------------------------------------------------------
@@ -200,3 +201,26 @@ def test_a_second_train_of_the_same_name_refuses_while_the_first_runs(tmp_path):
     os.close(first._lock)  # the first ended: its folder is taken, not reusable
     with pytest.raises(PipeError, match="already exists"):
         RunWriter(tmp_path / "runs", "same")
+
+
+# -- atomic outputs (item 7) ------------------------------------------------------------
+def test_score_out_over_old_scores_on_a_full_disk_keeps_them(hisave_run, tmp_path, monkeypatch):
+    cache, runs, posts = hisave_run
+    new, out = tmp_path / "new.parquet", tmp_path / "s.parquet"
+    posts.head(5).write_parquet(new)
+    args = ("score", "--run", runs / "u", "--posts", new, "--out", out, "--cache", cache, "--runs", runs)
+    assert pipe(*args).exit_code == 0
+    old = out.read_bytes()
+    real = pl.DataFrame.write_parquet
+
+    def full_disk(self, file, *a, **k):
+        if isinstance(file, (str, os.PathLike)) and str(file).endswith("s.parquet"):
+            open(file, "wb").write(b"\0" * 4096)  # what a full disk leaves of a direct write
+            raise OSError(28, "No space left on device")
+        return real(self, file, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full_disk)
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    r = runner.invoke(cli.app, [str(a) for a in args])
+    assert r.exit_code != 0 and out.read_bytes() == old
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no half-written temp left
