@@ -24,7 +24,7 @@ def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NOFOLLOW = os.O_NOFOLLOW  # POSIX: the final component is never followed
 
 
 def real_folder(directory: Path, create: bool = False) -> Path:
