@@ -16,6 +16,7 @@ list, or an empty string for none, and one `store_<role>` column per role.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,56 @@ def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
 def comparable_key(row: dict[str, Any]) -> tuple:
     """Rows with equal keys may be ranked against each other: same dataset, split, task and target."""
     return row["dataset"], row["split"], row["task"], row["target"]
+
+
+def metric_value(row: dict[str, Any], metric: str, std: bool = False) -> float | None:
+    """A row's finite test mean (or std) of `metric`; None when missing or not finite."""
+    v = row.get(f"test_{metric}_std" if std else f"test_{metric}")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _se(row: dict[str, Any], metric: str) -> float | None:
+    """The standard error of a row's mean over its repeats; None for a single repeat."""
+    std = metric_value(row, metric, std=True)
+    return std / math.sqrt(row["repeats"]) if std is not None and row["repeats"] > 1 else None
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per task and dataset (per comparable group: dataset, split, task, target):
+    the best run by the task's criterion on test, by how much it leads the next, and whether
+    that lead is beyond seed noise (more than twice the standard error of the difference)
+    when both runs have repeats."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(comparable_key(r), []).append(r)
+    out = []
+    for (dataset, split, task_name, target), group in groups.items():
+        task = tasks.get(task_name)
+        crit = task.criterion
+        scored = [r for r in group if metric_value(r, crit) is not None]
+        where = f"{task_name} on {dataset} (target {target}, split {split})"
+        if not scored:
+            out.append(f"{where}: no finished run to compare.")
+            continue
+        scored.sort(key=lambda r: metric_value(r, crit), reverse=task.higher_is_better)
+        best = scored[0]
+        flag = " (never improved: see its notes)" if best["never_improved"] else ""
+        text = f"{where}: the best is {best['run']} ({best['head']}){flag}, test {crit} {metric_value(best, crit):.4f}"
+        if len(scored) == 1:
+            out.append(text + ", the only run with a result.")
+            continue
+        nxt = scored[1]
+        lead = abs(metric_value(best, crit) - metric_value(nxt, crit))
+        text += f", {lead:.4f} {'above' if task.higher_is_better else 'below'} {nxt['run']} ({nxt['head']})"
+        se_a, se_b = _se(best, crit), _se(nxt, crit)
+        if se_a is None or se_b is None:
+            text += "; one seed of at least one of them, so seed noise is unknown (--repeats 3 measures it)."
+        else:
+            noise = 2 * math.sqrt(se_a ** 2 + se_b ** 2)
+            text += (f"; {'beyond' if lead > noise else 'within'} seed noise (twice the standard error of the "
+                     f"difference over their repeats: {noise:.4f}).")
+        out.append(text)
+    return out
 
 
 def by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

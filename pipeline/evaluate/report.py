@@ -32,7 +32,7 @@ from pipeline.core.errors import PipeError
 from pipeline.core.io import atomic_write_bytes
 from pipeline.data.contract import load_posts
 from pipeline.evaluate import plots
-from pipeline.evaluate.compare import ablate_text, comparable_key, comparison_rows, target_text
+from pipeline.evaluate.compare import ablate_text, comparable_key, comparison_rows, metric_value, target_text, verdicts
 from pipeline.train import tasks
 from pipeline.train.metrics import average_precision, precision_at_ks
 from pipeline.run.rundir import TRAIN_LOG, Run
@@ -111,11 +111,6 @@ def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
-def _value(row: dict[str, Any], metric: str, std: bool = False) -> float | None:
-    v = row.get(f"test_{metric}_std" if std else f"test_{metric}")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
 def _full_model(run: Run, runs: list[Run]) -> Run | None:
     """The run this ablation is measured against: same everything but no ablation."""
     def key(r: Run) -> tuple:
@@ -134,7 +129,7 @@ def best_values(rows: list[dict[str, Any]], names: list[str]) -> dict[tuple, dic
         groups.setdefault(comparable_key(r), []).append(r)
     for key, group in groups.items():
         for k in names:
-            vals = [v for r in group if (v := _value(r, k)) is not None]
+            vals = [v for r in group if (v := metric_value(r, k)) is not None]
             if vals and not k.endswith("_scaled"):
                 best.setdefault(key, {})[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
     return best
@@ -159,12 +154,12 @@ def comparison_table(task: str, runs: list[Run]) -> str:
                  f"<td>{row['repeats']}</td>"]
         group_best = best.get(comparable_key(row), {})
         for k in names:
-            mean, std = _value(row, k), _value(row, k, std=True)
+            mean, std = metric_value(row, k), metric_value(row, k, std=True)
             if mean is None:
                 cells.append("<td>—</td>")
                 continue
             text = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row["repeats"] > 1 else "")
-            if full is not None and (base := _value(by_name[full.name], k)) is not None:
+            if full is not None and (base := metric_value(by_name[full.name], k)) is not None:
                 d = mean - base
                 good = d < 0 if k in LOWER_IS_BETTER else d > 0
                 text += (f'<span class="delta {"better" if good else "worse" if d else ""}" '
@@ -175,50 +170,6 @@ def comparison_table(task: str, runs: list[Run]) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
-
-
-def _se(row: dict[str, Any], metric: str) -> float | None:
-    """The standard error of a row's mean over its repeats; None for a single repeat."""
-    std = _value(row, metric, std=True)
-    return std / math.sqrt(row["repeats"]) if std is not None and row["repeats"] > 1 else None
-
-
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """One sentence per task and dataset (per comparable group: dataset, split, task, target):
-    the best run by the task's criterion on test, by how much it leads the next, and whether
-    that lead is beyond seed noise (more than twice the standard error of the difference)
-    when both runs have repeats."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(comparable_key(r), []).append(r)
-    out = []
-    for (dataset, split, task_name, target), group in groups.items():
-        task = tasks.get(task_name)
-        crit = task.criterion
-        scored = [r for r in group if _value(r, crit) is not None]
-        where = f"{task_name} on {dataset} (target {target}, split {split})"
-        if not scored:
-            out.append(f"{where}: no finished run to compare.")
-            continue
-        scored.sort(key=lambda r: _value(r, crit), reverse=task.higher_is_better)
-        best = scored[0]
-        flag = " (never improved: see its notes)" if best["never_improved"] else ""
-        text = f"{where}: the best is {best['run']} ({best['head']}){flag}, test {crit} {_value(best, crit):.4f}"
-        if len(scored) == 1:
-            out.append(text + ", the only run with a result.")
-            continue
-        nxt = scored[1]
-        lead = abs(_value(best, crit) - _value(nxt, crit))
-        text += f", {lead:.4f} {'above' if task.higher_is_better else 'below'} {nxt['run']} ({nxt['head']})"
-        se_a, se_b = _se(best, crit), _se(nxt, crit)
-        if se_a is None or se_b is None:
-            text += "; one seed of at least one of them, so seed noise is unknown (--repeats 3 measures it)."
-        else:
-            noise = 2 * math.sqrt(se_a ** 2 + se_b ** 2)
-            text += (f"; {'beyond' if lead > noise else 'within'} seed noise (twice the standard error of the "
-                     f"difference over their repeats: {noise:.4f}).")
-        out.append(text)
-    return out
 
 
 # -- per run --------------------------------------------------------------------------
