@@ -1,0 +1,105 @@
+"""Vectorized code paths (issue 21) against the Python loops they replaced, kept here as the
+reference: the same outputs for the same seed on small data, edge cases included."""
+from __future__ import annotations
+
+import bisect
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.data.splits import PARTS, assign_split, parse_split
+from pipeline.train import tasks
+from pipeline.train.tasks.ranking import EXAMPLE_SCHEMA, _events
+
+
+def _old_ranking_examples(posts, side, split, negatives, candidates, seed):
+    """Ranking.prepare's candidate lists before issue 21: a Python loop over events, each
+    filtering the author pool by time, then `rng.choice` over the eligible list."""
+    events = assign_split(_events(side, posts), split, order=("at", "user_id", "post_id"), what="retweet events")
+    by_author = {}
+    for (author,), g in posts.sort("posted_at", "post_id").group_by(["user_id"], maintain_order=True):
+        by_author[author] = (g["posted_at"].to_list(), g["post_id"].to_list())
+    every = sorted(by_author)
+
+    def between(authors, start, end):
+        out = []
+        for a in authors:
+            times, ids = by_author.get(a, ([], []))
+            lo = 0 if start is None else bisect.bisect_left(times, start)
+            out += ids[lo:bisect.bisect_left(times, end)]
+        return out
+
+    def draw(rng, cands, k):
+        return [cands[i] for i in np.sort(rng.choice(len(cands), min(k, len(cands)), replace=False))] if cands else []
+
+    followees = {}
+    if side.get("follows") is not None:
+        for u, f in side["follows"].select("user_id", "followee_id").iter_rows():
+            followees.setdefault(u, []).append(f)
+    lists = np.random.default_rng(seed)
+    training = np.random.default_rng([seed, 1]) if negatives != candidates else None
+    train_ev = events.filter(pl.col("split") == "train")
+    seen_train = set(zip(train_ev["user_id"].to_list(), train_ev["post_id"].to_list()))
+    seen_all = set(zip(events["user_id"].to_list(), events["post_id"].to_list()))
+    starts = {p: events.filter(pl.col("split") == p)["at"].min() for p in PARTS}
+    rows = []
+    for g, (u, p, at, part) in enumerate(events.select("user_id", "post_id", "at", "split").iter_rows()):
+        authors = followees.get(u) or every
+        seen = seen_train if part == "train" else seen_all
+        start = None if part == "train" else starts[part]
+        cands = [q for q in between(authors, start, at) if q != p and (u, q) not in seen]
+        negs = draw(lists, cands, candidates)
+        if part == "train" and training is not None:
+            negs = draw(training, cands, negatives)
+        if not negs and part == "train":
+            continue
+        rows.append((u, p, 1, g, at, part))
+        rows += [(u, n, 0, g, at, part) for n in negs]
+    return pl.DataFrame(rows, schema={**EXAMPLE_SCHEMA, "split": pl.Utf8}, orient="row")
+
+
+def _social(n_posts=120, n_authors=9, n_fans=14, seed=0):
+    """Posts with tied times, fans following 1-4 authors (one twice, one who never posts),
+    two fans following no one, retweets of every part."""
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    authors = [f"a{i}" for i in range(n_authors)]
+    posts = pl.DataFrame({"post_id": [f"p{i:03d}" for i in rng.permutation(n_posts)],
+                          "user_id": rng.choice(authors, n_posts).tolist(),
+                          "posted_at": [t0 + timedelta(hours=int(h)) for h in rng.integers(0, 60, n_posts)]},
+                         schema={"post_id": pl.Utf8, "user_id": pl.Utf8, "posted_at": pl.Datetime("us", "UTC")})
+    follows = []
+    for k in range(n_fans - 2):
+        follows += [(f"r{k}", a) for a in rng.choice(authors, int(rng.integers(1, 5)), replace=False)]
+    follows += [("r0", follows[0][1]), ("r1", "ghost")]
+    ev = []
+    for k in range(n_fans):
+        for pid, at in posts.select("post_id", "posted_at").sample(25, seed=k).iter_rows():
+            ev.append((f"r{k}", pid, at + timedelta(hours=int(rng.integers(0, 8)))))
+    ev.append(ev[0])  # a duplicate event
+    return posts, {"follows": pl.DataFrame(follows, schema=["user_id", "followee_id"], orient="row"),
+                   "interactions": pl.DataFrame(ev, schema={"user_id": pl.Utf8, "post_id": pl.Utf8,
+                                                            "at": pl.Datetime("us", "UTC")}, orient="row")}
+
+
+@pytest.mark.parametrize("negatives,candidates,seed", [(2, 2, 0), (3, 2, 7), (1, 5, 3), (40, 40, 1)])
+def test_ranking_candidates_equal_the_old_loop(negatives, candidates, seed):
+    posts, side = _social(seed=seed)
+    split = parse_split(None)
+    task = tasks.get("ranking")
+    parts = task(config=task.Config(negatives=negatives, candidates=candidates, seed=seed)).prepare(
+        posts, side, split, {})
+    old = _old_ranking_examples(posts, side, split, negatives, candidates, seed)
+    new = parts.files["candidates"]
+    assert old.filter(pl.col("label") == 0).height > 100
+    assert new.schema == old.schema and new.equals(old)
+
+
+def test_ranking_candidates_without_follows_table_equal_the_old_loop():
+    posts, side = _social(n_posts=60, seed=2)
+    side = {"interactions": side["interactions"]}
+    task = tasks.get("ranking")
+    new = task(config=task.Config(seed=4)).prepare(posts, side, parse_split(None), {}).files["candidates"]
+    assert new.equals(_old_ranking_examples(posts, side, parse_split(None), 2, 2, 4))
