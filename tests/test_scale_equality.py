@@ -103,3 +103,76 @@ def test_ranking_candidates_without_follows_table_equal_the_old_loop():
     task = tasks.get("ranking")
     new = task(config=task.Config(seed=4)).prepare(posts, side, parse_split(None), {}).files["candidates"]
     assert new.equals(_old_ranking_examples(posts, side, parse_split(None), 2, 2, 4))
+
+
+def _old_window_index(history, post_ids, length, scope):
+    """window_index before issue 21: a Python loop, np.searchsorted on a list per post."""
+    pos = {p: i for i, p in enumerate(history.posts["post_id"].to_list())}
+    at = np.array([pos[p] for p in post_ids], np.int64)
+    out = np.full((len(at), length), -1, np.int64)
+    if scope == "global":
+        for k, i in enumerate(at):
+            rows = np.arange(max(0, i - length + 1), i + 1)
+            out[k, : len(rows)] = rows
+        return out
+    users = history.posts["user_id"].to_list()
+    by_user = {}
+    for j, u in enumerate(users):
+        by_user.setdefault(u, []).append(j)
+    for k, i in enumerate(at):
+        rows = by_user[users[i]]
+        e = int(np.searchsorted(rows, i)) + 1
+        take = rows[max(0, e - length):e]
+        out[k, : len(take)] = take
+    return out
+
+
+def _old_user_history(history, post_ids, k, target):
+    """user_history before issue 21: the same loop over posts."""
+    pos = {p: i for i, p in enumerate(history.posts["post_id"].to_list())}
+    at = np.array([pos[p] for p in post_ids], np.int64)
+    y = history.posts[target].cast(pl.Float64).to_numpy()
+    users = history.posts["user_id"].to_list()
+    labelled = {}
+    for j, u in enumerate(users):
+        if np.isfinite(y[j]):
+            labelled.setdefault(u, []).append(j)
+    mean, count = np.full(len(at), np.nan), np.zeros(len(at))
+    for n, i in enumerate(at):
+        rows = labelled.get(users[i], [])
+        e = int(np.searchsorted(rows, i))
+        take = rows[max(0, e - k):e]
+        if take:
+            mean[n], count[n] = float(np.mean(y[take])), len(take)
+    return mean, count
+
+
+def _history(n=400, seed=0):
+    from pipeline.train.data import History
+
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4, n)  # sums whose rounding depends on the order
+    y[rng.random(n) < 0.3] = np.nan  # unlabelled (valid/test, scored) posts
+    posts = pl.DataFrame({"post_id": [f"p{i}" for i in range(n)], "user_id": rng.choice([f"u{i}" for i in range(23)], n),
+                          "score": y})
+    return History(posts, {})
+
+
+@pytest.mark.parametrize("length,scope", [(1, "user"), (4, "user"), (30, "user"), (1, "global"), (6, "global")])
+def test_window_index_equals_the_old_loop(length, scope):
+    from pipeline.train.windows import window_index
+
+    hist = _history()
+    ids = hist.posts["post_id"].sample(150, seed=1).to_list()
+    new, old = window_index(hist, ids, length, scope), _old_window_index(hist, ids, length, scope)
+    assert (old >= 0).sum() >= len(ids) * min(length, 2) and new.dtype == old.dtype and np.array_equal(new, old)
+
+
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_user_history_equals_the_old_loop(k):
+    from pipeline.train.windows import user_history
+
+    hist = _history(seed=k)
+    ids = hist.posts["post_id"].to_list()
+    (m1, c1), (m0, c0) = user_history(hist, ids, k, "score"), _old_user_history(hist, ids, k, "score")
+    assert (c0 == k).sum() > 10 and np.array_equal(c1, c0) and np.array_equal(m1, m0, equal_nan=True)
