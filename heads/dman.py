@@ -50,6 +50,7 @@ symmetric only in spirit).
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -88,24 +89,91 @@ class DMANConfig(TrainConfig, VisualOptions):
     ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
 
 
+class _Draws:
+    """`rng.random()` and `rng.integers(n)` of a PCG64 Generator, drawn from blocks of its raw
+    words in plain Python (the same numbers, a tenth of the call cost); `sync()` puts the
+    generator where these draws left it before the generator itself is called again."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.bg = rng.bit_generator
+        self.start = None
+
+    def _begin(self) -> None:
+        if self.start is None:  # a fresh block from the generator's current state
+            self.start = self.bg.state
+            self.has, self.half = self.start["has_uint32"], self.start["uinteger"]
+            self.words, self.k, self.used = [], 0, 0
+
+    def _word(self) -> int:
+        self._begin()
+        if self.k == len(self.words):
+            self.words, self.k = self.bg.random_raw(1024).tolist(), 0
+        self.k += 1
+        self.used += 1
+        return self.words[self.k - 1]
+
+    def random(self) -> float:
+        return (self._word() >> 11) * (1.0 / 9007199254740992.0)  # next_double
+
+    def _uint32(self) -> int:
+        self._begin()
+        if self.has:
+            self.has = 0
+            return self.half
+        w = self._word()
+        self.has, self.half = 1, w >> 32
+        return w & 0xFFFFFFFF
+
+    def integers(self, n: int) -> int:
+        """In [0, n), n < 2**32: numpy's buffered Lemire draw on 32-bit halves."""
+        if n == 1:
+            return 0
+        m = self._uint32() * n
+        if (m & 0xFFFFFFFF) < n:
+            threshold = (0xFFFFFFFF - (n - 1)) % n
+            while (m & 0xFFFFFFFF) < threshold:
+                m = self._uint32() * n
+        return m >> 32
+
+    def sync(self) -> None:
+        if self.start is None:
+            return
+        self.bg.state = self.start
+        self.bg.advance(self.used)
+        state = self.bg.state
+        state.update(has_uint32=self.has, uinteger=self.half)
+        self.bg.state = state
+        self.start = None
+
+
 def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarray]:
     """For each row of an (N, L) 0/1 label matrix, up to `per_post` distinct other rows
     sharing a label with it, drawn uniformly (all of them when there are fewer)."""
     rng = np.random.default_rng(seed)
-    by_label = [np.flatnonzero(labels[:, j]) for j in range(labels.shape[1])]
+    col, row = np.nonzero(np.asarray(labels).T)  # by label, members in row order
+    by_label = np.split(row, np.searchsorted(col, np.arange(1, labels.shape[1])))
+    sizes_all = np.diff(np.r_[np.searchsorted(col, np.arange(labels.shape[1])), len(col)])
+    r, c = np.nonzero(np.asarray(labels))
+    mine_all = np.split(c, np.searchsorted(r, np.arange(1, len(labels))))
+    sets = [set(m.tolist()) for m in mine_all]
+    draws = _Draws(rng)
+    lists = [m.tolist() for m in by_label]
     out = []
-    for i in range(len(labels)):
-        mine = np.flatnonzero(labels[i])
-        sizes = np.array([len(by_label[j]) for j in mine], np.int64)
+    for i, mine in enumerate(mine_all):
+        sizes = sizes_all[mine]
         if len(mine) == 0 or sizes.max() <= per_post + 1:  # the union may hold fewer: enumerate it
             pool = np.setdiff1d(np.concatenate([by_label[j] for j in mine]) if len(mine) else np.zeros(0, np.int64), [i])
+            draws.sync()
             out.append(np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool)
             continue
+        cdf = (sizes / sizes.sum()).cumsum()  # rng.choice(len(mine), p=...): one uniform against this cdf
+        cdf = (cdf / cdf[-1]).tolist()
+        mine_l, own = mine.tolist(), sets[i]
         chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
         while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
-            j = mine[rng.choice(len(mine), p=sizes / sizes.sum())]
-            x = int(by_label[j][rng.integers(len(by_label[j]))])
-            if x != i and rng.random() < 1.0 / int((labels[x, mine] > 0).sum()):
+            members = lists[mine_l[bisect.bisect_right(cdf, draws.random())]]
+            x = members[draws.integers(len(members))]
+            if x != i and draws.random() < 1.0 / len(sets[x] & own):
                 chosen.add(x)
         out.append(np.array(sorted(chosen), np.int64))
     return out

@@ -176,3 +176,53 @@ def test_user_history_equals_the_old_loop(k):
     ids = hist.posts["post_id"].to_list()
     (m1, c1), (m0, c0) = user_history(hist, ids, k, "score"), _old_user_history(hist, ids, k, "score")
     assert (c0 == k).sum() > 10 and np.array_equal(c1, c0) and np.array_equal(m1, m0, equal_nan=True)
+
+
+def _old_sample_links(labels, per_post, seed):
+    """dman.sample_links before issue 21 (numpy calls per draw)."""
+    rng = np.random.default_rng(seed)
+    by_label = [np.flatnonzero(labels[:, j]) for j in range(labels.shape[1])]
+    out = []
+    for i in range(len(labels)):
+        mine = np.flatnonzero(labels[i])
+        sizes = np.array([len(by_label[j]) for j in mine], np.int64)
+        if len(mine) == 0 or sizes.max() <= per_post + 1:
+            pool = np.setdiff1d(np.concatenate([by_label[j] for j in mine]) if len(mine) else np.zeros(0, np.int64), [i])
+            out.append(np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool)
+            continue
+        chosen = set()
+        while len(chosen) < per_post:
+            j = mine[rng.choice(len(mine), p=sizes / sizes.sum())]
+            x = int(by_label[j][rng.integers(len(by_label[j]))])
+            if x != i and rng.random() < 1.0 / int((labels[x, mine] > 0).sum()):
+                chosen.add(x)
+        out.append(np.array(sorted(chosen), np.int64))
+    return out
+
+
+@pytest.mark.parametrize("per_post,seed", [(3, 0), (8, 5), (50, 1)])
+def test_dman_links_equal_the_old_loop(per_post, seed):
+    from heads.dman import sample_links
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((300, 12)) < rng.uniform(0.005, 0.3, 12)).astype(np.float32)
+    labels[:5] = 0  # posts without a label
+    labels[5, :] = 0
+    labels[5, 0] = 1
+    new, old = sample_links(labels, per_post, seed), _old_sample_links(labels, per_post, seed)
+    assert sum(len(x) for x in old) > 300 and len(new) == len(old)
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(new, old))
+
+
+def test_dman_draws_resume_the_generator_exactly():
+    from heads.dman import _Draws
+
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    draws = _Draws(b)
+    for n in (7, 2 ** 31 + 5, 1, 3):
+        a.integers(5)  # leaves half a word buffered: the emulation must take it first
+        draws.sync()
+        b.integers(5)
+        assert [a.integers(n), a.random(), a.integers(n)] == [draws.integers(n), draws.random(), draws.integers(n)]
+    draws.sync()
+    assert a.bit_generator.state == b.bit_generator.state and a.random() == b.random()
