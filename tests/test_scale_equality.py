@@ -226,3 +226,39 @@ def test_dman_draws_resume_the_generator_exactly():
         assert [a.integers(n), a.random(), a.integers(n)] == [draws.integers(n), draws.random(), draws.integers(n)]
     draws.sync()
     assert a.bit_generator.state == b.bit_generator.state and a.random() == b.random()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tag_query_distance_matches_the_broadcast_norm(dtype):
+    from pipeline.train.tasks.embedding import tag_query_distance
+
+    conf = np.random.default_rng(0).random((300, 17)).astype(dtype)
+    q = [0, 5, 16, 5]
+    onehot = np.zeros((len(q), 17))
+    onehot[np.arange(len(q)), q] = 1.0
+    old = np.linalg.norm(onehot[:, None, :] - conf[None, :, :], axis=2)  # before issue 21: (Q, N, T) in memory
+    new = tag_query_distance(conf, q)
+    assert new.shape == old.shape and np.allclose(new, old, rtol=0, atol=1e-12)
+    assert np.array_equal(np.argsort(new, axis=1, kind="stable"), np.argsort(old, axis=1, kind="stable"))
+
+
+def test_embedding_predictions_equal_the_python_lists():
+    from pipeline.train.data import HeadData
+    from pipeline.train.tasks.embedding import EmbeddingOutput
+
+    rng = np.random.default_rng(0)
+    n, labels = 40, ["a", "b", "c", "d"]
+    out = EmbeddingOutput(rng.random((n, 6)).astype(np.float32), labels, rng.random((n, 4)).astype(np.float32))
+    out.confidence[0] = 0.5  # ties keep the label order
+    posts = pl.DataFrame({"post_id": [f"p{i}" for i in range(n)], "labels": [["a"]] * n})
+    data = HeadData(posts)
+    task = tasks.get("embedding")()
+    order = np.argsort(-out.confidence, axis=1, kind="stable")[:, :3]
+    every = pl.DataFrame(out.confidence.astype(np.float64), schema=labels, orient="row")
+    old = pl.DataFrame({"post_id": data.ids, "split": ["test"] * n, "labels": posts["labels"],
+                        "top_labels": [[labels[j] for j in row] for row in order],
+                        "top_confidence": [[float(out.confidence[i, j]) for j in row] for i, row in enumerate(order)],
+                        "embedding": out.vectors.astype(np.float32).tolist()}).with_columns(every.to_struct("confidence"))
+    new = task.predictions(data, out, "test")
+    assert new.schema == old.schema and new.equals(old)
+    assert task.scores(data, out).equals(old.select("post_id", "embedding", "top_labels", "top_confidence"))
