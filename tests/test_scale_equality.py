@@ -262,3 +262,16 @@ def test_embedding_predictions_equal_the_python_lists():
     new = task.predictions(data, out, "test")
     assert new.schema == old.schema and new.equals(old)
     assert task.scores(data, out).equals(old.select("post_id", "embedding", "top_labels", "top_confidence"))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_amnl_fc7_stats_in_chunks_equal_the_whole_matrix(chunk):
+    from heads.amnl import column_stats
+
+    rng = np.random.default_rng(chunk)
+    x = (rng.normal(size=(50, 9)) * 10.0 ** rng.integers(-4, 5, 9) + 3.0).astype(np.float32)
+    ids = [f"p{i}" for i in range(50)]
+    read = lambda some: x[[int(p[1:]) for p in some]]  # noqa: E731 (a store's read)
+    mean, sd = column_stats(read, ids, chunk)
+    whole = x.astype(np.float64)
+    assert np.array_equal(mean, whole.mean(0)) and np.array_equal(sd, whole.std(0))
