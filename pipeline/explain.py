@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from pipeline.core.errors import PipeError, StoreError
+from pipeline.core.errors import NotApplicable, PipeError, StoreError
 from pipeline.core.io import atomic_write_bytes, json_safe
 from pipeline.core.specs import FIRST_WORD_ID, UNK_ID, VOCAB_FILE, read_token_vocab
 from pipeline.data.contract import load_posts
@@ -100,18 +100,18 @@ def draw(e: PostExplanation, row: dict[str, Any], history_posts: pl.DataFrame | 
     return out
 
 
-def explain_data(run: Run, head: Any, data: HeadData, unseen: np.ndarray, out: Path, cache: str | Path | None,
-                 html: bool = False, title: str = "") -> list[PostExplanation]:
-    """Explain every post of `data`: JSON and PNGs under `out` (and explain.html)."""
+def explanations(run: Run, head: Any, data: HeadData, unseen: np.ndarray, cache: str | Path | None
+                 ) -> list[tuple[PostExplanation, dict[str, Any], dict[str, bytes]]]:
+    """Every post of `data` explained, in memory: (explanation, the post's row, PNGs by kind).
+    NotApplicable for a head without attention."""
     exps = head.explain(data)
     if exps is None:
-        raise PipeError(f"head {run.head!r} exposes no attention to explain (Head.explain); heads with attention: "
-                        "uhan, dualatt, and any whose model has details()")
+        raise NotApplicable(f"head {run.head!r} exposes no attention to explain (Head.explain); heads with attention: "
+                            "uhan, dualatt, and any whose model has details()")
     posts = run_posts(run, cache)
     preds = run.predictions()
     stats = {r["user_id"]: r for r in user_training_stats(preds, posts).to_dicts()} if posts is not None else {}
     vocab = _vocab(data)
-    out.mkdir(parents=True, exist_ok=True)
     done = []
     for ex, row, new_user in zip(exps, data.posts.to_dicts(), unseen):
         x = ex.to_json()
@@ -120,10 +120,21 @@ def explain_data(run: Run, head: Any, data: HeadData, unseen: np.ndarray, out: P
         st = None if new_user else stats.get(row["user_id"])
         e = PostExplanation(ex.post_id, row["user_id"], ex.prediction, st["train_mean"] if st else None,
                             st["n_train"] if st else 0, x)
-        for kind, png in draw(e, row, posts).items():
-            e.files[kind] = f"{_safe(ex.post_id)}-{kind}.png"
+        done.append((e, row, draw(e, row, posts)))
+    return done
+
+
+def explain_data(run: Run, head: Any, data: HeadData, unseen: np.ndarray, out: Path, cache: str | Path | None,
+                 html: bool = False, title: str = "") -> list[PostExplanation]:
+    """Explain every post of `data`: JSON and PNGs under `out` (and explain.html)."""
+    built = explanations(run, head, data, unseen, cache)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for e, _, pngs in built:
+        for kind, png in pngs.items():
+            e.files[kind] = f"{_safe(e.post_id)}-{kind}.png"
             atomic_write_bytes(out / e.files[kind], png)
-        e.files["json"] = f"{_safe(ex.post_id)}.json"
+        e.files["json"] = f"{_safe(e.post_id)}.json"
         atomic_write_bytes(out / e.files["json"], (json.dumps(json_safe(e.__dict__), indent=1) + "\n").encode())
         done.append(e)
     if html:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import NotApplicable, PipeError
 from pipeline.data.raw import LINE
 from pipeline.data.readers import read_raw
 from pipeline.evaluate.report import run_posts, user_training_stats
@@ -79,7 +79,7 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
 
     run = load_run(run_ref, runs)
     if not tasks.get(run.task).ranks_posts:
-        raise PipeError(f"run {run.name} is a {run.task} run; pipe rank orders posts by a predicted score per post, "
+        raise NotApplicable(f"run {run.name} is a {run.task} run; pipe rank orders posts by a predicted score per post, "
                         "which only regression runs give")
     candidates = Path(candidates)
     with tempfile.TemporaryDirectory(prefix="pipe-rank-") as tmp:

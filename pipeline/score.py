@@ -75,15 +75,32 @@ def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pat
                     "to score new posts")
 
 
-def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None) -> np.ndarray:
-    """The head's own answer (`Head.unseen_users`), else users absent from the run's training posts."""
-    own = head.unseen_users(data)
-    if own is not None:
-        return np.asarray(own, dtype=bool)
+def training_users(run: Run, cache: str | Path | None) -> pl.Series:
+    """The users with a post in the run's training part."""
     train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"]
     root = run.config.get("cache") or cache
     users = load_posts(run.config["dataset"], root).filter(pl.col("post_id").is_in(train_ids.implode()))["user_id"]
-    return ~data.posts["user_id"].is_in(users.unique().implode()).to_numpy()
+    return users.unique()
+
+
+def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None,
+                 users: pl.Series | None = None) -> np.ndarray:
+    """The head's own answer (`Head.unseen_users`), else users absent from the run's training
+    posts (`users`: `training_users`, when the caller keeps them)."""
+    own = head.unseen_users(data)
+    if own is not None:
+        return np.asarray(own, dtype=bool)
+    users = training_users(run, cache) if users is None else users
+    return ~data.posts["user_id"].is_in(users.implode()).to_numpy()
+
+
+def missing_images(posts: pl.DataFrame, stores: dict[str, Any]) -> np.ndarray:
+    """(N,) bool: the post has no image, or the run reads a `visual` store without a row for it."""
+    no_image = posts["image"].is_null() | (posts["image"].str.strip_chars() == "")
+    missing = no_image.fill_null(True).to_numpy()
+    if "visual" in stores:
+        missing |= ~np.array([p in stores["visual"] for p in posts["post_id"].to_list()], dtype=bool)
+    return missing
 
 
 @dataclass
@@ -147,38 +164,56 @@ def prepare(
         say(line)
     task, data = head_data(run, posts, stores, cache, say, users)
     head.settings = RunSettings(device=extract_options.get("device") or "auto")
-    no_image = posts["image"].is_null() | (posts["image"].str.strip_chars() == "")
-    missing = no_image.fill_null(True).to_numpy()
-    if "visual" in stores:
-        missing |= ~np.array([p in stores["visual"] for p in data.ids], dtype=bool)
-    return Scoring(run, head, task, data, name, extracted, missing, unseen_users(head, run, data, cache))
+    return Scoring(run, head, task, data, name, extracted, missing_images(data.posts, stores),
+                   unseen_users(head, run, data, cache))
+
+
+@dataclass
+class RunContext:
+    """What scoring reads of the run besides its model: its task (config restored), side tables
+    and, for a task with a history, its labelled posts, training ids and stores. Built per
+    `pipe score`; `pipe serve` builds it once and scores every request against it."""
+
+    task: tasks.Task
+    side: dict[str, pl.DataFrame]
+    history_posts: pl.DataFrame | None = None  # the run's dataset, labelled by the task
+    train_ids: list[str] = field(default_factory=list)  # posts of the run's training part
+    stores: dict[str, FeatureStore] = field(default_factory=dict)  # role -> the run's store
+
+
+def run_context(run: Run, cache: str | Path | None) -> RunContext:
+    task = tasks.get(run.task)(run.task_described.get("target", "score"))
+    task.restore(run.task_described)  # its config, the fitted target transform: scores come back in counts
+    ctx = RunContext(task, load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
+    if task.history:
+        root = run.config.get("cache") or cache
+        ctx.history_posts = task.label(load_posts(run.config["dataset"], root))
+        ctx.train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"].to_list()
+        ctx.stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
+    return ctx
 
 
 def head_data(run: Run, posts: pl.DataFrame, stores: dict[str, FeatureStore], cache: str | Path | None,
-              say: Callable[[str], None] = lambda m: None, users: list[str] | None = None
-              ) -> tuple[tasks.Task, HeadData]:
+              say: Callable[[str], None] = lambda m: None, users: list[str] | None = None,
+              ctx: RunContext | None = None) -> tuple[tasks.Task, HeadData]:
     """The run's task and the posts as its head reads them at scoring time (examples, side
     tables, history); `pipe explain` reads posts of the run's own dataset this way too."""
-    task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
-    task.restore(run.config.get("task", {}))  # its config, the fitted target transform: scores come back in counts
-    side = load_side_tables(run.config["dataset"], run.config.get("cache") or cache)
+    ctx = run_context(run, cache) if ctx is None else ctx
+    task, side = ctx.task, ctx.side
     data = HeadData(task.label(posts), stores, task.target, examples=task.score_examples(posts, side, users, run.name),
                     side=side, task_config=task.config)
     if task.history:
-        data.history = _history(run, task, data, cache, say)
+        data.history = _history(run, ctx, data, say)
     return task, data
 
 
-def _history(run: Run, task: tasks.Task, data: HeadData, cache: str | Path | None, say: Callable[[str], None]):
+def _history(run: Run, ctx: RunContext, data: HeadData, say: Callable[[str], None]):
     """Earlier posts for windows and user histories: the run's dataset (labels of its
     training part only) and the scored posts (labels dropped), as in training."""
     from pipeline.train.windows import scoring_history
 
-    root = run.config.get("cache") or cache
-    train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"].to_list()
-    run_stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
-    hist, replaced = scoring_history(task.label(load_posts(run.config["dataset"], root)), train_ids, data.posts,
-                                     run_stores, data.stores, task.target)
+    hist, replaced = scoring_history(ctx.history_posts, ctx.train_ids, data.posts, ctx.stores, data.stores,
+                                     ctx.task.target)
     if replaced:
         say(f"{replaced} scored posts share an id with a post of {run.config['dataset']!r}: the scored one is used")
     return hist

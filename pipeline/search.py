@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import NotApplicable, PipeError
 from pipeline.data.contract import load_posts
 from pipeline.head.embedding import EmbeddingHead
 from pipeline.store import MANIFEST, FeatureStore
@@ -46,13 +46,13 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
         raise PipeError(f"--k must be at least 1, got {k}")
     run = load_run(run_ref, runs)
     if not tasks.get(run.task).searchable:
-        raise PipeError(f"run {run.name} is a {run.task} run ({run.head}); searching by tag needs an embedding run")
+        raise NotApplicable(f"run {run.name} is a {run.task} run ({run.head}); searching by tag needs an embedding run")
     if run.metrics is None:
         raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
     head = run.load_head()
     tags = head.tag_names() if isinstance(head, EmbeddingHead) else []
     if not tags:
-        raise PipeError(f"run {run.name} ({run.head}) has no tag outputs: search needs a dman run "
+        raise NotApplicable(f"run {run.name} ({run.head}) has no tag outputs: search needs a dman run "
                         "(DMAN_Triplet, `--ablate tags`, has none)")
     if tag not in tags:
         near = difflib.get_close_matches(tag, tags, n=5)

@@ -40,6 +40,7 @@ NOT_HEADS = {
     ("pipeline/cli/app.py", "e"),  # an exception's exit code
     ("pipeline/run/finetune.py", "net"), ("pipeline/run/finetune.py", "visual"),  # torchvision / open_clip networks
     ("pipeline/run/finetune.py", 'getattr(visual, "transformer", None)'),
+    ("pipeline/serve/parse.py", "value"),  # a multipart form field: an upload has `read`
 }
 
 

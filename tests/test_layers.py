@@ -25,6 +25,7 @@ RANKS = {
     "pipeline.run": 8,
     "pipeline.evaluate": 9,
     "pipeline": 10,  # the modules directly in pipeline/: commands built from the packages (score, api, ...)
+    "pipeline.serve": 10,  # `pipe serve`: a command built like those, in a package of its own
     "pipeline.cli": 11,
 }
 

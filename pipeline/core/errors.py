@@ -11,6 +11,11 @@ class PipeError(Exception):
     exit_code = 2
 
 
+class NotApplicable(PipeError):
+    """A command that does not apply to the run it is given: explaining a head without
+    attention, ranking with a run that gives no score per post, searching a run without tags."""
+
+
 class PostsError(PipeError):
     """A posts file that breaks the contract; the message names file, rows and columns."""
 

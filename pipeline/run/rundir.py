@@ -155,6 +155,19 @@ class Run:
         return self.config["head"]
 
     @property
+    def task_described(self) -> dict[str, Any]:
+        """What config.json records of the task (`Task.restore` reads it). A run from before
+        tasks owned their settings kept them in the head's config: they are taken from there."""
+        from pipeline.core.config import field_types
+        from pipeline.train import tasks
+
+        t = dict(self.config.get("task") or {}) if isinstance(self.config.get("task"), dict) else {}
+        if "config" not in t:
+            fields = field_types(tasks.get(self.task).Config)
+            t["config"] = {k: v for k, v in (self.config.get("config") or {}).items() if k in fields}
+        return t
+
+    @property
     def stores(self) -> dict[str, str]:
         """role -> extractor id the run read."""
         return {role: r["extractor_id"] for role, r in self.config.get("stores", {}).items()}

@@ -134,6 +134,11 @@ class Task(ABC):
         """Statistics of the training targets a torch head keeps in its meta (regression: the mean)."""
         return {}
 
+    def scores_independent(self) -> bool:
+        """Whether a scored post's output depends on that post alone and not on the others scored
+        with it, so `pipe serve` may score the posts of concurrent requests in one pass."""
+        return True
+
     def empty_output(self, data: HeadData) -> Any:
         """The output for a part with nothing to predict, or None to let the head predict it."""
         return None

@@ -118,6 +118,10 @@ class Regression(Task):
         c = self.config
         return {"windows": window_table(history, ids, c.window, c.window_scope)} if c.window else {}
 
+    def scores_independent(self) -> bool:
+        """A window holds the posts scored just before a post, so under a window they interact."""
+        return not self.config.window
+
     def scored_files(self, data: HeadData) -> dict[str, pl.DataFrame]:
         return self.windows(data.history, data.ids) if data.history is not None else {}
 
