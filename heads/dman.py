@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
+from pipeline.core.draws import Draws
 from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
 from pipeline.head.base import HeadData, Progress
 from pipeline.head.torch_head import VisualOptions
@@ -89,63 +90,6 @@ class DMANConfig(TrainConfig, VisualOptions):
     ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
 
 
-class _Draws:
-    """`rng.random()` and `rng.integers(n)` of a PCG64 Generator, drawn from blocks of its raw
-    words in plain Python (the same numbers, a tenth of the call cost); `sync()` puts the
-    generator where these draws left it before the generator itself is called again."""
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.bg = rng.bit_generator
-        self.start = None
-
-    def _begin(self) -> None:
-        if self.start is None:  # a fresh block from the generator's current state
-            self.start = self.bg.state
-            self.has, self.half = self.start["has_uint32"], self.start["uinteger"]
-            self.words, self.k, self.used = [], 0, 0
-
-    def _word(self) -> int:
-        self._begin()
-        if self.k == len(self.words):
-            self.words, self.k = self.bg.random_raw(1024).tolist(), 0
-        self.k += 1
-        self.used += 1
-        return self.words[self.k - 1]
-
-    def random(self) -> float:
-        return (self._word() >> 11) * (1.0 / 9007199254740992.0)  # next_double
-
-    def _uint32(self) -> int:
-        self._begin()
-        if self.has:
-            self.has = 0
-            return self.half
-        w = self._word()
-        self.has, self.half = 1, w >> 32
-        return w & 0xFFFFFFFF
-
-    def integers(self, n: int) -> int:
-        """In [0, n), n < 2**32: numpy's buffered Lemire draw on 32-bit halves."""
-        if n == 1:
-            return 0
-        m = self._uint32() * n
-        if (m & 0xFFFFFFFF) < n:
-            threshold = (0xFFFFFFFF - (n - 1)) % n
-            while (m & 0xFFFFFFFF) < threshold:
-                m = self._uint32() * n
-        return m >> 32
-
-    def sync(self) -> None:
-        if self.start is None:
-            return
-        self.bg.state = self.start
-        self.bg.advance(self.used)
-        state = self.bg.state
-        state.update(has_uint32=self.has, uinteger=self.half)
-        self.bg.state = state
-        self.start = None
-
-
 def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarray]:
     """For each row of an (N, L) 0/1 label matrix, up to `per_post` distinct other rows
     sharing a label with it, drawn uniformly (all of them when there are fewer)."""
@@ -156,7 +100,7 @@ def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarra
     r, c = np.nonzero(np.asarray(labels))
     mine_all = np.split(c, np.searchsorted(r, np.arange(1, len(labels))))
     sets = [set(m.tolist()) for m in mine_all]
-    draws = _Draws(rng)
+    draws = Draws(rng)
     lists = [m.tolist() for m in by_label]
     out = []
     for i, mine in enumerate(mine_all):

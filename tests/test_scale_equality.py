@@ -214,11 +214,11 @@ def test_dman_links_equal_the_old_loop(per_post, seed):
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(new, old))
 
 
-def test_dman_draws_resume_the_generator_exactly():
-    from heads.dman import _Draws
+def test_draws_resume_the_generator_exactly():
+    from pipeline.core.draws import Draws
 
     a, b = np.random.default_rng(3), np.random.default_rng(3)
-    draws = _Draws(b)
+    draws = Draws(b)
     for n in (7, 2 ** 31 + 5, 1, 3):
         a.integers(5)  # leaves half a word buffered: the emulation must take it first
         draws.sync()
@@ -275,3 +275,16 @@ def test_amnl_fc7_stats_in_chunks_equal_the_whole_matrix(chunk):
     mean, sd = column_stats(read, ids, chunk)
     whole = x.astype(np.float64)
     assert np.array_equal(mean, whole.mean(0)) and np.array_equal(sd, whole.std(0))
+
+
+def test_draws_choice_equals_numpy_choice():
+    from pipeline.core.draws import Draws
+
+    a, b = np.random.default_rng(11), np.random.default_rng(11)
+    draws, sizes = Draws(b), np.random.default_rng(0)
+    for _ in range(3000):
+        n = int(sizes.choice([1, 2, 3, 7, 50, 10_001, 2 ** 31 + 9, 30_000]))
+        k = min(n, int(sizes.choice([1, 2, 5, 40, 700])))  # 700 of 30_000: numpy's tail shuffle
+        assert draws.choice(b, n, k) == sorted(a.choice(n, k, replace=False).tolist()), (n, k)
+    draws.sync()
+    assert a.random() == b.random()

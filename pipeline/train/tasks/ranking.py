@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.core.draws import Draws
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import PARTS, SplitSpec, assign_split, split_summary
 from pipeline.store import FeatureStore
@@ -70,12 +71,12 @@ def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
     return ev.select("user_id", "post_id", "at").unique(maintain_order=True)
 
 
-def _examples(events: pl.DataFrame, cands: Candidates, draws: list[np.ndarray]) -> pl.DataFrame:
+def _examples(events: pl.DataFrame, cands: Candidates, draws: list[list[int]]) -> pl.DataFrame:
     """Each event's positive then its drawn negatives (a training event without one left out)."""
     k = np.array([len(d) for d in draws], np.int64)
     keep = (k > 0) | ~cands.train
     g = np.repeat(np.arange(len(draws)), k)
-    idx = np.concatenate(draws) if draws else np.zeros(0, np.int64)
+    idx = np.fromiter((i for d in draws for i in d), np.int64, int(k.sum()))
     neg = np.empty(len(g), object)
     fb = cands.fallback[g]
     neg[~fb] = cands.take(g[~fb], idx[~fb])
@@ -115,15 +116,16 @@ class Ranking(Task):
         lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
         own = c.negatives != c.candidates
         training = np.random.default_rng([c.seed, 1]) if own else None  # training negatives of their own
-        draws: list[np.ndarray] = []
-        for g, n in enumerate(cands.count.tolist()):
+        draw_lists, draw_training = Draws(lists), Draws(training) if training is not None else None
+        draws: list[list[int]] = []  # sorted(rng.choice(n, min(k, n), replace=False)) per event
+        for n, train in zip(cands.count.tolist(), cands.train.tolist()):
             if not n:
-                draws.append(np.zeros(0, np.int64))
+                draws.append([])
                 continue
-            d = lists.choice(n, min(c.candidates, n), replace=False)
-            if training is not None and cands.train[g]:
-                d = training.choice(n, min(c.negatives, n), replace=False)
-            draws.append(np.sort(d))
+            d = draw_lists.choice(lists, n, min(c.candidates, n))
+            if draw_training is not None and train:
+                d = draw_training.choice(training, n, min(c.negatives, n))
+            draws.append(d)
         ex = _examples(events, cands, draws)
         no_followees = cands.no_followees
         no_negatives = int((cands.count == 0).sum())
