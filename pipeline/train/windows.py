@@ -100,12 +100,16 @@ def _by_user(users: pl.Series, at: np.ndarray, rows: np.ndarray | None = None) -
     """History rows grouped by user (each user's in history order), and for each post at
     history row `at`: its user's first place in that order and the post's rank among them.
     `rows` limits the grouping to those rows (rank: how many of them come before the post)."""
-    code = users.cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
-    keep = np.arange(len(code)) if rows is None else rows
-    order = keep[np.argsort(code[keep], kind="stable")]
-    key = code[order] * (len(code) + 1) + order  # sorted: (user, row)
-    first = np.searchsorted(key, code[at] * (len(code) + 1), "left")
-    return order, first, np.searchsorted(key, code[at] * (len(code) + 1) + at, "left") - first
+    code = users.cast(pl.Categorical).to_physical().to_numpy()  # a code per user (any order)
+    order = np.argsort(code, kind="stable")  # rows grouped by user, in history order within a user
+    p = np.empty(len(code), np.int64)
+    p[order] = np.arange(len(code))  # each row's place in that order
+    sc = code[order]
+    start = np.maximum.accumulate(np.where(np.r_[True, sc[1:] != sc[:-1]], np.arange(len(code)), 0))
+    keep = np.ones(len(code), bool) if rows is None else np.isin(order, rows)
+    before = np.r_[0, np.cumsum(keep)]  # kept rows before each place
+    first = before[start[p[at]]]
+    return order[keep], first, before[p[at]] - first
 
 
 def window_table(history: History, post_ids: Sequence[str], length: int, scope: str) -> pl.DataFrame:
