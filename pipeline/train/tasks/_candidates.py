@@ -47,12 +47,20 @@ def _lookup(col: pl.Series, mapping: dict) -> pl.Series:
     return col.replace_strict(mapping, default=None, return_dtype=pl.Int64)
 
 
+def seen_pairs(events: pl.DataFrame) -> pl.DataFrame:
+    """(user_id, post_id, in_train) of every retweet: never a negative of that user."""
+    return events.select("user_id", "post_id", (pl.col("split") == "train").alias("in_train")) \
+        .group_by("user_id", "post_id").agg(pl.col("in_train").any())
+
+
 class Candidates:
     """Each event's eligible negatives as ranges of the pool: `count[g]`, and `take(g, idx)`
     for the posts at sorted positions `idx` of event g's list."""
 
     def __init__(self, pool: Pool, events: pl.DataFrame, follows: pl.DataFrame | None,
-                 starts: dict[str, Any]) -> None:
+                 starts: dict[str, Any], seen: pl.DataFrame | None = None) -> None:
+        """`events` may be a slice of the event table (a partition), given `starts` and
+        `seen` of the whole table: each event's list depends on nothing else."""
         self.pool = pool
         n = events.height
         lo_t = np.full(n, np.iinfo(np.int64).min)
@@ -86,8 +94,7 @@ class Candidates:
         self.g, self.a, self.lo, self.off = g, a, lo, off
         self.rkey = g * self.span + off
         # the seen posts inside those ranges (a training event sees training retweets only)
-        seen = events.select("user_id", "post_id", (pl.col("split") == "train").alias("in_train")) \
-            .group_by("user_id", "post_id").agg(pl.col("in_train").any())
+        seen = seen_pairs(events) if seen is None else seen
         hit = ev.filter(pl.Series(has)).select("g", "user_id", "train").join(seen, on="user_id") \
             .filter(~pl.col("train") | pl.col("in_train")) \
             .with_columns(q=_lookup(pl.col("post_id"), pool.pos)).drop_nulls("q")

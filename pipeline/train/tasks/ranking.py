@@ -71,8 +71,28 @@ def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
     return ev.select("user_id", "post_id", "at").unique(maintain_order=True)
 
 
-def _examples(events: pl.DataFrame, cands: Candidates, draws: list[list[int]]) -> pl.DataFrame:
-    """Each event's positive then its drawn negatives (a training event without one left out)."""
+def draw_negatives(count: np.ndarray, train: np.ndarray, c: RankingConfig) -> list[list[int]]:
+    """Per event, in event order: sorted(rng.choice(n, min(k, n), replace=False)) over its
+    `count` eligible negatives (the streams of the module docstring). Sequential, but on
+    counts only: the lists themselves can be built by partition (`Candidates`)."""
+    lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
+    training = np.random.default_rng([c.seed, 1]) if c.negatives != c.candidates else None  # their own
+    draw_lists, draw_training = Draws(lists), Draws(training) if training is not None else None
+    draws: list[list[int]] = []
+    for n, t in zip(count.tolist(), train.tolist()):
+        if not n:
+            draws.append([])
+            continue
+        d = draw_lists.choice(lists, n, min(c.candidates, n))
+        if draw_training is not None and t:
+            d = draw_training.choice(training, n, min(c.negatives, n))
+        draws.append(d)
+    return draws
+
+
+def examples_of(events: pl.DataFrame, cands: Candidates, draws: list[list[int]], offset: int = 0) -> pl.DataFrame:
+    """Each event's positive then its drawn negatives (a training event without one left out);
+    `offset`: the first event's number (its `group`) when `events` is a partition."""
     k = np.array([len(d) for d in draws], np.int64)
     keep = (k > 0) | ~cands.train
     g = np.repeat(np.arange(len(draws)), k)
@@ -83,7 +103,7 @@ def _examples(events: pl.DataFrame, cands: Candidates, draws: list[list[int]]) -
     for e in np.unique(g[fb]):
         neg[g == e] = cands.take_one(int(e), idx[g == e])
     ev = events.select("user_id", "post_id", "at", "split").with_columns(
-        group=pl.int_range(events.height, dtype=pl.Int64))
+        group=pl.int_range(offset, offset + events.height, dtype=pl.Int64))
     pos = ev.filter(pl.Series(keep)).with_columns(label=pl.lit(1, pl.Int8), slot=pl.lit(0, pl.Int64))
     negs = ev[g].with_columns(post_id=pl.Series(neg, dtype=pl.Utf8), label=pl.lit(0, pl.Int8),
                               slot=pl.Series(np.arange(len(g)) - np.repeat(np.cumsum(k) - k, k) + 1))
@@ -113,20 +133,8 @@ class Ranking(Task):
         train_ev = events.filter(pl.col("split") == "train")
         starts = {p: events.filter(pl.col("split") == p)["at"].min() for p in PARTS}
         cands = Candidates(Pool(posts), events, follows, starts)
-        lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
-        own = c.negatives != c.candidates
-        training = np.random.default_rng([c.seed, 1]) if own else None  # training negatives of their own
-        draw_lists, draw_training = Draws(lists), Draws(training) if training is not None else None
-        draws: list[list[int]] = []  # sorted(rng.choice(n, min(k, n), replace=False)) per event
-        for n, train in zip(cands.count.tolist(), cands.train.tolist()):
-            if not n:
-                draws.append([])
-                continue
-            d = draw_lists.choice(lists, n, min(c.candidates, n))
-            if draw_training is not None and train:
-                d = draw_training.choice(training, n, min(c.negatives, n))
-            draws.append(d)
-        ex = _examples(events, cands, draws)
+        draws = draw_negatives(cands.count, cands.train, c)
+        ex = examples_of(events, cands, draws)
         no_followees = cands.no_followees
         no_negatives = int((cands.count == 0).sum())
         known = {"follows": follows} if follows is not None else {}
