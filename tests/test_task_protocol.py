@@ -163,9 +163,11 @@ def test_a_run_saved_before_tasks_owned_their_settings_still_scores(cache, tmp_p
     posts = pl.read_parquet(cache / "tiny" / "posts.parquet").head(6).with_columns(
         post_id=pl.Series([f"o{i}" for i in range(6)]))
     posts.drop("image").write_parquet(tmp_path / "new.parquet")
-    now = api.score(run, tmp_path / "new.parquet", tmp_path / "now.parquet", cache=cache, runs=tmp_path / "runs")
+    now = api.score(run, tmp_path / "new.parquet", tmp_path / "now.parquet", dataset=f"new-{head}", cache=cache,
+                    runs=tmp_path / "runs")  # a dataset per head: each scores its own file
     _as_saved_before_tasks_owned_settings(run, model_file, moved)
-    old = api.score(run, tmp_path / "new.parquet", tmp_path / "old.parquet", cache=cache, runs=tmp_path / "runs")
+    old = api.score(run, tmp_path / "new.parquet", tmp_path / "old.parquet", dataset=f"new-{head}", cache=cache,
+                    runs=tmp_path / "runs")
     assert pl.read_parquet(old.out).equals(pl.read_parquet(now.out))
     assert (old.windows is None) == (now.windows is None)  # the window came back from the head's old config
     if now.windows is not None:
