@@ -95,7 +95,7 @@ def mse_criterion(y: np.ndarray) -> Criterion:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, Any]]  # per evaluation: step, valid_<criterion>, train_loss, seconds (None: not finite / none yet)
+    history: list[dict[str, Any]]  # per evaluation: step, valid_<criterion>, train_loss (+ train_<term>), seconds (None: not finite / none yet)
     best_step: int  # training batches done when the restored weights were evaluated
     best_valid: float  # the validation criterion of the restored weights
     criterion: str  # its name (mse, auc, map)
@@ -225,6 +225,7 @@ class _Fit:
     eval_s: float = 0.0  # seconds spent evaluating
     t_train: float = 0.0  # when training started (after the first evaluation)
     eval_before: float = 0.0  # eval_s then
+    terms: tuple[str, ...] = ()  # names of the loss's terms when it returns them (history: train_<name>)
 
     def start_training(self) -> None:
         self.t_train, self.eval_before = time.perf_counter(), self.eval_s
@@ -251,7 +252,7 @@ class Trainer:
 
     config: TrainConfig
     settings: RunSettings = field(default_factory=RunSettings)  # device, threads, prefetch
-    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss (the task's)
+    loss_fn: Callable[[torch.Tensor, Batch], Any] = mse_loss  # training loss (the task's): a tensor, or named terms {name: tensor} summed
     criterion: Criterion | None = None  # None: MSE against the validation Source's y
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
     on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
@@ -324,7 +325,7 @@ class Trainer:
                 with Prefetcher(train, batches, self.device, self.settings.prefetch) as pf:
                     ts = time.perf_counter()
                     for batch in pf:
-                        losses.append(self._step(model, opt, batch))  # no host sync per step
+                        losses.append(self._step(model, opt, batch, run))  # no host sync per step
                         rows = len(next(iter(batch.values())))
                         run.step += 1
                         run.seen += rows
@@ -362,24 +363,30 @@ class Trainer:
             samples_per_s=(run.seen / train_s) if train_s > 0 else 0.0,
         )
 
-    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> torch.Tensor:
-        """One optimizer step on a batch; its loss, still on the device."""
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, run: _Fit) -> torch.Tensor:
+        """One optimizer step on a batch; its loss (then its named terms, when the loss has
+        them), still on the device."""
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(model(batch), batch)
+        out = self.loss_fn(model(batch), batch)
+        terms = out if isinstance(out, dict) else {}
+        loss = sum(terms.values()) if terms else out
+        run.terms = tuple(terms)
         loss.backward()
         opt.step()
-        return loss.detach()
+        return torch.stack([loss.detach(), *(t.detach() for t in terms.values())])
 
     def _evaluate(self, model: nn.Module, valid: Source, run: _Fit, losses: list[torch.Tensor]) -> float:
         """Evaluate, record the history entry; the criterion as a loss (inf when not finite, so a
         diverged model never counts as best)."""
         te = time.perf_counter()
         value = run.crit.value(self.predict(model, valid))
+        mean = torch.stack(losses).mean(0).tolist() if losses else [None] * (1 + len(run.terms))
         run.history.append({
             "step": run.step,
             f"valid_{run.crit.name}": _finite(value),
-            "train_loss": _finite(float(torch.stack(losses).mean())) if losses else None,
+            "train_loss": _finite(mean[0]) if losses else None,
+            **{f"train_{k}": _finite(v) if losses else None for k, v in zip(run.terms, mean[1:])},
             "seconds": round(time.perf_counter() - run.t0, 3),
         })
         run.eval_s += time.perf_counter() - te
