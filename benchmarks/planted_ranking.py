@@ -44,6 +44,7 @@ RUNS: list[tuple[str, str, list[str], dict]] = [  # (label, head, ablations, con
     ("AMNL (sum)", "amnl", [], {**AMNL, "fusion": "sum"}),
     ("AMNL (before issue 19)", "amnl", [], {**AMNL, "fusion": "product", "penalty": "batch", "optimizer": "adam"}),
     ("AMNL (paper: AdaGrad)", "amnl", [], {**AMNL, "fusion": "product", "optimizer": "adagrad", "lr": 0.01}),
+    ("AMNL (sum, AdaGrad)", "amnl", [], {**AMNL, "fusion": "sum", "optimizer": "adagrad", "lr": 0.01}),
     ("AMNL_i (w/o text)", "amnl", ["text"], AMNL),
     ("AMNL_d (w/o visual)", "amnl", ["visual"], AMNL),
     ("AMNL w/o followees", "amnl", ["followees"], AMNL),

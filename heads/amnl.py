@@ -1,6 +1,7 @@
 """AMNL: attentional multi-faceted ranking network (Zhao et al., amnl.md section 2).
 
-Scores a user-tweet pair F_u(z) = f_u(z) * h_N(z) (section 2.1), trained with the
+Scores a user-tweet pair F_u(z) = f_u(z) * h_N(z) (section 2.1; `fusion=product`, the
+default is the sum f + h, see Fusion below), trained with the
 pairwise hinge L = max(0, c + F_u(z-) - F_u(z+)) + beta ||Psi||^2 (section 2.2).
 
 - image x: VGG16 fc7 (the "15th layer", 4096-d; `pipe extract --backbone vgg16 --layer fc7`),
@@ -14,8 +15,8 @@ pairwise hinge L = max(0, c + F_u(z-) - F_u(z+)) + beta ||Psi||^2 (section 2.2).
 - fusion: z = g(W_i x + W_d y), g(v) = 1.7159 tanh(2v/3) (LeCun's scaled tanh), no bias.
 - user preference u_j: a `dim`-vector per user (400, the paper's choice); f_u(z) = u^T z.
 - followee attention: s_pq = p^T tanh(W_s u_p + W_n u_q + b), alpha = softmax over the user's
-  followees N_p; h_N(z) = sum_q alpha_q u_q^T z. F = f * h is kept as written although it
-  multiplies two unbounded dot products (the papers' README: keep it).
+  followees N_p; h_N(z) = sum_q alpha_q u_q^T z. F = f * h (`fusion=product`) is kept as
+  written although it multiplies two unbounded dot products (the papers' README: keep it).
 
 Choices where the paper is open: a user without followees gets h = 1 (F = f; the task's
 notes count them); followees are the training users' followees from the `follows` table,
@@ -33,6 +34,16 @@ to every batch (before issue 19: ~|T|/B times stronger). The history logs `train
 "SGD with AdaGrad" is `--set optimizer=adagrad`. Negatives, split and candidates
 are the ranking task's (2 per positive, `--task-set negatives=N`; followees' earlier tweets not
 retweeted in training).
+
+Fusion (`fusion`, default `sum`): the paper's F = f * h is a rank-1 quadratic form of a
+bias-free z, unchanged under z -> -z, so a tweet and its "opposite" score alike; the sum
+F = f + h = (u + sum_q alpha_q u_q)^T z keeps the followee attention and is linear in z (no
+followees: h = 0, F = f). Measured on the ranking synth (`benchmarks/planted_ranking.py`:
+480 tweets, 200 steps, dim 64, lr 0.001, beta 0.01, penalty=pass, Adam; seeds 0-4 on the
+same candidates): test AUC sum 0.589 [0.562, 0.616] vs product 0.528 [0.501, 0.555], paired
+sum - product +0.061 [+0.015, +0.107], 5/5 seeds. Both still lose to popularity (0.651) and
+VBPR (0.637 [0.604, 0.671]) there. `--set fusion=product` is the paper's score; with
+`penalty=batch` (and Adam) it is this head before issue 19, prediction for prediction.
 
 Ablations (Table 4 and the followee term): `text` -> AMNL_i (z = g(W_i x)), `visual` ->
 AMNL_d (z = g(W_d y)), `followees` -> h = 1 for everyone (F = f).
@@ -67,7 +78,7 @@ class AMNLConfig(TrainConfig, TextConfig):  # TextConfig: word dropout, max_voca
     margin: float = 0.5  # hinge margin c, 0 < c < 1 (not given by the paper)
     beta: float = 1e-3  # weight of the L2 term beta ||Psi||^2 over the trainable parameters (not given; planted data overfits below)
     penalty: str = "pass"  # pass: beta ||Psi||^2 once per pass over the training groups (x B/|T| per step, the paper) | batch: every batch (before issue 19)
-    fusion: str = "product"  # final score: product F = f * h (the paper) | sum F = f + h (linear in z)
+    fusion: str = "sum"  # final score: sum F = f + h (linear in z; measured better) | product F = f * h (the paper)
     max_followees: int = 200  # followees attended per user, the first by id beyond it (paper's max: 162)
     sep_id: int | None = None  # token id that separates sentences; None: the whole text is one sentence
     standardize_visual: bool = True  # fc7 minus the training mean, over the training sd, per dimension
