@@ -26,11 +26,13 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
 from pipeline.data.synth_embedding import synth
 from pipeline.extract import build_extractor, run_extract
 from pipeline.run.train import TrainOptions, train
 from pipeline.run.rundir import load_run
+from pipeline.train.metrics import describe_difference, paired_difference
 
 from _seeds import add_seeds_flag, comparison_lines, per_seed
 
@@ -40,7 +42,7 @@ RUNS: list[tuple[str, str, list[str]]] = [  # (label, head, ablations)
     ("DMAN_Triplet", "dman", ["tags"]),
     ("linear probe", "probe", []),
 ]
-METRICS = ("map", "micro_f1", "macro_f1", "macro_f1_per_class", "p@10")
+METRICS = ("map", "micro_f1", "macro_f1", "macro_f1_per_class", "p@10", "p@10_euclidean")
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -57,6 +59,8 @@ def main() -> None:
     ap.add_argument("--posts", type=int, default=400)
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], help="KEY=VALUE settings of the DMAN rows (e.g. search=cosine)")
+    ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
     add_seeds_flag(ap)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "planted_embedding")
     a = ap.parse_args()
@@ -71,8 +75,11 @@ def main() -> None:
     t_extract = time.perf_counter() - t0
     rows = []
     for label, head, ablate in RUNS:
+        if a.only is not None and label not in a.only:
+            continue
         t = time.perf_counter()
-        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets={"threads": 1},
+        sets = {"threads": 1, **(parse_sets(a.sets) if head == "dman" else {})}
+        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets=sets,
                                      ablate=ablate, repeats=a.seeds, runs=runs, cache=cache))
         m = (load_run(run_dir).metrics or {}).get("test", {})
         rows.append({"label": label, "head": head, "ablate": ablate, "run": run_dir.name,
@@ -84,6 +91,10 @@ def main() -> None:
           f"synth+extraction {t_extract:.0f}s, total {time.perf_counter() - t0:.0f}s")
     print("\n".join(table(rows)))
     print("\n".join(comparison_lines(rows, "DMAN", "map")))
+    for r in rows:  # the head's search against the paper's Euclidean one, on the same outputs
+        if r["seeds"]["p@10"] and not any(v != v for v in r["seeds"]["p@10"]):
+            d = paired_difference(r["seeds"]["p@10"], r["seeds"]["p@10_euclidean"])
+            print(f"{r['label']}: P@10 of its search - P@10 Euclidean: {describe_difference(d)}")
     out = w / "planted_embedding.json"
     out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seed": a.seed, "seeds": a.seeds,
                                "extract_seconds": t_extract, "total_seconds": time.perf_counter() - t0, "rows": rows},

@@ -66,7 +66,7 @@ from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
 from pipeline.train.loop import Source, TrainConfig
-from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot, tag_vocabulary
+from pipeline.train.tasks.embedding import SEARCHES, EmbeddingOutput, label_vocabulary, multi_hot, tag_vocabulary
 
 
 @dataclass
@@ -85,6 +85,7 @@ class DMANConfig(TrainConfig, VisualOptions):
     clf_epochs: int = 200  # most epochs of the classifier fit
     clf_patience: int = 10  # classifier epochs without a better valid mAP before it stops
     probe_posts: int = 1000  # training posts embedded at each validation for the early-stopping centroid probe
+    search: str = "euclidean"  # cross-modal search over the tag outputs: euclidean (the paper's) | cosine (normalized)
     ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
 
 
@@ -218,6 +219,8 @@ class DMAN(EmbeddingHead):
         c = self.config
         if c.links < 1 or c.negatives < 1:
             raise PipeError(f"dman needs links and negatives >= 1 (got {c.links}, {c.negatives})")
+        if c.search not in SEARCHES:
+            raise PipeError(f"dman: --set search={c.search}: expected one of {', '.join(SEARCHES)}")
 
     def usable(self, train: HeadData) -> tuple[np.ndarray, dict[str, int]]:
         """Rows trained on (a label, an image, a vocabulary tag) and counts of those left out.
@@ -290,7 +293,8 @@ class DMAN(EmbeddingHead):
                                           self.settings)
         finally:
             self._probe, self._links = None, []
-        self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links)
+        self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links,
+                               dead_tag_outputs=dead_outputs(self.tag_outputs(emb_valid)))  # on the validation posts
         return self
 
     def output(self, data: HeadData, raw: np.ndarray) -> Any:
@@ -312,6 +316,16 @@ class DMAN(EmbeddingHead):
 
     def tag_outputs(self, emb: np.ndarray) -> np.ndarray | None:
         return emb if self.meta["tags"] and self.model.sigmoid else None
+
+    def search(self) -> str:
+        return self.config.search
+
+
+def dead_outputs(outputs: np.ndarray | None, tol: float = 1e-6) -> int:
+    """Tag outputs that are constant (range <= tol) over a part's posts: they rank nothing."""
+    if outputs is None or not len(outputs):
+        return 0
+    return int((np.ptp(outputs, axis=0) <= tol).sum())
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
