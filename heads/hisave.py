@@ -15,7 +15,7 @@ import polars as pl
 
 from heads import register
 from pipeline.head.base import Head, HeadData, Progress, Role
-from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.config import config_to_dict
 
 
 @register
@@ -66,7 +66,7 @@ class HisAve(Head):
     @classmethod
     def load(cls, directory: Path) -> "HisAve":
         state = json.loads((Path(directory) / "hisave.json").read_text())
-        head = cls(config_from_dict(cls.Config, state["config"]))
+        head = cls(cls.saved_config(state["config"])[0])
         head.global_mean = float(state["global_mean"])
         head.user_mean = {k: float(v) for k, v in state["user_mean"].items()}
         return head

@@ -17,7 +17,7 @@ import polars as pl
 from heads import register
 from pipeline.head.ranking import examples
 from pipeline.head.base import Head, HeadData, Progress, Role
-from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 
 FILE = "popularity.json"
@@ -77,6 +77,6 @@ class Popularity(Head):
             doc = json.loads((Path(directory) / FILE).read_text())
         except FileNotFoundError:
             raise PipeError(f"no saved 'popularity' head in {directory} (missing {FILE})") from None
-        head = cls(config_from_dict(PopularityConfig, doc["config"]))
+        head = cls(cls.saved_config(doc["config"])[0])
         head.counts = {str(k): int(v) for k, v in doc["counts"].items()}
         return head

@@ -135,8 +135,9 @@ class Run(_RunFolder):
         root = cache if cache is not None else self.config.get("cache")
         with tempfile.TemporaryDirectory(prefix="pipe-predict-") as tmp:
             out = Path(tmp) / "scores.parquet"
+            source = str(Path(posts).resolve()) if isinstance(posts, (str, Path)) else "(in-memory posts)"
             score(self.dir, _posts_file(posts, Path(tmp), name, base), out, dataset=name, cache=root, say=say,
-                  **options)
+                  origin=("predict", source), **options)
             table = pl.read_parquet(out)
         return table if isinstance(posts, (str, Path, pl.DataFrame)) else table.to_pandas()
 
@@ -184,7 +185,11 @@ def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = N
     `runs/*` glob catches `runs/evaluate.csv`)."""
     from pipeline.evaluate.compare import comparison_rows, write_comparison
 
-    rows = comparison_rows(_run_folders(refs, runs, say))
+    folders = _run_folders(refs, runs, say)
+    for run in folders:
+        for line in run.store_changes():
+            say(line)
+    rows = comparison_rows(folders)
     if out is not None:
         csv_path, md_path = write_comparison(rows, out)
         say(f"wrote {csv_path} and {md_path}")

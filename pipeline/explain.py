@@ -160,7 +160,7 @@ def explain(run_ref: str | Path, post_ids: list[str], posts_file: str | Path | N
             cache: str | Path | None = None, runs: str | Path | None = None,
             say: Callable[[str], None] = lambda m: None, **extract_options: Any) -> list[PostExplanation]:
     """`pipe explain`: the posts `post_ids` of the run's dataset, or of `posts_file`."""
-    from pipeline.score import head_data, prepare, training_store, unseen_users
+    from pipeline.score import head_data, open_training_store, prepare, unseen_users
 
     if not post_ids:
         raise PipeError("name at least one post (--post ID)")
@@ -172,9 +172,11 @@ def explain(run_ref: str | Path, post_ids: list[str], posts_file: str | Path | N
         if run.metrics is None:
             raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
         head = run.load_head()
+        for line in run.store_changes(cache):  # the run's own posts: its predictions.parquet may disagree
+            say(line)
         posts = load_posts(run.config["dataset"], run.config.get("cache") or cache)
         posts = posts.filter(pl.col("post_id").is_in(post_ids))  # only these: a history keeps the dataset's
-        stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
+        stores = {r: open_training_store(run, eid, cache) for r, eid in run.stores.items()}
         data = head_data(run, posts, stores, cache)[1]
         unseen = None
     missing = sorted(set(post_ids) - set(data.ids))

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import polars as pl
 
 from pipeline.core.errors import NotApplicable, PipeError
+from pipeline.core.io import atomic_write_bytes, parquet_bytes
 from pipeline.data.raw import LINE
 from pipeline.data.readers import read_raw
 from pipeline.evaluate.report import run_posts, user_training_stats
@@ -85,7 +86,7 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
     with tempfile.TemporaryDirectory(prefix="pipe-rank-") as tmp:
         f = _candidates_file(candidates, user, Path(tmp))
         s = prepare(run.dir, f, dataset or f"rank-{dataset_name_for(candidates)}", cache, runs, say=say,
-                    **extract_options)
+                    origin=("rank", str(candidates.resolve())), **extract_options)
     table, _ = score_table(s)
     posts = run_posts(s.run, cache)
     stats = user_training_stats(s.run.predictions(), posts).filter(pl.col("user_id") == user) \
@@ -103,7 +104,7 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        ranked.write_csv(out) if out.suffix.lower() == ".csv" else ranked.write_parquet(out)
+        atomic_write_bytes(out, ranked.write_csv().encode() if out.suffix.lower() == ".csv" else parquet_bytes(ranked))
     folder = _explain(s, ranked, Path(explain), cache) if explain is not None else None
     return RankReport(ranked, user, mean, n, s.dataset, out, folder)
 

@@ -11,8 +11,9 @@ follower of the post's author; embedding: post_id, embedding, top labels), then:
 - `unseen_user`: the user has no post in the run's training part; the head's documented
   fallback applies (hisave: global training mean; svr/lightgbm: global mean as the user
   statistic, missing user category; torch heads: the unknown-user embedding row).
-- `missing_image`: the post has no image, or the run reads a `visual` store and that store
-  has no row for the post (an unreadable image, listed in the store's failures.parquet);
+- `missing_image`: the post has no image, or an image store the run reads has no row for
+  the post (an unreadable image, listed in the store's failures.parquet, or an old row
+  withdrawn because the post's image changed, went or became unreadable since);
   the head scores it without the image where it can.
 
 The run's task config (config.json `task.config`) is restored and the scored posts carry
@@ -34,8 +35,9 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes, parquet_bytes
 from pipeline.data.contract import load_posts, load_side_tables
-from pipeline.data.ingest import ingest
+from pipeline.data.ingest import claim_dataset, ingest
 from pipeline.store import MANIFEST, FeatureStore
 from pipeline.store.coverage import DEFAULT_MIN_COVERAGE, check_coverage
 from pipeline.submission import external_data, write_submission
@@ -75,6 +77,16 @@ def training_store(run: Run, extractor_id: str, cache: str | Path | None) -> Pat
                     "to score new posts")
 
 
+def open_training_store(run: Run, extractor_id: str, cache: str | Path | None) -> FeatureStore:
+    """The run's store of `extractor_id`, opened read-only (nothing written: no lock file, no
+    stamps) when it lies outside this command's cache root: a run's recorded paths never widen
+    where a command writes."""
+    d = training_store(run, extractor_id, cache)
+    root = paths.cache_root(cache).resolve()
+    inside = d.resolve() == root or root in d.resolve().parents
+    return FeatureStore(d, writes=inside)
+
+
 def training_users(run: Run, cache: str | Path | None) -> pl.Series:
     """The users with a post in the run's training part."""
     train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"]
@@ -95,11 +107,16 @@ def unseen_users(head: Any, run: Run, data: HeadData, cache: str | Path | None,
 
 
 def missing_images(posts: pl.DataFrame, stores: dict[str, Any]) -> np.ndarray:
-    """(N,) bool: the post has no image, or the run reads a `visual` store without a row for it."""
+    """(N,) bool: the post has no image, or an image store the run reads has no row for it (an
+    unreadable image, or an old row withdrawn because the image changed, went or became unreadable)."""
+    from pipeline.extract.build import reads_images
+
     no_image = posts["image"].is_null() | (posts["image"].str.strip_chars() == "")
     missing = no_image.fill_null(True).to_numpy()
-    if "visual" in stores:
-        missing |= ~np.array([p in stores["visual"] for p in posts["post_id"].to_list()], dtype=bool)
+    ids = posts["post_id"].to_list()
+    for st in stores.values():
+        if reads_images(st):
+            missing |= ~np.array([p in st for p in ids], dtype=bool)
     return missing
 
 
@@ -128,10 +145,14 @@ def prepare(
     say: Callable[[str], None] = lambda m: None,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     users: list[str] | None = None,
+    origin: tuple[str, str] | None = None,
+    overwrite_dataset: bool = False,
     **extract_options: Any,
 ) -> Scoring:
     """Load the run's model, ingest the posts file as its own dataset and extract, with the
-    run's exact extractors, only what is not cached."""
+    run's exact extractors, only what is not cached. `origin` (command, posts file; default
+    score and `posts_file`) is recorded with the dataset; an existing dataset of another
+    origin is refused unless `overwrite_dataset`."""
     from pipeline.extract import extractor_from_store, run_extract
     from pipeline.extract.build import reads_images
 
@@ -139,11 +160,15 @@ def prepare(
     if run.metrics is None:
         raise PipeError(f"run {run.dir} has no metrics.json: it did not finish, so it has no final model")
     head = run.load_head()  # a damaged model stops here, named, before any ingest or extraction
+    for line in run.store_changes(cache):  # its extractors and history come from those stores
+        say(line)
     name = dataset or dataset_name_for(Path(posts_file))
     if name == run.config["dataset"]:
         raise PipeError(f"{name!r} is the run's training dataset; ingesting {posts_file} under that name would replace "
                         "its posts table: pass --dataset with another name")
-    rep = ingest(Path(posts_file), name, fmt, cache, unlabelled=True)
+    origin = origin or ("score", str(Path(posts_file).resolve()))
+    claim_dataset(name, cache, *origin, overwrite=overwrite_dataset)
+    rep = ingest(Path(posts_file), name, fmt, cache, unlabelled=True, origin=origin)
     say(f"ingested {rep.rows} posts from {posts_file} as dataset {name!r}")
     posts = load_posts(name, cache)
 
@@ -182,14 +207,14 @@ class RunContext:
 
 
 def run_context(run: Run, cache: str | Path | None) -> RunContext:
-    task = tasks.get(run.task)(run.config.get("task", {}).get("target", "score"))
-    task.restore(run.config.get("task", {}))  # its config, the fitted target transform: scores come back in counts
+    task = tasks.get(run.task)(run.task_described.get("target", "score"))
+    task.restore(run.task_described)  # its config, the fitted target transform: scores come back in counts
     ctx = RunContext(task, load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
     if task.history:
         root = run.config.get("cache") or cache
         ctx.history_posts = task.label(load_posts(run.config["dataset"], root))
         ctx.train_ids = run.predictions().filter(pl.col("split") == "train")["post_id"].to_list()
-        ctx.stores = {r: FeatureStore(training_store(run, eid, cache)) for r, eid in run.stores.items()}
+        ctx.stores = {r: open_training_store(run, eid, cache) for r, eid in run.stores.items()}
     return ctx
 
 
@@ -236,12 +261,13 @@ def score(run_ref: str | Path, posts_file: str | Path, out: str | Path, submissi
           **options: Any) -> ScoreReport:
     """Ingest, extract what is missing, predict, write post_id/score/unseen_user/missing_image
     (and, with `submission`, the SMP Challenge JSON: pipeline/submission.py). `options` are
-    `prepare`'s (dataset, cache, runs, fmt, say, min_coverage, users, extraction's)."""
+    `prepare`'s (dataset, cache, runs, fmt, say, min_coverage, users, origin, overwrite_dataset,
+    extraction's)."""
     s = prepare(run_ref, posts_file, **options)
     table, out_value = score_table(s)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.write_parquet(out)
+    atomic_write_bytes(out, parquet_bytes(table))  # a failed write (a full disk) leaves the old scores
     windows = record_windows(s, out)
     if submission is not None:
         # the scored stores were written by the run's exact extractors (same ids, same configs)
@@ -261,7 +287,7 @@ def record_windows(s: Scoring, out: Path) -> Path | None:
     written = {}
     for name, frame in s.task.scored_files(s.data).items():
         written[name] = out.with_name(f"{out.stem}.{name}.parquet")
-        frame.write_parquet(written[name])
+        atomic_write_bytes(written[name], parquet_bytes(frame))
     return written.get("windows")
 
 

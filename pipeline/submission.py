@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes
 
 VERSION = "VERSION 1.2"
 
@@ -79,5 +80,5 @@ def write_submission(path: str | Path, scores: pl.DataFrame, external: dict[str,
         raise PipeError("submission would not follow the SMP format: " + "; ".join(problems))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
     return path

@@ -179,3 +179,18 @@ def test_synth_sequence_plants_an_effect_of_the_earlier_posts_only(tmp_path):
         assert c[pid] == sum(x == cats[i] for x in cats[max(0, i - 7):i])  # the 7 posts before, never a later one
     effect = dict(zip(truth["post_id"], truth["sequence_effect"]))
     assert np.corrcoef([effect[p] for p in posts["post_id"]], [c[p] for p in posts["post_id"]])[0, 1] > 0.99
+
+
+def test_a_dsn_saved_with_its_window_in_the_config_loads_with_that_window(parts, tmp_path, one_thread):
+    """A model saved before tasks owned the window (issue 18) kept `window` in its config and
+    not in its meta: it loads, and predicts with that window."""
+    import json
+
+    head, p = _fit(parts, sets=("window=3",))
+    head.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "head.json").read_text())
+    doc["config"]["window"], doc["config"]["window_scope"] = doc["meta"].pop("window"), doc["meta"].pop("window_scope")
+    (tmp_path / "m" / "head.json").write_text(json.dumps(doc))
+    old = DSN.load(tmp_path / "m")
+    assert old.meta["window"] == 3 and old.meta["window_scope"] == "global"
+    np.testing.assert_array_equal(old.predict(p["test"]), head.predict(p["test"]))

@@ -137,3 +137,38 @@ def test_help_names_task_set_and_the_aliases():
     for command in ("train", "tune"):
         out = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "200"}).output
         assert "--task-set" in out and "aliases of --task-set" in " ".join(out.split())
+
+
+def _as_saved_before_tasks_owned_settings(run, model_file: str, moved: dict) -> None:
+    """Rewrite a run as one saved before issue 18: the task settings in the head's config (config.json
+    and the model's own file), no `task.config`."""
+    doc = json.loads((run / "config.json").read_text())
+    doc["config"].update(moved)
+    del doc["task"]["config"]
+    (run / "config.json").write_text(json.dumps(doc))
+    state = json.loads((run / "model" / model_file).read_text())
+    state["config"].update(moved)
+    (run / "model" / model_file).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("head,model_file,task_sets,moved", [
+    ("hisave", "hisave.json", {"window": "3"}, {"window": 3, "window_scope": "global"}),
+    ("popularity", "popularity.json", {}, {"negatives": 2}),
+])
+def test_a_run_saved_before_tasks_owned_their_settings_still_scores(cache, tmp_path, head, model_file, task_sets,
+                                                                     moved):
+    from pipeline import api
+
+    run, _ = _train(cache, tmp_path, head, f"old-{head}", task_sets=task_sets)
+    posts = pl.read_parquet(cache / "tiny" / "posts.parquet").head(6).with_columns(
+        post_id=pl.Series([f"o{i}" for i in range(6)]))
+    posts.drop("image").write_parquet(tmp_path / "new.parquet")
+    now = api.score(run, tmp_path / "new.parquet", tmp_path / "now.parquet", dataset=f"new-{head}", cache=cache,
+                    runs=tmp_path / "runs")  # a dataset per head: each scores its own file
+    _as_saved_before_tasks_owned_settings(run, model_file, moved)
+    old = api.score(run, tmp_path / "new.parquet", tmp_path / "old.parquet", dataset=f"new-{head}", cache=cache,
+                    runs=tmp_path / "runs")
+    assert pl.read_parquet(old.out).equals(pl.read_parquet(now.out))
+    assert (old.windows is None) == (now.windows is None)  # the window came back from the head's old config
+    if now.windows is not None:
+        assert pl.read_parquet(old.windows).equals(pl.read_parquet(now.windows))

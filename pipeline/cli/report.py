@@ -79,6 +79,8 @@ def rank(
                                            "rank.html (heads with attention).", show_default="no maps"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name to ingest the candidates as.",
                                           show_default="rank-<file name>"),
+    overwrite_dataset: bool = typer.Option(False, "--overwrite-dataset", help="Replace --dataset even when another "
+                                           "command or another candidates file made it."),
     device: str = ExtractDevice,
     num_workers: Optional[int] = Workers,
     as_json: bool = JsonOpt,
@@ -90,7 +92,8 @@ def rank(
     from pipeline import api
 
     rep = api.rank(run, user, candidates, out=out, explain=explain, dataset=dataset, cache=cache, runs=runs,
-                   say=_say(quiet), device=device, num_workers=num_workers, quiet=quiet)
+                   say=_say(quiet), device=device, num_workers=num_workers, quiet=quiet,
+                   overwrite_dataset=overwrite_dataset)
     if as_json:
         return print_json({"user": rep.user, "user_mean": rep.user_mean, "user_posts": rep.user_posts,
                            "candidates": rep.table.to_dicts()})

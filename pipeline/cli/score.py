@@ -27,6 +27,8 @@ def score(
     out: Path = typer.Option(..., "--out", help="Output Parquet: post_id, score, unseen_user, missing_image."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name to ingest the posts as.",
                                           show_default="from the file name"),
+    overwrite_dataset: bool = typer.Option(False, "--overwrite-dataset", help="Replace --dataset even when another "
+                                           "command or another posts file made it."),
     fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     device: str = typer.Option("auto", "--device", help="Extraction device: auto, cpu, cuda or cuda:N."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Extraction batch size.",
@@ -54,7 +56,8 @@ def score(
     say = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
     rep = api.score(run, posts, out, dataset=dataset, cache=cache, runs=runs, fmt=fmt, say=say, device=device,
                     batch_size=batch_size, num_workers=num_workers, quiet=quiet, min_coverage=min_coverage,
-                    submission=submission, users=read_users(users) if users is not None else None)
+                    submission=submission, overwrite_dataset=overwrite_dataset,
+                    users=read_users(users) if users is not None else None)
     if as_json:
         return print_json(dataclasses.asdict(rep))
     res = results_console()

@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import math
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.core.errors import IntegrityError
+
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
     h = hashlib.sha256()
@@ -21,14 +24,60 @@ def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+_NOFOLLOW = os.O_NOFOLLOW  # POSIX: the final component is never followed
+
+
+def real_folder(directory: Path, create: bool = False) -> Path:
+    """`directory` when it is a folder and not a symbolic link (created when `create`); else
+    IntegrityError naming it: pipe never writes into a folder through a link."""
+    directory = Path(directory)
+    if create and not os.path.lexists(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    if directory.is_symlink() or (os.path.lexists(directory) and not directory.is_dir()):
+        raise IntegrityError(f"{directory} is a symbolic link or not a folder; pipe never writes through a link: "
+                             "remove it and run again")
+    return directory
+
+
+def open_for_write(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode: int = 0o644) -> int:
+    """The one way pipe opens a file for writing: its folder must be a real folder and the file
+    itself is opened with O_NOFOLLOW, so a planted link (to a file outside the roots) is refused
+    by name instead of truncated or written through. Returns an OS file descriptor."""
+    path = Path(path)
+    real_folder(path.parent)
+    try:
+        return os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (path.is_symlink() and e.errno == errno.EEXIST):
+            raise IntegrityError(f"{path} is a symbolic link; pipe never writes through a link: remove it and run "
+                                 "again") from None
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (a log such as quarantine/reasons.jsonl), never through a link."""
+    fd = open_for_write(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with os.fdopen(fd, "a") as f:
+        f.write(line.rstrip("\n") + "\n")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a sibling temp file, fsync, rename: readers see the old or the new file."""
+    """Write to a sibling temp file (created exclusively, never through a link), fsync, rename:
+    readers see the old or the new file; a link at `path` is replaced, never written through."""
+    path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if os.path.lexists(tmp):  # a leftover (or a planted link) of this pid: removing it touches no target
+        tmp.unlink()
+    fd = open_for_write(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written temp left behind (ENOSPC, a kill signal)
+        raise
 
 def _alive(pid: int) -> bool:
     try:

@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -10,13 +11,14 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import PostsError
+from pipeline.core.errors import PipeError, PostsError
 from pipeline.core.io import atomic_write_bytes, parquet_bytes, remove_stale_temps
 from pipeline.data.contract import REJECTED, SIDE_TABLES, _to_str, normalise, post_text
 from pipeline.data.raw import LINE, RawPosts
 from pipeline.data.readers import read_raw
 
 _MAX_LISTED = 20  # problems listed in one error message
+ORIGIN = "origin.json"  # beside posts.parquet: the command that made the dataset and its posts file
 
 
 @dataclass
@@ -76,7 +78,8 @@ def count_words(df: pl.DataFrame) -> pl.Series:
 
 def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, skip_invalid: bool = False,
            min_words: int | None = None, *, unlabelled: bool = False, split: str | None = None,
-           encoding: str | None = None, interactions: Path | None = None, follows: Path | None = None) -> IngestReport:
+           encoding: str | None = None, interactions: Path | None = None, follows: Path | None = None,
+           origin: tuple[str, str] | None = None) -> IngestReport:
     """Validate a posts file and write `<cache>/<name>/posts.parquet` atomically, replacing any old table.
 
     The new table is written before `rejected.parquet` changes; an old table that cannot be
@@ -84,6 +87,8 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
     Side tables (`interactions`, `follows`; pipeline/data/sidetables.py) are validated
     against the new posts before anything is written; a re-ingest replaces them, and removes
     those of the earlier ingest not given again (they described the old posts).
+    `origin` (command, posts file) is recorded in `origin.json` (default: `ingest` and `path`),
+    so `pipe score`/`rank` can refuse a dataset they did not make (`claim_dataset`).
     """
     dest = paths.posts_path(name, cache)  # the name is checked before anything is read or written
     raw, table, problems = _read(path, fmt, unlabelled, split, encoding)
@@ -108,10 +113,35 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
     else:
         rejected_path.unlink(missing_ok=True)
     written, side_rejected, removed = _write_side_tables(dest.parent, sides, skip_invalid)
+    command, source = origin or ("ingest", str(Path(path).resolve()))
+    atomic_write_bytes(dest.with_name(ORIGIN), json.dumps({"command": command, "posts": source}).encode())
     return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
                         path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced,
                         set_aside=set_aside, side=written or None, side_rejected=side_rejected or None,
                         side_removed=removed or None)
+
+
+def read_origin(name: str, cache: Path | None = None) -> dict | None:
+    """The dataset's `origin.json` ({command, posts}), or None (made before origins were recorded)."""
+    try:
+        d = json.loads(paths.posts_path(name, cache).with_name(ORIGIN).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def claim_dataset(name: str, cache: Path | None, command: str, source: str, overwrite: bool = False) -> None:
+    """Refuse, naming it, to replace dataset `name` unless `command` made it from `source`
+    (re-scoring the same file into the dataset it made before) or `overwrite` says so."""
+    if overwrite or not paths.posts_path(name, cache).exists():
+        return
+    made = read_origin(name, cache)
+    if made == {"command": command, "posts": source}:
+        return
+    how = (f"made by `pipe {made.get('command')}` from {made.get('posts')}" if made
+           else "made by another command (it records no origin)")
+    raise PipeError(f"dataset {name!r} exists, {how}; `pipe {command}` of {source} would replace its posts: pass "
+                    "--dataset with another name, or --overwrite-dataset to replace it on purpose")
 
 
 def _read_side_tables(posts: pl.DataFrame, files: dict[str, Path | None], skip_invalid: bool,

@@ -25,11 +25,15 @@ class Plan:
     tasks: list[ShardTask]
     skipped: int
     skipped_failed: int
-    no_image: list[str]  # post ids without an image, not yet stored
+    no_image: list[str]  # post ids without an image
+    stale: list[str]  # post ids with a stored row of another input (changed, gone, unreadable): withdrawn first
 
 
 def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptions) -> Plan:
-    """Which posts still need extracting, cut into shard tasks numbered after the store's last shard."""
+    """Which posts still need extracting, cut into shard tasks numbered after the store's last shard,
+    and which stored rows no longer match their post's input (`stale`: the caller withdraws them
+    before extracting, so a post whose image changed, went or became unreadable is never served
+    its old features)."""
     ids = posts["post_id"].to_list()
     no_image: list[str] = []
     done = writer.done_sources()
@@ -39,10 +43,12 @@ def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptio
     else:
         images = posts["image"].to_list() if "image" in posts.columns else [None] * len(ids)
         keep = [i for i, p in enumerate(images) if p]
-        no_image = [ids[i] for i, p in enumerate(images) if not p and ids[i] not in done]
+        no_image = [ids[i] for i, p in enumerate(images) if not p]
         ids = [ids[i] for i in keep]
         inputs = [images[i] for i in keep]
         sources = _fingerprints(inputs)
+    current = dict(zip(ids, sources))
+    stale = [pid for pid in posts["post_id"].to_list() if pid in done and current.get(pid) != done[pid]]
     failed = {} if opts.retry_failed else dict(writer.failures().select("post_id", "source").iter_rows())
     todo, skipped, skipped_failed = [], 0, 0
     for pid, x, src in zip(ids, inputs, sources):
@@ -59,4 +65,4 @@ def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptio
         ShardTask(first + k, [p for p, _ in chunk], [x for _, x in chunk])
         for k, chunk in enumerate(todo[i : i + size] for i in range(0, len(todo), size))
     ]
-    return Plan(tasks, skipped, skipped_failed, no_image)
+    return Plan(tasks, skipped, skipped_failed, no_image, stale)

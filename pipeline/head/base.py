@@ -97,6 +97,24 @@ class Head(ABC):
         """True once there is something to save or predict with (a head keeping no `model` overrides it)."""
         return self.model is not None
 
+    @classmethod
+    def saved_config(cls, saved: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The config a saved model recorded, and the task settings it recorded with it.
+
+        Runs saved before tasks owned their settings (issue 18) kept `window`, `negatives` or
+        `tags` in the head's config: those keys (the task's aliases the Config lacks) are
+        split off, so such a model still loads; `adopt_task_settings` takes them."""
+        from pipeline.core.config import config_from_dict, field_types
+        from pipeline.train import tasks
+
+        own = field_types(cls.Config)
+        moved = {k: v for k, v in saved.items() if k in tasks.get(cls.task).ALIASES and k not in own}
+        return config_from_dict(cls.Config, {k: v for k, v in saved.items() if k not in moved}), moved
+
+    def adopt_task_settings(self, moved: dict[str, Any]) -> None:
+        """Task settings an older saved model kept in its config (`saved_config`); a head whose
+        fitted state depends on them (a window head's window) takes them here."""
+
     def check_config(self) -> None:
         """Raise PipeError for an invalid combination of settings."""
 

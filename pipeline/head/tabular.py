@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.head.base import Head, HeadData, Role
-from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.data.contract import user_feature_columns
 from pipeline.train.windows import user_history
@@ -261,6 +261,6 @@ class TabularHead(Head):
     def load_state(cls, directory: Path) -> tuple[Any, dict[str, Any]]:
         """A head rebuilt from `save_state` (config and feature table), and the whole state."""
         state = json.loads((Path(directory) / f"{cls.name}.json").read_text())
-        head = cls(config_from_dict(cls.Config, state["config"]))
+        head = cls(cls.saved_config(state["config"])[0])
         head.features = TabularFeatures.from_json(state["features"])
         return head, state

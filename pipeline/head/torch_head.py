@@ -31,7 +31,7 @@ from torch import nn
 from pipeline.head.base import Explanation, Head, HeadData, Progress, Role
 from pipeline.head.explain import Detailed, explain_torch
 from pipeline.nn.layers import TextConfig, UserVocab
-from pipeline.core.config import config_from_dict, config_to_dict
+from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
 from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
@@ -276,8 +276,10 @@ class TorchHead(Head):
             raise PipeError(f"no saved {cls.name!r} head in {d} (missing {META_FILE})") from None
         if doc.get("head") != cls.name:
             raise PipeError(f"{d} holds a {doc.get('head')!r} head, not {cls.name!r}")
-        head = cls(config_from_dict(cls.Config, doc["config"]))
+        config, moved = cls.saved_config(doc["config"])
+        head = cls(config)
         head.meta, head.history, head.train_info = doc["meta"], doc.get("history", []), doc.get("train", {})
+        head.adopt_task_settings(moved)
         head.users = UserVocab.from_json(head.meta["users"])
         head.model = head.build_model()
         state = torch.load(d / WEIGHTS_FILE, map_location="cpu", weights_only=True)

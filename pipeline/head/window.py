@@ -76,6 +76,12 @@ class WindowHead(TorchHead):
         spec = {"visual": self.visual_role, "text": self.text_role}
         return {role: spec[role] for a, role in ROLE_OF.items() if not self.ablated(a)}
 
+    def adopt_task_settings(self, moved: dict[str, Any]) -> None:
+        """A window head saved before tasks owned the window kept it in its config, not its meta."""
+        if "window" in moved and "window" not in self.meta:
+            self.meta["window"] = int(moved["window"])
+            self.meta["window_scope"] = str(moved.get("window_scope", "global"))
+
     def prepare(self, train: HeadData) -> None:
         tc = train.task_config  # a bare HeadData (no task): the head's default window, global scope
         window = tc.window if tc is not None else self.task_defaults["window"]

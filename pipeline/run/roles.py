@@ -72,4 +72,4 @@ def resolve_roles(
 
 def describe_stores(stores: dict[str, FeatureStore]) -> dict[str, dict[str, Any]]:
     return {role: {"extractor_id": s.extractor_id, "extractor": s.manifest.extractor, "spec": s.spec.to_json(),
-                   "posts": len(s)} for role, s in stores.items()}
+                   "posts": len(s), "manifest_sha256": s.manifest.digest} for role, s in stores.items()}

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import json
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
-from pipeline.core.io import atomic_write_bytes, json_safe
+from pipeline.core.io import append_line, atomic_write_bytes, json_safe, open_for_write, parquet_bytes, real_folder
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -37,6 +39,7 @@ PREDICTIONS = "predictions.parquet"
 TRAIN_LOG = "train_log.jsonl"
 MODEL_DIR = "model"
 INTERRUPTED = "interrupted.json"  # written when a run stops before its metrics
+RUN_LOCK = ".run.lock"  # flock held by the one train writing the folder
 
 LIBRARIES = ("pipe", "numpy", "polars", "pyarrow", "h5py", "scipy", "scikit-learn", "lightgbm", "torch", "torchvision")
 
@@ -90,31 +93,41 @@ class RunWriter:
         while unique and self.dir.exists():
             k += 1
             self.dir = paths.run_dir(f"{name}-{k}", runs)
-        if self.dir.exists() and any(self.dir.iterdir()):
-            raise PipeError(f"run folder {self.dir} already exists; pass another --name or remove it")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        taken = PipeError(f"run folder {self.dir} already exists; pass another --name or remove it")
+        if self.dir.exists() and any(p.name != RUN_LOCK for p in self.dir.iterdir()):
+            raise taken
+        real_folder(self.dir, create=True)
+        # One writer per name: the first train holds this flock until it ends (the kernel drops
+        # it when the process dies); a second train of the same name refuses instead of mixing.
+        self._lock = open_for_write(self.dir / RUN_LOCK, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise PipeError(f"run folder {self.dir} is being written by another `pipe train` of the same name; "
+                            "pass another --name") from None
+        if any(p.name != RUN_LOCK for p in self.dir.iterdir()):  # it finished between the check and the lock
+            os.close(self._lock)
+            raise taken
 
     @property
     def model_dir(self) -> Path:
-        d = self.dir / MODEL_DIR
-        d.mkdir(exist_ok=True)
-        return d
+        return real_folder(self.dir / MODEL_DIR, create=True)
 
     def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.dir / CONFIG, config)
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
-        with open(self.dir / TRAIN_LOG, "a") as f:
-            f.write(json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False) + "\n")
+        append_line(self.dir / TRAIN_LOG, json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False))
 
     def write_predictions(self, df: pl.DataFrame) -> None:
         """post_id, split, then the task's columns (regression: y, yhat)."""
-        df.write_parquet(self.dir / PREDICTIONS)
+        atomic_write_bytes(self.dir / PREDICTIONS, parquet_bytes(df))
 
     def write_table(self, name: str, df: pl.DataFrame) -> None:
         """A task's extra table, e.g. the ranking candidates every head is judged on."""
-        df.write_parquet(self.dir / f"{name}.parquet")
+        atomic_write_bytes(self.dir / f"{name}.parquet", parquet_bytes(df))
 
     def mark_interrupted(self, reason: str) -> None:
         """The run stopped before metrics.json (Ctrl-C, SIGTERM, an error): say so, and why."""
@@ -155,9 +168,44 @@ class Run:
         return self.config["head"]
 
     @property
+    def task_described(self) -> dict[str, Any]:
+        """What config.json records of the task (`Task.restore` reads it). A run from before
+        tasks owned their settings kept them in the head's config: they are taken from there."""
+        from pipeline.core.config import field_types
+        from pipeline.train import tasks
+
+        t = dict(self.config.get("task") or {}) if isinstance(self.config.get("task"), dict) else {}
+        if "config" not in t:
+            fields = field_types(tasks.get(self.task).Config)
+            t["config"] = {k: v for k, v in (self.config.get("config") or {}).items() if k in fields}
+        return t
+
+    @property
     def stores(self) -> dict[str, str]:
         """role -> extractor id the run read."""
         return {role: r["extractor_id"] for role, r in self.config.get("stores", {}).items()}
+
+    def store_changes(self, cache: str | Path | None = None) -> list[str]:
+        """One line per role whose store changed or went since this run trained on it (its
+        recorded manifest digest differs): predictions made now may differ from the run's."""
+        from pipeline.store import Manifest
+
+        root = cache if cache is not None else self.config.get("cache")
+        out = []
+        for role, rec in self.config.get("stores", {}).items():
+            want = rec.get("manifest_sha256") if isinstance(rec, dict) else None
+            if want is None:  # a run from before digests were recorded: nothing to compare
+                continue
+            where = f"store {rec.get('extractor_id')} of dataset {self.config.get('dataset')!r}"
+            try:
+                got = Manifest.load(paths.store_dir(self.config["dataset"], rec["extractor_id"], root)).digest
+            except PipeError:
+                got = None
+            if got != want:
+                out.append(f"warning: run {self.name}: {role}: {where} "
+                           + ("is gone" if got is None else "changed (re-extracted or re-ingested)")
+                           + " since the run trained on it; predictions now may differ from its predictions.parquet")
+        return out
 
     def load_head(self) -> Any:
         import heads

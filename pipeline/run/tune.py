@@ -39,6 +39,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes, real_folder
 from pipeline.head.base import Head, Progress
 from pipeline.run.train import TrainOptions, plan_run, train
 from pipeline.run.rundir import CONFIG, default_run_name
@@ -195,7 +196,7 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import polars as pl
 
-    pl.DataFrame(rows, infer_schema_length=None).write_csv(path)
+    atomic_write_bytes(path, pl.DataFrame(rows, infer_schema_length=None).write_csv().encode())  # never through a link
 
 
 def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path:
@@ -211,7 +212,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
         raise PipeError(f"run {final} already exists: this search has finished; pass another --name")
     stage = paths.contained(paths.runs_root(run.runs) / STAGING / paths.check_name(name, "run name"),
                             paths.runs_root(run.runs))
-    stage.mkdir(parents=True, exist_ok=True)
+    real_folder(stage, create=True)
     search = Search(run)
     for n in search.notes:
         say(n)
@@ -231,7 +232,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
                 "fixed": sorted(fixed), "space": {k: list(v) for k, v in space.items()}, "regime": search.regime,
                 "defaults": {"valid": value, "config": config_to_dict(search.config),
                              "seconds": round(time.perf_counter() - t0, 1)}, **opts.extra}
-        meta_path.write_text(json.dumps(meta, indent=1, default=list))
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=1, default=list).encode())
         say(f"defaults: valid {crit} {value:.4f} ({meta['defaults']['seconds']:.0f}s)")
     left = opts.trials - _finished(study)
     timeout_s = opts.timeout * 60 if opts.timeout else None
@@ -266,7 +267,7 @@ def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path
     meta.update(best={"number": best.number, "valid": best.value, "params": best.params},
                 trials={s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")},
                 importances=importances)
-    meta_path.write_text(json.dumps(meta, indent=1, default=list))
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=1, default=list).encode())
     say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
         "training it as a normal run")
     out = train(dataclasses.replace(run, sets={**run.sets, **best.params}, name=name), say)

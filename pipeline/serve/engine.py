@@ -31,7 +31,7 @@ from pipeline.extract.images import fingerprint_bytes, fingerprint_text
 from pipeline.extract.inline import image_features, preprocess_image, text_features
 from pipeline.extract.options import RunOptions
 from pipeline.run.rundir import load_run
-from pipeline.score import (Scoring, head_data, missing_images, run_context, score_table, training_store,
+from pipeline.score import (Scoring, head_data, missing_images, run_context, score_table, open_training_store,
                             training_users, unseen_users)
 from pipeline.serve.features import FeatureCache, MemoryStore
 from pipeline.serve.uploads import ImageRefused, Limits, Uploads, check_image
@@ -77,8 +77,8 @@ class Engine:
         self.base: dict[str, FeatureStore] = {}
         self.extractors: dict[str, Any] = {}
         for role, eid in self.run.stores.items():
-            d = training_store(self.run, eid, cache)
-            self.base[role] = FeatureStore(d)
+            self.base[role] = open_training_store(self.run, eid, cache)  # read-only outside --cache
+            d = self.base[role].directory
             ex = extractor_from_store(d)
             ex.load(self.device if ex.uses_torch else "cpu")
             self.extractors[role] = ex

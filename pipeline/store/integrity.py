@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import IntegrityError
-from pipeline.core.io import atomic_write_bytes, sha256_file
+from pipeline.core.io import append_line, atomic_write_bytes, real_folder, sha256_file
 from pipeline.core.specs import FeatureSpec
 from pipeline.store.manifest import SHARD_RE, Manifest, store_lock
 from pipeline.store.shards import ShardMeta, read_shard_meta, repair_hint
@@ -105,16 +105,15 @@ def orphan_problem(meta: ShardMeta, spec: FeatureSpec, stored: set[tuple[str, st
 
 def quarantine(directory: Path, path: Path, reason: str) -> Path:
     """Move a bad shard into `quarantine/` (kept for inspection, out of every read) and say why."""
-    q = Path(directory) / QUARANTINE
-    q.mkdir(exist_ok=True)
+    q = real_folder(Path(directory) / QUARANTINE, create=True)  # never a link to elsewhere
     dest = q / path.name
     k = 1
     while dest.exists():
         k += 1
         dest = q / f"{path.stem}.{k}{path.suffix}"
     os.replace(path, dest)
-    with open(q / "reasons.jsonl", "a") as f:
-        f.write(json.dumps({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "file": path.name, "moved_to": dest.name, "reason": reason}) + "\n")
+    append_line(q / "reasons.jsonl", json.dumps({"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                                 "file": path.name, "moved_to": dest.name, "reason": reason}))
     return dest
 
 

@@ -9,18 +9,19 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import polars as pl
 
 from pipeline.core.errors import IntegrityError, StoreError, StoreLocked
-from pipeline.core.io import atomic_write_bytes
+from pipeline.core.io import atomic_write_bytes, open_for_write, real_folder
 from pipeline.core.specs import FeatureSpec
 
 MANIFEST = "manifest.json"
@@ -38,11 +39,25 @@ class Manifest:
     spec: FeatureSpec  # kind, per-row shape and dtype of `features`
     shards: list[dict[str, Any]]  # finished shards in write order: file, rows, sha256
     artifacts: dict[str, str]  # file name -> sha256 of side files (vocabularies, ...)
+    # post_id -> shard index: its rows in shards numbered below are withdrawn (its input changed,
+    # went or became unreadable since), so a stale row is never served; a newer shard serves it again
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
         """Rows the finished shards hold (0 for a store whose extraction never finished a shard)."""
         return sum(int(s["rows"]) for s in self.shards)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the manifest's content (shards with their sha256, withdrawn rows, artifacts):
+        a run records it per role, so a later command can tell the store changed since."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+    def serves(self, file: str) -> Callable[[str], bool]:
+        """Whether a row of `file` for a post id is served (not withdrawn by a later `dropped` entry)."""
+        index = shard_index(file)
+        return lambda pid: self.dropped.get(pid, -1) <= index
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +68,7 @@ class Manifest:
             "spec": self.spec.to_json(),
             "shards": self.shards,
             "artifacts": self.artifacts,
+            **({"dropped": self.dropped} if self.dropped else {}),
         }
 
     @classmethod
@@ -63,6 +79,9 @@ class Manifest:
         for name in d.get("artifacts", {}):
             if not ARTIFACT_RE.fullmatch(name):
                 raise ValueError(f"bad artifact name {name!r}")
+        dropped = d.get("dropped", {})
+        if not isinstance(dropped, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in dropped.values()):
+            raise ValueError("bad dropped entry: post id -> shard index")
         return cls(
             extractor_id=d["extractor_id"],
             extractor=d["extractor"],
@@ -70,6 +89,7 @@ class Manifest:
             spec=FeatureSpec.from_json(d["spec"]),
             shards=list(d.get("shards", [])),
             artifacts=dict(d.get("artifacts", {})),
+            dropped=dict(dropped),
         )
 
     @classmethod
@@ -87,24 +107,31 @@ class Manifest:
         atomic_write_bytes(directory / MANIFEST, json.dumps(self.to_json(), indent=1).encode())
 
 
+def shard_index(file: str) -> int:
+    """The number in `shard-NNNNN.h5`."""
+    return int(SHARD_RE.match(file).group(1))  # type: ignore[union-attr]
+
+
 @contextmanager
-def store_lock(directory: Path, wait: bool = False, shared: bool = False) -> Iterator[None]:
+def store_lock(directory: Path, wait: bool = False, shared: bool = False, create: bool = True) -> Iterator[None]:
     """An OS file lock: released by the kernel when its process dies, so a killed run never blocks.
 
     The one writer holds it exclusive; a reader holds it shared while it opens the store, so a
-    train never starts on a half-grown store and an extraction never starts mid-check.
+    train never starts on a half-grown store and an extraction never starts mid-check. The lock
+    file is never opened through a link; `create=False` (a store outside the command's roots)
+    creates nothing: no lock file, no lock.
     """
     if shared:
         if not directory.is_dir():
             raise StoreError(f"no feature store at {directory}")
         try:
-            fd = os.open(directory / LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
-        except OSError:  # a read-only store nobody can write to: nothing to wait for
+            fd = open_for_write(directory / LOCK, os.O_RDONLY | (os.O_CREAT if create else 0))
+        except OSError:  # a read-only store nobody can write to (or no lock file): nothing to wait for
             yield
             return
     else:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        real_folder(directory, create=True)
+        fd = open_for_write(directory / LOCK, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)

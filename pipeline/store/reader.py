@@ -26,24 +26,30 @@ class FeatureStore:
     DataLoader and dask workers each open their own read-only handles.
     """
 
-    def __init__(self, directory: str | Path, wait: bool = False) -> None:
+    def __init__(self, directory: str | Path, wait: bool = False, writes: bool = True) -> None:
+        """`writes=False`: a store outside the command's roots (found through a run's recorded
+        cache) is only read: no lock file created, no verified stamps saved."""
         self.directory = Path(directory)
         # Under the shared lock: no extraction is half-way through this store while it is checked.
-        with store_lock(self.directory, wait=wait, shared=True):
+        with store_lock(self.directory, wait=wait, shared=True, create=writes):
             self.manifest = Manifest.load(self.directory)
             self.spec = self.manifest.spec
             stamps = load_stamps(self.directory)
             before = {k: dict(v) for k, v in stamps.items()}
             metas = [check_shard(self.directory, s, self.spec, stamps) for s in self.manifest.shards]
-            if stamps != before:
+            if stamps != before and writes:
                 save_stamps(self.directory, stamps)
         self._dtype = np.dtype(self.spec.dtype)
         self._shards: list[tuple[Path, int | None, int]] = []  # (path, byte offset, rows)
         self._index: dict[str, tuple[int, int]] = {}
         for si, (s, meta) in enumerate(zip(self.manifest.shards, metas)):
             self._shards.append((self.directory / s["file"], meta.offset, len(meta.ids)))
+            served = self.manifest.serves(s["file"])
             for row, pid in enumerate(meta.ids):
-                self._index[pid] = (si, row)  # newer shards come later and win
+                if served(pid):  # a withdrawn (stale) row is never served
+                    self._index[pid] = (si, row)  # newer shards come later and win
+                else:
+                    self._index.pop(pid, None)
         self._maps: list[np.ndarray] | None = None
 
     # -- identity -------------------------------------------------------------------

@@ -69,6 +69,7 @@ class StoreWriter:
                 )
             self.manifest.shards = old.shards
             self.manifest.artifacts = old.artifacts
+            self.manifest.dropped = old.dropped
         # Leftovers of a killed run: temp files are partial by construction.
         for tmp in d.glob(".tmp-*"):
             tmp.unlink(missing_ok=True)
@@ -105,12 +106,26 @@ class StoreWriter:
 
     # -- what is already there ------------------------------------------------------
     def done_sources(self) -> dict[str, str]:
-        """post_id -> source fingerprint of its newest stored row."""
+        """post_id -> source fingerprint of its newest served row (withdrawn rows do not count)."""
         out: dict[str, str] = {}
         for s in self.manifest.shards:
             meta = self._metas.get(s["file"]) or read_shard_meta(self.directory / s["file"])
-            out.update(zip(meta.ids, meta.sources))
+            served = self.manifest.serves(s["file"])
+            for pid, src in zip(meta.ids, meta.sources):
+                if served(pid):
+                    out[pid] = src
+                else:
+                    out.pop(pid, None)
         return out
+
+    def withdraw(self, post_ids: Sequence[str]) -> None:
+        """Stop serving the stored rows of `post_ids` (their input changed, went or became
+        unreadable): rows of shards numbered below the next one are withdrawn; a post
+        extracted again lands in a newer shard and is served again."""
+        if post_ids:
+            nxt = self.next_index()
+            self.manifest.dropped.update(dict.fromkeys(post_ids, nxt))
+            self.manifest.save(self.directory)
 
     def failures(self) -> pl.DataFrame:
         return read_failures(self.directory)
