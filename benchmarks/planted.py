@@ -10,11 +10,13 @@ tokens; extraction is resumable, so a second run only trains):
 
 Every regression head and UHAN ablation trains at its DEFAULTS (no --set but `threads`:
 the data-aware defaults pick the small-data regime), on the default chronological split;
-one table of test MSE / MAE / SRC per dataset, written as JSON. The verdict lines check
-the issue's bar on each: UHAN's test MSE below 0.8x HisAve's and below UHAN without
-user, without visual and without text.
+one table of test MSE / MAE / SRC per dataset (means over `--seeds` seeds, default 5), the
+paired difference of UHAN's test MSE to every other row seed by seed (95 % interval,
+"within noise" where it crosses zero; benchmarks/_seeds.py), written as JSON. The verdict
+lines check the issue's bar on each: UHAN's mean test MSE below 0.8x HisAve's and below
+UHAN without user, without visual and without text.
 
-    python benchmarks/planted.py [--posts 1500] [--image-size 224] [--variants default wordy] [--repeats 1] [--workdir benchmarks/out/planted]
+    python benchmarks/planted.py [--posts 1500] [--image-size 224] [--variants default wordy] [--seeds 5] [--workdir benchmarks/out/planted]
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from pipeline.demo import DemoOptions, extract_vgg16
 from pipeline.extract import build_extractor, run_extract
 from pipeline.run.train import TrainOptions, train
 from pipeline.run.rundir import load_run
+
+from _seeds import add_seeds_flag, comparison_lines, per_seed
 
 # 12 users at 1,500 posts: ~90 training posts per user, so each user's own lucky object and
 # word are seen often enough to be learned; the wordy variant has the issue's 10 users.
@@ -90,7 +94,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--repeats", type=int, default=1, help="seeds per head (the paper reports the mean of 3)")
+    add_seeds_flag(ap)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "planted")
     ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all; none: extract only)")
     a = ap.parse_args()
@@ -107,25 +111,27 @@ def main() -> None:
                 continue
             t = time.perf_counter()
             run_dir = train(TrainOptions(dataset=dataset, head=head, stores=roles, sets=parse_sets(sets), ablate=ablate,
-                                         repeats=a.repeats, runs=runs, cache=cache))
+                                         repeats=a.seeds, runs=runs, cache=cache))
             m = load_run(run_dir).metrics or {}
             rows.append({"label": label, "head": head, "ablate": ablate, "run": run_dir.name,
                          "seconds": round(time.perf_counter() - t, 1), **{k: m["test"][k] for k in ("mse", "mae", "src")},
-                         "std": m.get("std", {}).get("test", {})})
+                         "std": m.get("std", {}).get("test", {}),
+                         "seeds": {k: per_seed(run_dir, k) for k in ("mse", "mae", "src")}})
             r = rows[-1]
             print(f"{variant}: {label:<22} test MSE {r['mse']:.3f}  MAE {r['mae']:.3f}  SRC {r['src']:.3f}  "
                   f"({r['seconds']:.0f}s)", flush=True)
         results[variant] = {"synth": VARIANTS[variant].__dict__, "rows": rows, "checks": verdict(rows)}
 
-    print(f"\n{a.posts} posts at {a.image_size} px, random VGG16 weights, heads at their defaults, {a.repeats} "
-          f"repeat(s); extraction {t_extract:.0f}s, total {time.perf_counter() - t0:.0f}s")
+    print(f"\n{a.posts} posts at {a.image_size} px, random VGG16 weights, heads at their defaults, {a.seeds} "
+          f"seed(s); extraction {t_extract:.0f}s, total {time.perf_counter() - t0:.0f}s")
     for variant, res in results.items():
         print(f"\n{variant} ({', '.join(f'{k}={v}' for k, v in res['synth'].items() if v is not None)})")
         print("\n".join(table(res["rows"])))
+        print("\n".join(comparison_lines(res["rows"], "UHAN", "mse", higher_is_better=False)))
         for k, ok in res["checks"].items():
             print(f"{'PASS' if ok else 'FAIL'} {variant} {k}")
     out = w / ("planted.json" if a.variants == list(VARIANTS) else f"planted-{'-'.join(a.variants)}.json")
-    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "repeats": a.repeats, "torch_sets": TORCH,
+    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seeds": a.seeds, "torch_sets": TORCH,
                                "extract_seconds": t_extract, "total_seconds": time.perf_counter() - t0,
                                "variants": results}, indent=1, default=list))
     print(f"wrote {out}")

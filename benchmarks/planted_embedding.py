@@ -7,7 +7,9 @@ task's default random 70/10/20 split. DMAN, DMAN_Triplet+Text (`--ablate attenti
 DMAN_Triplet (`--ablate tags`) and the linear probe train through `pipe train` at their
 defaults (the small-data regime picks the schedule; `threads=1` is a run setting only).
 Table: test mAP, micro F1, macro F1 (the paper's: harmonic mean of macro P and R), the
-mean per-class F1 and cross-modal P@10 (heads with tag outputs). JSON out.
+mean per-class F1 and cross-modal P@10 (heads with tag outputs), means over `--seeds`
+seeds (default 5), and the paired difference of DMAN's test mAP to every other row seed by
+seed (95 % interval, "within noise" where it crosses zero; benchmarks/_seeds.py). JSON out.
 
 Measured once (defaults, seed 0, 2 shared CPU cores, 52 s of training after a 71 s
 synth + extraction): DMAN mAP 0.721 / micro F1 0.672 / macro F1 0.655 / P@10 0.287;
@@ -15,7 +17,7 @@ DMAN_Triplet+Text 0.394 / 0.185 / 0.108 / 0.138; DMAN_Triplet 0.748 / 0.657 / 0.
 (best at step 0: its untrained network); linear probe 0.848 / 0.732 / 0.726. The probe
 wins at this size; see the README's embedding section.
 
-    python benchmarks/planted_embedding.py [--posts 400] [--image-size 96] [--repeats 1] [--workdir benchmarks/out/planted_embedding]
+    python benchmarks/planted_embedding.py [--posts 400] [--image-size 96] [--seeds 5] [--workdir benchmarks/out/planted_embedding]
 """
 from __future__ import annotations
 
@@ -24,11 +26,15 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
 from pipeline.data.synth_embedding import synth
 from pipeline.extract import build_extractor, run_extract
 from pipeline.run.train import TrainOptions, train
 from pipeline.run.rundir import load_run
+from pipeline.train.metrics import describe_difference, paired_difference
+
+from _seeds import add_seeds_flag, comparison_lines, per_seed
 
 RUNS: list[tuple[str, str, list[str]]] = [  # (label, head, ablations)
     ("DMAN", "dman", []),
@@ -36,7 +42,7 @@ RUNS: list[tuple[str, str, list[str]]] = [  # (label, head, ablations)
     ("DMAN_Triplet", "dman", ["tags"]),
     ("linear probe", "probe", []),
 ]
-METRICS = ("map", "micro_f1", "macro_f1", "macro_f1_per_class", "p@10")
+METRICS = ("map", "micro_f1", "macro_f1", "macro_f1_per_class", "p@10", "p@10_euclidean")
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -53,7 +59,9 @@ def main() -> None:
     ap.add_argument("--posts", type=int, default=400)
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], help="KEY=VALUE settings of the DMAN rows (e.g. search=cosine)")
+    ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
+    add_seeds_flag(ap)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "planted_embedding")
     a = ap.parse_args()
     t0 = time.perf_counter()
@@ -67,19 +75,28 @@ def main() -> None:
     t_extract = time.perf_counter() - t0
     rows = []
     for label, head, ablate in RUNS:
+        if a.only is not None and label not in a.only:
+            continue
         t = time.perf_counter()
-        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets={"threads": 1},
-                                     ablate=ablate, repeats=a.repeats, runs=runs, cache=cache))
+        sets = {"threads": 1, **(parse_sets(a.sets) if head == "dman" else {})}
+        run_dir = train(TrainOptions(dataset=dataset, head=head, stores={"visual": visual}, sets=sets,
+                                     ablate=ablate, repeats=a.seeds, runs=runs, cache=cache))
         m = (load_run(run_dir).metrics or {}).get("test", {})
         rows.append({"label": label, "head": head, "ablate": ablate, "run": run_dir.name,
-                     "seconds": round(time.perf_counter() - t, 1), **{k: m.get(k) for k in METRICS}})
+                     "seconds": round(time.perf_counter() - t, 1), **{k: m.get(k) for k in METRICS},
+                     "seeds": {k: per_seed(run_dir, k) for k in METRICS}})
         print(f"{label:<18} " + "  ".join(f"{k} {m[k]:.3f}" for k in METRICS if m.get(k) is not None)
               + f"  ({rows[-1]['seconds']:.0f}s)", flush=True)
-    print(f"\n{a.posts} posts at {a.image_size} px, random VGG16 pool5, heads at their defaults, {a.repeats} repeat(s); "
+    print(f"\n{a.posts} posts at {a.image_size} px, random VGG16 pool5, heads at their defaults, {a.seeds} seed(s); "
           f"synth+extraction {t_extract:.0f}s, total {time.perf_counter() - t0:.0f}s")
     print("\n".join(table(rows)))
+    print("\n".join(comparison_lines(rows, "DMAN", "map")))
+    for r in rows:  # the head's search against the paper's Euclidean one, on the same outputs
+        if r["seeds"]["p@10"] and not any(v != v for v in r["seeds"]["p@10"]):
+            d = paired_difference(r["seeds"]["p@10"], r["seeds"]["p@10_euclidean"])
+            print(f"{r['label']}: P@10 of its search - P@10 Euclidean: {describe_difference(d)}")
     out = w / "planted_embedding.json"
-    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seed": a.seed, "repeats": a.repeats,
+    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seed": a.seed, "seeds": a.seeds,
                                "extract_seconds": t_extract, "total_seconds": time.perf_counter() - t0, "rows": rows},
                               indent=1))
     print(f"wrote {out}")

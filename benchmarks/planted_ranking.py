@@ -4,15 +4,17 @@
 accounts, 200 users, tastes shared with an influential followee, ~2,700 retweets), random-
 weight VGG16 fc7 at 64 px and tokens (no internet here; extraction is resumable, so a
 second run only trains), the ranking task's default split (retweet events 70/10/20 in
-time order) and candidates (each test positive + 2 negatives). One table of test P@1,
-P@3 and AUC, written as JSON, with the planted ceiling (the true topic and popularity as
-the score) for scale.
+time order) and candidates (each test positive + 2 negatives), the same for every row.
+Each row trains `--seeds` seeds (`--repeats`); one table of test P@1, P@3 and AUC (mean and
+95 % interval over seeds) and, per row, the paired difference of AMNL's AUC to it seed by
+seed ("within noise" where the interval crosses zero; benchmarks/_seeds.py), written as
+JSON, with the planted ceiling (the true topic and popularity as the score) for scale.
 
 CPU-sized: AMNL at dim 64 (paper 400) and text_dim 64, lr 0.001 and beta 0.01 (at the
 paper's lr 0.01 and a smaller beta the model memorizes the 480 tweets: train AUC > 0.93,
 test < 0.6), every torch head capped at `--steps` batches.
 
-    python benchmarks/planted_ranking.py [--posts 480] [--steps 300] [--workdir benchmarks/out/planted_ranking]
+    python benchmarks/planted_ranking.py [--posts 480] [--steps 300] [--seeds 5] [--only LABEL ...] [--workdir ...]
 """
 from __future__ import annotations
 
@@ -29,12 +31,20 @@ from pipeline.data.splits import parse_split
 from pipeline.data.synth_ranking import synth
 from pipeline.train import tasks
 
+from _seeds import add_seeds_flag, comparison_lines, per_seed, summary
+
 AMNL = {"dim": 64, "text_dim": 64, "lr": 0.001, "beta": 0.01}
+METRICS = ("p@1", "p@3", "auc")
 RUNS: list[tuple[str, str, list[str], dict]] = [  # (label, head, ablations, config)
     ("Popularity", "popularity", [], {}),
     ("BPR", "bpr", [], {}),
     ("VBPR", "vbpr", [], {}),
     ("AMNL", "amnl", [], AMNL),
+    ("AMNL (product)", "amnl", [], {**AMNL, "fusion": "product"}),
+    ("AMNL (sum)", "amnl", [], {**AMNL, "fusion": "sum"}),
+    ("AMNL (before issue 19)", "amnl", [], {**AMNL, "fusion": "product", "penalty": "batch", "optimizer": "adam"}),
+    ("AMNL (paper: AdaGrad)", "amnl", [], {**AMNL, "fusion": "product", "optimizer": "adagrad", "lr": 0.01}),
+    ("AMNL (sum, AdaGrad)", "amnl", [], {**AMNL, "fusion": "sum", "optimizer": "adagrad", "lr": 0.01}),
     ("AMNL_i (w/o text)", "amnl", ["text"], AMNL),
     ("AMNL_d (w/o visual)", "amnl", ["visual"], AMNL),
     ("AMNL w/o followees", "amnl", ["followees"], AMNL),
@@ -58,6 +68,9 @@ def main() -> None:
     ap.add_argument("--posts", type=int, default=480)
     ap.add_argument("--steps", type=int, default=300, help="max_steps of every torch head")
     ap.add_argument("--workdir", type=Path, default=Path("benchmarks/out/planted_ranking"))
+    ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
+    ap.add_argument("--full", default="AMNL", help="the row every paired difference is taken from")
+    add_seeds_flag(ap)
     a = ap.parse_args()
     w = a.workdir
     cache, runs, data = w / "cache", w / "runs", w / "data"
@@ -71,20 +84,25 @@ def main() -> None:
     prep_s = time.perf_counter() - t0
     rows = []
     for label, head, ablate, config in RUNS:
+        if a.only is not None and label not in a.only:
+            continue
         t = time.perf_counter()
         torch = head != "popularity"
         sets = {**config, **({"max_steps": a.steps, "eval_every": 30, "patience": 5, "threads": 1} if torch else {})}
-        run = api.train("ranking", head, config=sets, ablate=ablate, cache=cache, runs=runs,
+        run = api.train("ranking", head, config=sets, ablate=ablate, cache=cache, runs=runs, repeats=a.seeds,
                         stores={"visual": visual.extractor_id, "text": text.extractor_id})
-        m = run.metrics["test"]
-        rows.append({"method": label, "head": head, "ablate": ablate, **{k: round(m[k], 4) for k in ("p@1", "p@3", "auc")},
-                     "seconds": round(time.perf_counter() - t, 1)})
-        print(f"{label:22s} P@1 {m['p@1']:.3f}  P@3 {m['p@3']:.3f}  AUC {m['auc']:.3f}  ({rows[-1]['seconds']}s)", flush=True)
+        seeds = {k: per_seed(run.dir, k) for k in METRICS}
+        rows.append({"label": label, "head": head, "ablate": ablate, "config": config, "run": run.dir.name,
+                     "seeds": seeds, "seconds": round(time.perf_counter() - t, 1)})
+        print(f"{label:24s} " + "  ".join(f"{k} {summary(v)}" for k, v in seeds.items()) + f"  ({rows[-1]['seconds']}s)",
+              flush=True)
+    print(f"\n{a.seeds} seed(s), torch heads capped at {a.steps} steps; paired differences of test AUC:")
+    print("\n".join(comparison_lines(rows, a.full, "auc")))
     top = ceiling("ranking", cache, json.loads((data / "signals.json").read_text()))
     print(f"{'planted score (ceiling)':22s} P@1 {top['p@1']:.3f}  P@3 {top['p@3']:.3f}  AUC {top['auc']:.3f}")
-    out = {"posts": a.posts, "steps": a.steps, "amnl_config": AMNL, "prepare_seconds": round(prep_s, 1),
+    out = {"posts": a.posts, "steps": a.steps, "seeds": a.seeds, "amnl_config": AMNL, "prepare_seconds": round(prep_s, 1),
            "rows": rows, "ceiling": {k: round(v, 4) for k, v in top.items()}}
-    path = Path("benchmarks/out/planted_ranking.json")
+    path = w / "planted_ranking.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path} in {time.perf_counter() - t0:.0f}s")

@@ -73,7 +73,7 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
     if not isinstance(result, EmbeddingOutput) or result.tag_confidence is None:
         raise PipeError(f"run {run.name} gave no tag outputs to search")
     j = tags.index(tag)
-    dist = tag_query_distance(result.tag_confidence, [j])[0]  # (N,)
+    dist = tag_query_distance(result.tag_confidence, [j], result.search)[0]  # (N,): the run's search
     order = np.argsort(dist, kind="stable")[:k]
     table = pl.DataFrame({"rank": np.arange(1, len(order) + 1), "post_id": [found["post_id"][int(i)] for i in order],
                           "image": found["image"].gather(order),

@@ -35,12 +35,15 @@ def cache(tmp_path_factory):
 
 
 def _fit_tiny(name: str, cache: Path, settings: RunSettings):
-    """Fit head `name` on the tiny dataset prepared by its task (tests/_tiny_tasks.py's inputs)."""
+    """Fit the head of pin `name` on the tiny dataset prepared by its task (tests/_tiny_tasks.py's
+    inputs): the TINY settings, then the pin's own `sets` (a pin keyed `head@what` names its `head`)."""
+    pin = PINS[name]
+    name = pin.get("head", name)
     cls = heads.get(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    head = cls(build_config(name, cls.Config, {k: v for k, v in TINY.items() if k in fields}))
+    head = cls(build_config(name, cls.Config, {**{k: v for k, v in TINY.items() if k in fields}, **pin.get("sets", {})}))
     head.settings = settings
-    stores, _ = resolve_roles(head.roles(), "tiny", cache, PINS[name]["stores"])
+    stores, _ = resolve_roles(head.roles(), "tiny", cache, pin["stores"])
     task = _tiny_tasks.task_for(cls)
     posts, side, split = _tiny_tasks.inputs(head.task, cache)
     parts = task.prepare(posts, side, parse_split(split), stores)

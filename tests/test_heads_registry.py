@@ -74,6 +74,40 @@ def test_head_fits_predicts_and_round_trips(name, cache, tmp_path):
         assert not again.unseen_users(part["train"]).any()
 
 
+@pytest.mark.slow
+def test_optimizer_reaches_the_shared_trainer(cache, monkeypatch, one_thread):
+    """`--set optimizer=sgd momentum=... nesterov=true` trains every registered torch head with
+    that SGD (the first optimizer its fit builds; DMAN's evaluation classifier keeps Adam after)."""
+    import torch
+    from pipeline.head.torch_head import TorchHead
+    from pipeline.train import loop
+
+    built: list[torch.optim.Optimizer] = []
+
+    def spy(params, config):
+        built.append(real(params, config))
+        return built[-1]
+
+    real = loop.build_optimizer
+    monkeypatch.setattr(loop, "build_optimizer", spy)
+    torch_heads = [n for n in heads.names() if issubclass(heads.get(n), TorchHead)]
+    assert {"amnl", "dman", "uhan", "dsn", "bpr"} <= set(torch_heads)
+    for name in torch_heads:
+        cls = heads.get(name)
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        sets = {**{k: v for k, v in TINY.items() if k in fields}, "max_steps": "1", "optimizer": "sgd",
+                "momentum": "0.7", "nesterov": "true", "lr": "0.05"}
+        head = cls(build_config(name, cls.Config, sets))
+        stores, _ = resolve_roles(head.roles(), "tiny", cache, _choices(head.roles(), cache))
+        part = _tiny_tasks.parts(cls.task, cache, stores, cls)
+        built.clear()
+        head.fit(part["train"], part["valid"])
+        assert built, name
+        opt = built[0]
+        assert type(opt) is torch.optim.SGD, (name, type(opt))
+        assert all(g["momentum"] == 0.7 and g["nesterov"] and g["lr"] == 0.05 for g in opt.param_groups), name
+
+
 def _arrays(out) -> list[np.ndarray]:
     """The arrays of a task's output: itself, or an EmbeddingOutput's vectors and confidences."""
     return [out] if isinstance(out, np.ndarray) else [out.vectors, out.confidence]

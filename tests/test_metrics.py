@@ -85,3 +85,20 @@ def test_mean_std_over_repeats():
     mean, std = mean_std([{"mse": 1.0}, {"mse": 3.0}], ["mse"])
     assert mean["mse"] == 2.0 and std["mse"] == pytest.approx(math.sqrt(2))
     assert mean_std([{"mse": 1.0}], ["mse"])[1]["mse"] is None  # one repeat: no std
+
+
+def test_paired_difference_against_hand_computed_values():
+    """d = (.1, .1, -.05): mean .05, s = sqrt(.0075), se = .05, t(.975, 2) = 4.302653: +/- .2151327."""
+    from pipeline.train.metrics import describe_difference, mean_interval, paired_difference
+
+    d = paired_difference([0.7, 0.8, 0.6], [0.6, 0.7, 0.65])
+    assert d["mean"] == pytest.approx(0.05)
+    assert (d["low"], d["high"]) == pytest.approx((0.05 - 0.2151327, 0.05 + 0.2151327), abs=1e-6)
+    assert d["wins"] == 2 and d["n"] == 3 and d["within_noise"]
+    assert describe_difference(d) == "+0.050 [-0.165, +0.265], wins 2/3, within noise"
+    lower = paired_difference([1.0, 1.1, 0.9, 1.0], [1.5, 1.5, 1.4, 1.6], higher_is_better=False)  # MSE: lower wins
+    assert lower["wins"] == 4 and not lower["within_noise"] and lower["high"] < 0
+    one = mean_interval([0.3])
+    assert one["mean"] == 0.3 and math.isnan(one["low"])
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])

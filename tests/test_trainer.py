@@ -171,3 +171,21 @@ def test_a_non_finite_evaluation_never_counts_as_best():
         NanFirst(4), source(x, y), source(*data(seed=1)))
     assert res.history[0]["valid_mse"] is None  # recorded as JSON null
     assert res.best_step > 0 and res.best_valid < float("inf")
+
+
+def test_build_optimizer_names_and_checks():
+    """Each optimizer name builds its torch class with the config's settings; bad settings are PipeErrors."""
+    from pipeline.train.optim import build_optimizer
+
+    w = [torch.nn.Parameter(torch.zeros(2))]
+    assert type(build_optimizer(w, TrainConfig())) is torch.optim.Adam  # the default: pinned runs unchanged
+    ada = build_optimizer(w, TrainConfig(optimizer="adagrad", lr=0.01, weight_decay=0.1))
+    assert type(ada) is torch.optim.Adagrad and ada.param_groups[0]["lr"] == 0.01
+    assert ada.param_groups[0]["weight_decay"] == 0.1
+    sgd = build_optimizer(w, TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True))
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["momentum"] == 0.9
+    for bad in (TrainConfig(optimizer="rmsprop"), TrainConfig(optimizer="sgd", nesterov=True)):
+        with pytest.raises(PipeError):
+            build_optimizer(w, bad)
+    with pytest.raises(PipeError, match="optimizer"):
+        Trainer(TrainConfig(optimizer="lbfgs"))

@@ -70,11 +70,15 @@ class EmbeddingHead(VisualTextHead):
         """(N, T) tag confidences of a tag branch, or None."""
         return None
 
+    def search(self) -> str:
+        """How a tag query ranks images by their tag outputs (tasks.embedding.SEARCHES): the paper's Euclidean."""
+        return "euclidean"
+
     def predict(self, data: HeadData) -> EmbeddingOutput:
         emb = self.embed(data)
         tags = self.tag_outputs(emb)
         return EmbeddingOutput(emb, list(self.meta["labels"]), self.confidences(emb),
-                               list(self.meta["tags"]) if tags is not None else None, tags)
+                               list(self.meta["tags"]) if tags is not None else None, tags, self.search())
 
 
 class LabelClassifier(nn.Module):

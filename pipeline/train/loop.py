@@ -1,8 +1,10 @@
 """The one training loop every torch head shares (UHAN's protocol).
 
-Adam; evaluate the task's validation criterion (MSE, AUC, mAP: a `Criterion`) every `eval_every` batches (and once before the first
-step, so "no training helps" is a possible answer); stop after `patience` evaluations
-without improvement or at `max_steps`; restore the best weights. Batches are assembled
+Adam by default (`optimizer`: adam | adagrad | sgd, pipeline/train/optim.py); evaluate
+the task's validation criterion (MSE, AUC, mAP: a `Criterion`) every `eval_every`
+batches (and once before the first step, so "no training helps" is a possible answer);
+stop after `patience` evaluations without improvement or at `max_steps`; restore the
+best weights. Batches are assembled
 by a background thread (`Prefetcher`) from the feature stores' memory maps, `prefetch`
 batches ahead, so the model never waits on I/O even when the grids are far larger than
 RAM. On CPU a fixed seed gives bit-identical runs: one producer thread draws the batch
@@ -28,6 +30,7 @@ from pipeline.core.device import resolve_device, torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.nn.device import batch_to_device
 from pipeline.train.data import RunSettings
+from pipeline.train.optim import build_optimizer, check_optimizer
 
 Batch = dict[str, torch.Tensor]
 
@@ -36,8 +39,11 @@ Batch = dict[str, torch.Tensor]
 class TrainConfig:
     """Trainer fields; every torch head's Config inherits them (`--set key=value`)."""
 
-    lr: float = 1e-3  # Adam learning rate (other Adam settings at their defaults, as UHAN)
-    weight_decay: float = 0.0  # Adam L2 penalty
+    lr: float = 1e-3  # learning rate (Adam's other settings at their defaults, as UHAN)
+    weight_decay: float = 0.0  # the optimizer's L2 penalty
+    optimizer: str = "adam"  # adam | adagrad | sgd (pipeline/train/optim.py); papers differ: AMNL AdaGrad, DMAN SGD
+    momentum: float = 0.0  # sgd only: momentum (DMAN's paper: 0.9)
+    nesterov: bool = False  # sgd only: Nesterov momentum (needs momentum > 0)
     batch_size: int = 128  # posts per training batch (UHAN: 128)
     eval_every: int = 64  # training batches between two validation evaluations (UHAN: 64)
     patience: int = 20  # evaluations without improvement before stopping (UHAN: 20)
@@ -89,7 +95,7 @@ def mse_criterion(y: np.ndarray) -> Criterion:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, Any]]  # per evaluation: step, valid_<criterion>, train_loss, seconds (None: not finite / none yet)
+    history: list[dict[str, Any]]  # per evaluation: step, valid_<criterion>, train_loss (+ train_<term>), seconds (None: not finite / none yet)
     best_step: int  # training batches done when the restored weights were evaluated
     best_valid: float  # the validation criterion of the restored weights
     criterion: str  # its name (mse, auc, map)
@@ -219,6 +225,7 @@ class _Fit:
     eval_s: float = 0.0  # seconds spent evaluating
     t_train: float = 0.0  # when training started (after the first evaluation)
     eval_before: float = 0.0  # eval_s then
+    terms: tuple[str, ...] = ()  # names of the loss's terms when it returns them (history: train_<name>)
 
     def start_training(self) -> None:
         self.t_train, self.eval_before = time.perf_counter(), self.eval_s
@@ -245,11 +252,11 @@ class Trainer:
 
     config: TrainConfig
     settings: RunSettings = field(default_factory=RunSettings)  # device, threads, prefetch
-    loss_fn: Callable[[torch.Tensor, Batch], torch.Tensor] = mse_loss  # training loss (the task's)
+    loss_fn: Callable[[torch.Tensor, Batch], Any] = mse_loss  # training loss (the task's): a tensor, or named terms {name: tensor} summed
     criterion: Criterion | None = None  # None: MSE against the validation Source's y
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each history entry
     on_step: Callable[[int, float], None] | None = None  # (samples, seconds) of each training step, batch wait included
-    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None  # model -> Adam groups (TorchHead.param_groups)
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None  # model -> optimizer groups (TorchHead.param_groups)
     shuffle: Callable[[int], np.ndarray] | None = None  # n -> one epoch's order; None: numpy default_rng(config.seed)
     eval_batch: int | None = None  # examples per prediction batch; None: config.batch_size
     device: torch.device = field(init=False)
@@ -261,6 +268,7 @@ class Trainer:
                 raise PipeError(f"trainer setting {name} must be >= 1, got {value}")
         if c.max_steps is not None and c.max_steps < 0:
             raise PipeError(f"trainer setting max_steps must be >= 0 or None, got {c.max_steps}")
+        check_optimizer(c.optimizer, c.momentum, c.nesterov)
         self.device = torch.device(resolve_device(self.settings.device))
 
     def apply(self, model: nn.Module, source: Source, fn: Callable[[Batch], Any]) -> list[Any]:
@@ -302,7 +310,7 @@ class Trainer:
         crit = self._criterion(valid)
         model.to(self.device)
         params = self.param_groups(model) if self.param_groups is not None else model.parameters()
-        opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        opt = build_optimizer(params, c)
         batches = self._batches(train.n)
         run = _Fit(crit, -1.0 if crit.higher_is_better else 1.0)
         run.best = self._evaluate(model, valid, run, [])  # step 0: "no training helps" is a possible answer
@@ -317,7 +325,7 @@ class Trainer:
                 with Prefetcher(train, batches, self.device, self.settings.prefetch) as pf:
                     ts = time.perf_counter()
                     for batch in pf:
-                        losses.append(self._step(model, opt, batch))  # no host sync per step
+                        losses.append(self._step(model, opt, batch, run))  # no host sync per step
                         rows = len(next(iter(batch.values())))
                         run.step += 1
                         run.seen += rows
@@ -355,24 +363,30 @@ class Trainer:
             samples_per_s=(run.seen / train_s) if train_s > 0 else 0.0,
         )
 
-    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> torch.Tensor:
-        """One optimizer step on a batch; its loss, still on the device."""
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, run: _Fit) -> torch.Tensor:
+        """One optimizer step on a batch; its loss (then its named terms, when the loss has
+        them), still on the device."""
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(model(batch), batch)
+        out = self.loss_fn(model(batch), batch)
+        terms = out if isinstance(out, dict) else {}
+        loss = sum(terms.values()) if terms else out
+        run.terms = tuple(terms)
         loss.backward()
         opt.step()
-        return loss.detach()
+        return torch.stack([loss.detach(), *(t.detach() for t in terms.values())])
 
     def _evaluate(self, model: nn.Module, valid: Source, run: _Fit, losses: list[torch.Tensor]) -> float:
         """Evaluate, record the history entry; the criterion as a loss (inf when not finite, so a
         diverged model never counts as best)."""
         te = time.perf_counter()
         value = run.crit.value(self.predict(model, valid))
+        mean = torch.stack(losses).mean(0).tolist() if losses else [None] * (1 + len(run.terms))
         run.history.append({
             "step": run.step,
             f"valid_{run.crit.name}": _finite(value),
-            "train_loss": _finite(float(torch.stack(losses).mean())) if losses else None,
+            "train_loss": _finite(mean[0]) if losses else None,
+            **{f"train_{k}": _finite(v) if losses else None for k, v in zip(run.terms, mean[1:])},
             "seconds": round(time.perf_counter() - run.t0, 3),
         })
         run.eval_s += time.perf_counter() - te

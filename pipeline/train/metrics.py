@@ -166,3 +166,42 @@ def mean_std(values: Iterable[dict[str, float]], names: Sequence[str] | None = N
         mean[k] = float(np.mean(v)) if v.size else math.nan
         std[k] = float(np.std(v, ddof=1)) if v.size > 1 else None
     return mean, std
+
+
+def mean_interval(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of `values` (one per seed) and its two-sided Student-t interval at `level`:
+    mean -/+ t_{(1+level)/2, n-1} s / sqrt(n) (`low`, `high`; NaN for fewer than 2 values).
+    Why: a single run decides nothing (issue 19: DMAN's test mAP .55 / .75 / .51 over 3 seeds)."""
+    v = np.asarray([x for x in values], dtype=np.float64)
+    n = int(v.size)
+    mean = float(v.mean()) if n else math.nan
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n}
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + level) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def paired_difference(model: Sequence[float], other: Sequence[float], higher_is_better: bool = True,
+                      level: float = 0.95) -> dict[str, float | int | bool]:
+    """`model - other` seed by seed (both on the same split and candidates): the mean
+    difference, its t-interval (`mean_interval`), `wins` = seeds where `model` is strictly
+    better (higher, or lower when `higher_is_better` is False) out of `n`, and
+    `within_noise` = the interval crosses zero (or there is no interval)."""
+    a, b = np.asarray(model, np.float64), np.asarray(other, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need one per seed on both sides, got {a.shape} and {b.shape}")
+    d = a - b
+    out: dict[str, float | int | bool] = dict(mean_interval(d, level))
+    out["wins"] = int(((d > 0) if higher_is_better else (d < 0)).sum())
+    out["within_noise"] = not (out["low"] > 0 or out["high"] < 0)  # NaN bounds: noise cannot be ruled out
+    return out
+
+
+def describe_difference(d: dict[str, float | int | bool], digits: int = 3) -> str:
+    """One line of a paired difference: `+0.050 [-0.165, +0.265], wins 2/3, within noise`."""
+    f = f"{{:+.{digits}f}}"
+    interval = f"[{f.format(d['low'])}, {f.format(d['high'])}]" if d["n"] > 1 else "[no interval: one seed]"
+    return (f"{f.format(d['mean'])} {interval}, wins {d['wins']}/{d['n']}"
+            + (", within noise" if d["within_noise"] else ""))

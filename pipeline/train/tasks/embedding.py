@@ -11,7 +11,9 @@ binary cross-entropy of (B, L) label logits against the (B, L) multi-hot `labels
 (heads such as DMAN add their own terms). Early stopping on valid mAP. Metrics: mAP,
 micro / macro P, R, F1 (see pipeline/train/metrics.py) and, with tag outputs, cross-modal
 P@1/5/10/20/50 (each label that is also a tag queried as a one-hot tag vector; images
-ranked by Euclidean distance of their tag outputs).
+ranked by the head's search, `EmbeddingOutput.search`: the paper's Euclidean distance of the
+tag outputs, or cosine on them, normalized). `p@k` is the head's search; `p@k_euclidean`
+always the paper's, so the two compare run for run.
 
 Task config (`--task-set`; `--set tags=N` is an alias): `tags`, the size of the tag
 vocabulary (the most frequent tags of the training part; None: no tag vocabulary). A head
@@ -43,6 +45,7 @@ class EmbeddingOutput:
     confidence: np.ndarray  # (N, L) in [0, 1]
     tags: list[str] | None = None  # tag vocabulary of a tag branch, columns of `tag_confidence`
     tag_confidence: np.ndarray | None = None  # (N, T) in [0, 1]
+    search: str = "euclidean"  # how a tag query ranks images (SEARCHES): the paper's euclidean | cosine
 
 
 @dataclass
@@ -91,19 +94,30 @@ def _rows(a: np.ndarray, dtype: pl.DataType) -> pl.Series:
     return flat.reshape((a.shape[0], a.shape[1])).cast(pl.List(dtype))
 
 
-def tag_query_distance(tag_confidence: np.ndarray, queries: list[int]) -> np.ndarray:
-    """(Q, N) Euclidean distances between one-hot tag queries (tag indices) and the (N, T)
-    tag outputs of the images: DMAN's cross-modal search (section 4.4)."""
-    c = tag_confidence.astype(np.float64)
-    sq = np.einsum("nt,nt->n", c, c)  # ||e_q - c||^2 = ||c||^2 - 2 c_q + 1: (Q, N) without (Q, N, T)
-    return np.sqrt(np.maximum(sq[None, :] - 2.0 * c[:, queries].T + 1.0, 0.0))
+SEARCHES = ("euclidean", "cosine")
+
+
+def tag_query_distance(tag_confidence: np.ndarray, queries: list[int], search: str = "euclidean") -> np.ndarray:
+    """(Q, N) distances between one-hot tag queries (tag indices) and the (N, T) tag outputs
+    of the images. `euclidean`: DMAN's cross-modal search (section 4.4), where outputs an
+    uninformative tag pushes to .5-.75 dominate the distance (issue 19: near chance);
+    `cosine`: 1 - cos(query, outputs) = 1 - y_t / |y|, the tag's share of the image's norm.
+    Both in (Q, N) memory, never (Q, N, T)."""
+    if search not in SEARCHES:
+        raise PipeError(f"search {search!r}: expected one of {', '.join(SEARCHES)}")
+    y = np.asarray(tag_confidence, np.float64)
+    sq = np.einsum("nt,nt->n", y, y)  # (N,) squared norms
+    if search == "cosine":
+        return 1.0 - y[:, queries].T / np.maximum(np.sqrt(sq), 1e-12)[None, :]  # (Q, N)
+    return np.sqrt(np.maximum(sq[None, :] - 2.0 * y[:, queries].T + 1.0, 0.0))  # ||e_q - y||^2 = ||y||^2 - 2 y_q + 1
 
 
 @register
 class Embedding(Task):
     name = "embedding"
     summary = "an embedding and label confidences per post (multi-label, cross-modal search); mAP, P/R/F1"
-    metrics_names = EMBEDDING + tuple(f"p@{k}" for k in CROSS_MODAL_K)  # p@k: null for heads without tag outputs
+    metrics_names = (EMBEDDING + tuple(f"p@{k}" for k in CROSS_MODAL_K)  # p@k: null for heads without tag outputs
+                     + tuple(f"p@{k}_euclidean" for k in CROSS_MODAL_K))  # the paper's search, whatever the head's
     criterion = "map"
     higher_is_better = True
     default_split = "random:0"
@@ -185,8 +199,10 @@ class Embedding(Task):
             tag_index = {t: j for j, t in enumerate(out.tags)}
             queries = [(j, tag_index[lab]) for j, lab in enumerate(out.labels) if lab in tag_index]
             if queries:
-                dist = tag_query_distance(out.tag_confidence, [t for _, t in queries])  # (Q, N)
-                m.update(cross_modal_precision(truth[:, [j for j, _ in queries]].T, dist))
+                relevant = truth[:, [j for j, _ in queries]].T
+                for search, suffix in ((out.search, ""), ("euclidean", "_euclidean")):
+                    dist = tag_query_distance(out.tag_confidence, [t for _, t in queries], search)  # (Q, N)
+                    m.update({f"{k}{suffix}": v for k, v in cross_modal_precision(relevant, dist).items()})
         return m
 
     def criterion_value(self, data: HeadData, out: Any) -> float:
