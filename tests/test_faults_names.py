@@ -1,0 +1,40 @@
+"""Fault tests of issue 20, items 6 and 10: file names derived from ids are injective and bounded;
+text from data reaches matplotlib and the terminal as text.
+"""
+from __future__ import annotations
+
+import base64
+import re
+from types import SimpleNamespace
+
+import pipeline.explain as explain_mod
+from pipeline.explain import PostExplanation, explain_data, file_stem
+
+IDS = ["a/b", "a b", "a?b", "a_b", "été", "日本", "x" * 300, "../../etc/passwd", ".hidden", "-"]
+
+
+def test_file_names_from_ids_are_injective_readable_and_short():
+    stems = [file_stem(i) for i in IDS]
+    assert len(set(stems)) == len(IDS)
+    for s in stems:
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s) and len(f"{s}-modalities.png".encode()) < 100
+    assert file_stem("p0001").startswith("p0001-") and file_stem("a/b").startswith("a_b-")
+
+
+def test_explain_writes_each_posts_own_files_and_links_them(tmp_path, monkeypatch):
+    """Ids `a/b`, `a b`, `a?b` once wrote one `a_b-*` file set: every section showed the last post's
+    maps; a 300-character id was an `OSError: File name too long` traceback."""
+    def built(run, head, data, unseen, cache):
+        return [(PostExplanation(p, "u", 1.0, None, 0, {}), {}, {"words": f"png of {p}".encode()}) for p in IDS]
+
+    monkeypatch.setattr(explain_mod, "explanations", built)
+    done = explain_data(SimpleNamespace(name="r"), None, None, None, tmp_path, None, html=True)
+    assert len({e.files["words"] for e in done}) == len({e.files["json"] for e in done}) == len(IDS)
+    for e in done:
+        assert (tmp_path / e.files["words"]).read_bytes() == f"png of {e.post_id}".encode()
+    page = (tmp_path / "explain.html").read_text()
+    sections = page.split("<section>")[1:]
+    assert len(sections) == len(IDS)
+    for e, sec in zip(done, sections):
+        assert base64.b64encode(f"png of {e.post_id}".encode()).decode() in sec  # its own map
+        assert f'href="{e.files["json"]}"' in sec and f'href="{e.files["words"]}"' in sec  # its own files
