@@ -7,6 +7,8 @@ import base64
 import re
 from types import SimpleNamespace
 
+import numpy as np
+
 import pipeline.explain as explain_mod
 from pipeline.explain import PostExplanation, explain_data, file_stem
 
@@ -38,3 +40,26 @@ def test_explain_writes_each_posts_own_files_and_links_them(tmp_path, monkeypatc
     for e, sec in zip(done, sections):
         assert base64.b64encode(f"png of {e.post_id}".encode()).decode() in sec  # its own map
         assert f'href="{e.files["json"]}"' in sec and f'href="{e.files["words"]}"' in sec  # its own files
+
+
+# -- text drawn as text (item 10) -------------------------------------------------------
+MATH = ["$\\undefinedmacro$", "cost $5 or $6", "a\\$b$c$", "50% \\alpha"]
+
+
+def test_labels_from_data_never_reach_matplotlib_as_math_text():
+    """An embedding label `$\\undefinedmacro$` crashed `pipe report`; `cost $5 or $6` was typeset."""
+    from matplotlib import cbook
+    from matplotlib.text import Text
+
+    from pipeline.evaluate import plots
+
+    for s in MATH:
+        assert not cbook.is_math_text(plots.plain(s))
+        assert Text(text=plots.plain(s))._preprocess_math(plots.plain(s)) == (s, False)  # drawn exactly as typed
+    assert plots.bars(MATH, [0.1, 0.2, 0.3, 0.4], MATH[0], MATH[1], xlabel=MATH[2]).startswith(b"\x89PNG")
+    assert plots.bars(MATH * 4, [0.1] * 16, "many", "AP").startswith(b"\x89PNG")
+    assert plots.curves({m: ([1, 2], [0.1, 0.2]) for m in MATH}, MATH[0], MATH[1], MATH[0])
+    assert plots.words([(m, 0.25) for m in MATH], MATH[0])
+    assert plots.thumbnails([(None, m, 0.5) for m in MATH], MATH[0])
+    assert plots.heatmap_on_image(None, [0.5, 0.5], (1, 2), MATH[0])
+    assert plots.scatter(np.arange(3.0), np.arange(3.0), MATH[0])
