@@ -8,9 +8,12 @@ import re
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 import pipeline.explain as explain_mod
 from pipeline.explain import PostExplanation, explain_data, file_stem
+from tests.test_faults import pipe
+from tests.test_faults_integrity import hisave_run  # noqa: F401 (a fixture)
 
 IDS = ["a/b", "a b", "a?b", "a_b", "été", "日本", "x" * 300, "../../etc/passwd", ".hidden", "-"]
 
@@ -63,3 +66,28 @@ def test_labels_from_data_never_reach_matplotlib_as_math_text():
     assert plots.thumbnails([(None, m, 0.5) for m in MATH], MATH[0])
     assert plots.heatmap_on_image(None, [0.5, 0.5], (1, 2), MATH[0])
     assert plots.scatter(np.arange(3.0), np.arange(3.0), MATH[0])
+
+
+ESC = "\x1b]0;pwned\x07\x1b[2J"  # retitles the window, clears the screen
+
+
+def test_control_characters_from_data_are_shown_not_obeyed():
+    import io
+
+    from pipeline.core.terminal import SafeConsole, visible
+
+    assert visible(f"a{ESC}b\tc\n") == "a\\x1b]0;pwned\\x07\\x1b[2Jb\tc\n"
+    buf = io.StringIO()
+    SafeConsole(file=buf, force_terminal=True, highlight=False).print(f"[bold]id[/] {ESC}", markup=True)
+    assert "\x1b[1m" in buf.getvalue() and "\x1b]" not in buf.getvalue() and "\x1b[2J" not in buf.getvalue()
+
+
+@pytest.mark.slow
+def test_ids_and_user_with_escape_sequences_reach_stdout_visible(hisave_run, tmp_path):
+    """Terminal escape sequences in a post id or `--user` reached stdout raw."""
+    cache, runs, _ = hisave_run
+    cands = tmp_path / "c.csv"
+    cands.write_text(f"post_id,title\n{ESC}x,a title\nplain,another\n")
+    r = pipe("rank", "--run", runs / "u", "--user", f"u{ESC}", "--candidates", cands, "--cache", cache, "--runs", runs)
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\\x1b]0;pwned" in r.output and "\\x1b[2Jx" in r.output

@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # no half-written temp left behind (ENOSPC, a kill signal)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # a write or fsync error names no file: the message must
         raise
 
 def _alive(pid: int) -> bool:
@@ -90,12 +93,16 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete `.tmp-PID-*` files left by writers that died (their PID is gone); a live writer's stay."""
+    """Delete `.tmp-PID-*` files (and temp folders) left by writers that died (their PID is gone);
+    a live writer's stay. A link is removed itself, never followed."""
     removed = []
     for tmp in Path(directory).glob(".tmp-*"):
         pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
         if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 

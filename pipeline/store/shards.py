@@ -46,14 +46,18 @@ def write_shard_file(
         raise StoreError(f"{final} already exists; finished shards are never rewritten")
     tmp = directory / f".tmp-{os.getpid()}-{index:05d}.h5"
     str_dt = h5py.string_dtype("utf-8")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("post_id", data=np.array(list(post_ids), dtype=object), dtype=str_dt)
-        f.create_dataset("source", data=np.array(list(sources), dtype=object), dtype=str_dt)
-        # Contiguous and uncompressed on purpose: the reader memory-maps it.
-        f.create_dataset("features", data=features)
-        f.attrs["kind"] = spec.kind
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("post_id", data=np.array(list(post_ids), dtype=object), dtype=str_dt)
+            f.create_dataset("source", data=np.array(list(sources), dtype=object), dtype=str_dt)
+            # Contiguous and uncompressed on purpose: the reader memory-maps it.
+            f.create_dataset("features", data=features)
+            f.attrs["kind"] = spec.kind
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    except OSError as e:  # a full disk: no half-written temp left, and the message names the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(final)) from None
     digest = sha256_file(tmp)
     os.replace(tmp, final)
     return {"file": final.name, "rows": int(len(post_ids)), "sha256": digest}
