@@ -48,3 +48,31 @@ def test_a_nan_score_is_never_replaced_by_the_views_formula(tmp_path):
     got = load_posts("x", tmp_path / "cache")
     assert got["post_id"].to_list() == ["p1"] and got["score"][0] == math.log2(100 / 3 + 1)
     assert pl.read_parquet(tmp_path / "cache" / "x" / "rejected.parquet").height == 2
+
+
+# -- bounded input handling (item 9) ----------------------------------------------------
+def test_an_image_path_that_is_a_fifo_or_dev_zero_is_a_failure_not_a_hang(tmp_path):
+    """A FIFO hung extract (leaving a store folder holding only a manifest); /dev/zero was read without end."""
+    import os
+    import signal
+
+    from pipeline.extract import build_extractor, run_extract
+    from pipeline.store import FeatureStore
+    from tests._extract_data import image_posts, write_posts
+
+    cache = tmp_path / "cache"
+    rows = image_posts(cache, "d", 3)
+    os.mkfifo(tmp_path / "fifo.jpg")
+    rows[1]["image"], rows[2]["image"] = str(tmp_path / "fifo.jpg"), "/dev/zero"
+    write_posts(cache, "d", rows)
+    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("extract hung")))
+    signal.alarm(60)
+    try:
+        rep = run_extract("d", build_extractor("pixels", image_size=16), cache, quiet=True, num_workers=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    st = FeatureStore(rep.store)
+    assert st.ids == ["p000"]
+    reasons = dict(zip(st.failures()["post_id"].to_list(), st.failures()["reason"].to_list()))
+    assert set(reasons) == {"p001", "p002"} and all("not a regular file" in r for r in reasons.values()), reasons

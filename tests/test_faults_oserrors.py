@@ -137,3 +137,23 @@ def test_score_and_report_on_a_full_disk_or_a_read_only_cache_are_one_line(hisav
         r = pipe("report", runs / "u", "--runs", runs, "--cache", cache, "--out", tmp_path / "r.html")
     one_error_line(r, "No space left on device", str(tmp_path / "r.html"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-") or p.name == "r.html"]
+
+
+def test_temp_files_of_a_killed_writer_go_with_the_next_write(tmp_path):
+    """A full disk (or a kill) during report left a `.tmp-PID-report.html` that nothing removed."""
+    import subprocess
+    import sys
+
+    from pipeline.core.io import atomic_write_bytes, remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".tmp-{pid}-report.html").write_text("<html half")
+    (tmp_path / f".tmp-{pid}-model").mkdir()  # a killed train's model folder
+    (tmp_path / f".tmp-{pid}-model" / "model.pt").write_bytes(b"\0" * 10)
+    live = tmp_path / f".tmp-{os.getpid()}-other.html"
+    live.write_text("being written")
+    atomic_write_bytes(tmp_path / "report.html", b"<html>")
+    assert not (tmp_path / f".tmp-{pid}-report.html").exists() and (tmp_path / "report.html").read_bytes() == b"<html>"
+    remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "report.html"])

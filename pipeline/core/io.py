@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import glob
 import hashlib
 import io
 import math
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.core.errors import IntegrityError
+from pipeline.core.errors import IntegrityError, PipeError
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
@@ -55,6 +57,19 @@ def open_for_write(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUN
         raise
 
 
+def hold_lock(path: Path, busy: str) -> int:
+    """One writer per name: an exclusive flock on `path` (created, never through a link), held
+    until the returned descriptor is closed or the process ends (the kernel drops it on a kill).
+    PipeError `busy` when another process holds it."""
+    fd = open_for_write(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PipeError(busy) from None
+    return fd
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one line (a log such as quarantine/reasons.jsonl), never through a link."""
     fd = open_for_write(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -66,6 +81,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a sibling temp file (created exclusively, never through a link), fsync, rename:
     readers see the old or the new file; a link at `path` is replaced, never written through."""
     path = Path(path)
+    remove_stale_temps(path.parent, of=path.name)  # a killed writer's temp of this file goes now
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     if os.path.lexists(tmp):  # a leftover (or a planted link) of this pid: removing it touches no target
         tmp.unlink()
@@ -92,11 +108,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(directory: Path) -> list[Path]:
+def remove_stale_temps(directory: Path, of: str | None = None) -> list[Path]:
     """Delete `.tmp-PID-*` files (and temp folders) left by writers that died (their PID is gone);
-    a live writer's stay. A link is removed itself, never followed."""
+    a live writer's stay. A link is removed itself, never followed. `of`: only the temps of
+    that file name (what `atomic_write_bytes` sweeps before each write)."""
     removed = []
-    for tmp in Path(directory).glob(".tmp-*"):
+    for tmp in Path(directory).glob(".tmp-*" if of is None else f".tmp-*-{glob.escape(of)}"):
         pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
         if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
             if tmp.is_dir() and not tmp.is_symlink():

@@ -32,7 +32,7 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
-from pipeline.core.io import (append_line, atomic_write_bytes, json_safe, open_for_write, parquet_bytes, real_folder,
+from pipeline.core.io import (append_line, atomic_write_bytes, hold_lock, json_safe, parquet_bytes, real_folder,
                                remove_stale_temps)
 
 CONFIG = "config.json"
@@ -101,13 +101,8 @@ class RunWriter:
         real_folder(self.dir, create=True)
         # One writer per name: the first train holds this flock until it ends (the kernel drops
         # it when the process dies); a second train of the same name refuses instead of mixing.
-        self._lock = open_for_write(self.dir / RUN_LOCK, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            raise PipeError(f"run folder {self.dir} is being written by another `pipe train` of the same name; "
-                            "pass another --name") from None
+        self._lock: int | None = hold_lock(self.dir / RUN_LOCK, f"run folder {self.dir} is being written by another "
+                                           "`pipe train` of the same name; pass another --name")
         if any(p.name != RUN_LOCK for p in self.dir.iterdir()):  # it finished between the check and the lock
             os.close(self._lock)
             raise taken
