@@ -35,6 +35,7 @@ AMNL_d (z = g(W_d y)), `followees` -> h = 1 for everyone (F = f).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,6 +155,21 @@ class AMNLModel(nn.Module):
         return f * h  # F_u(z), (B, C)
 
 
+def column_stats(read: Any, ids: list[str], chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and sd of the float64 rows `read(ids)`, `chunk` rows in memory at a
+    time: the two passes of np.mean / np.std, whose sums over axis 0 run row after row, kept
+    in that order, so the values are those of the whole matrix in memory (bit for bit)."""
+    def total(f: Any) -> np.ndarray:
+        acc = None
+        for k in range(0, len(ids), chunk):
+            rows = f(read(ids[k:k + chunk]).astype(np.float64))
+            acc = np.add.reduce(rows if acc is None else np.vstack([acc[None], rows]), axis=0)
+        return acc
+
+    mean = total(lambda x: x) / len(ids)
+    return mean, np.sqrt(total(lambda x: (x - mean) ** 2) / len(ids))
+
+
 @register
 class AMNL(RankingHead, VisualTextHead):
     __doc__ = __doc__
@@ -187,9 +203,10 @@ class AMNL(RankingHead, VisualTextHead):
         self._stats = None
         if not self.ablated("visual") and self.config.standardize_visual:
             store = train.stores["visual"]
-            x = store.read([p for p in train.ids if p in store]).astype(np.float64)  # (N, 4096) training rows
-            if len(x):
-                self._stats = (x.mean(0), 1.0 / np.maximum(x.std(0), 1e-6))
+            ids = [p for p in train.ids if p in store]
+            if ids:
+                mean, sd = column_stats(store.read, ids)
+                self._stats = (mean, 1.0 / np.maximum(sd, 1e-6))
         if self.ablated("followees"):
             return
         follows = self._follows(train)

@@ -50,6 +50,7 @@ symmetric only in spirit).
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
+from pipeline.core.draws import Draws
 from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
 from pipeline.head.base import HeadData, Progress
 from pipeline.head.torch_head import VisualOptions
@@ -92,20 +94,30 @@ def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarra
     """For each row of an (N, L) 0/1 label matrix, up to `per_post` distinct other rows
     sharing a label with it, drawn uniformly (all of them when there are fewer)."""
     rng = np.random.default_rng(seed)
-    by_label = [np.flatnonzero(labels[:, j]) for j in range(labels.shape[1])]
+    col, row = np.nonzero(np.asarray(labels).T)  # by label, members in row order
+    by_label = np.split(row, np.searchsorted(col, np.arange(1, labels.shape[1])))
+    sizes_all = np.diff(np.r_[np.searchsorted(col, np.arange(labels.shape[1])), len(col)])
+    r, c = np.nonzero(np.asarray(labels))
+    mine_all = np.split(c, np.searchsorted(r, np.arange(1, len(labels))))
+    sets = [set(m.tolist()) for m in mine_all]
+    draws = Draws(rng)
+    lists = [m.tolist() for m in by_label]
     out = []
-    for i in range(len(labels)):
-        mine = np.flatnonzero(labels[i])
-        sizes = np.array([len(by_label[j]) for j in mine], np.int64)
+    for i, mine in enumerate(mine_all):
+        sizes = sizes_all[mine]
         if len(mine) == 0 or sizes.max() <= per_post + 1:  # the union may hold fewer: enumerate it
             pool = np.setdiff1d(np.concatenate([by_label[j] for j in mine]) if len(mine) else np.zeros(0, np.int64), [i])
+            draws.sync()
             out.append(np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool)
             continue
+        cdf = (sizes / sizes.sum()).cumsum()  # rng.choice(len(mine), p=...): one uniform against this cdf
+        cdf = (cdf / cdf[-1]).tolist()
+        mine_l, own = mine.tolist(), sets[i]
         chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
         while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
-            j = mine[rng.choice(len(mine), p=sizes / sizes.sum())]
-            x = int(by_label[j][rng.integers(len(by_label[j]))])
-            if x != i and rng.random() < 1.0 / int((labels[x, mine] > 0).sum()):
+            members = lists[mine_l[bisect.bisect_right(cdf, draws.random())]]
+            x = members[draws.integers(len(members))]
+            if x != i and draws.random() < 1.0 / len(sets[x] & own):
                 chosen.add(x)
         out.append(np.array(sorted(chosen), np.int64))
     return out

@@ -24,7 +24,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
@@ -40,8 +40,10 @@ from pipeline.core.io import atomic_write_bytes
 from pipeline.nn.device import autocast
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData, RunSettings
-from pipeline.run.images import ImageFeed, ImageRole
 from pipeline.run.roles import describe_stores
+
+if TYPE_CHECKING:  # images.py pulls torchvision (and torch's compiler): imported when fine-tuning only
+    from pipeline.run.images import ImageFeed, ImageRole
 
 BACKBONE_FILE = "backbone.pt"
 KEYS = ("finetune_blocks", "backbone_lr", "finetune_workers", "finetune_role")  # --set keys taken from the head's
@@ -168,6 +170,8 @@ class Finetune(ModelWrapper):
     # -- before fitting -------------------------------------------------------------
     def attach(self, data: dict[str, HeadData]) -> list[str]:
         """Fill the role in every part with the posts' images; the notes for the run."""
+        from pipeline.run.images import ImageFeed, ImageRole
+
         for part, d in data.items():
             items = [(p, str(i)) for p, i in d.posts.select("post_id", "image").iter_rows() if i and str(i).strip()]
             feed = ImageFeed(items, self.size, self.workers)

@@ -68,11 +68,13 @@ def check_scope(scope: str) -> None:
 
 
 def _positions(history: History, post_ids: Sequence[str]) -> np.ndarray:
-    pos = {p: i for i, p in enumerate(history.posts["post_id"].to_list())}
-    missing = [p for p in post_ids if p not in pos]
-    if missing:
-        raise PipeError(f"{len(missing)} posts are not in the history, e.g. {missing[:5]}")
-    return np.array([pos[p] for p in post_ids], np.int64)
+    q = pl.DataFrame({"post_id": list(post_ids)}, schema={"post_id": pl.Utf8})
+    pos = q.join(history.posts.select(pl.col("post_id").cast(pl.Utf8)).with_row_index("i"), on="post_id",
+                 how="left", maintain_order="left")["i"]
+    if pos.null_count():
+        missing = q.filter(pos.is_null())["post_id"]
+        raise PipeError(f"{len(missing)} posts are not in the history, e.g. {missing.head(5).to_list()}")
+    return pos.to_numpy().astype(np.int64)
 
 
 def window_index(history: History, post_ids: Sequence[str], length: int, scope: str = "global") -> np.ndarray:
@@ -82,22 +84,32 @@ def window_index(history: History, post_ids: Sequence[str], length: int, scope: 
     if length < 1:
         raise PipeError(f"window must be at least 1 (the post alone), got {length}")
     at = _positions(history, post_ids)
-    out = np.full((len(at), length), -1, np.int64)
     if scope == "global":
-        for k, i in enumerate(at):
-            rows = np.arange(max(0, i - length + 1), i + 1)
-            out[k, : len(rows)] = rows
-        return out
-    users = history.posts["user_id"].to_list()
-    by_user: dict[str, list[int]] = {}
-    for j, u in enumerate(users):
-        by_user.setdefault(u, []).append(j)
-    for k, i in enumerate(at):
-        rows = by_user[users[i]]
-        e = int(np.searchsorted(rows, i)) + 1  # rows[e - 1] == i
-        take = rows[max(0, e - length):e]
-        out[k, : len(take)] = take
+        first = np.zeros(len(at), np.int64)  # every post of the history is one sequence
+        order, rank = np.arange(history.posts.height), at
+    else:
+        order, first, rank = _by_user(history.posts["user_id"], at)
+    n = np.minimum(rank + 1, length)  # the window's posts, the post itself included
+    d = np.arange(length)
+    out = order[first[:, None] + (rank - n + 1)[:, None] + np.minimum(d, n[:, None] - 1)]
+    out[d >= n[:, None]] = -1
     return out
+
+
+def _by_user(users: pl.Series, at: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """History rows grouped by user (each user's in history order), and for each post at
+    history row `at`: its user's first place in that order and the post's rank among them.
+    `rows` limits the grouping to those rows (rank: how many of them come before the post)."""
+    code = users.cast(pl.Categorical).to_physical().to_numpy()  # a code per user (any order)
+    order = np.argsort(code, kind="stable")  # rows grouped by user, in history order within a user
+    p = np.empty(len(code), np.int64)
+    p[order] = np.arange(len(code))  # each row's place in that order
+    sc = code[order]
+    start = np.maximum.accumulate(np.where(np.r_[True, sc[1:] != sc[:-1]], np.arange(len(code)), 0))
+    keep = np.ones(len(code), bool) if rows is None else np.isin(order, rows)
+    before = np.r_[0, np.cumsum(keep)]  # kept rows before each place
+    first = before[start[p[at]]]
+    return order[keep], first, before[p[at]] - first
 
 
 def window_table(history: History, post_ids: Sequence[str], length: int, scope: str) -> pl.DataFrame:
@@ -114,18 +126,13 @@ def user_history(history: History, post_ids: Sequence[str], k: int, target: str)
     at = _positions(history, post_ids)
     y = history.posts[target].cast(pl.Float64).to_numpy() if target in history.posts.columns else np.full(
         history.posts.height, np.nan)
-    users = history.posts["user_id"].to_list()
-    labelled: dict[str, list[int]] = {}
-    for j, u in enumerate(users):
-        if np.isfinite(y[j]):
-            labelled.setdefault(u, []).append(j)
-    mean, count = np.full(len(at), np.nan), np.zeros(len(at))
-    for n, i in enumerate(at):
-        rows = labelled.get(users[i], [])
-        e = int(np.searchsorted(rows, i))  # labelled rows strictly before i
-        take = rows[max(0, e - k):e]
-        if take:
-            mean[n], count[n] = float(np.mean(y[take])), len(take)
+    order, first, before = _by_user(history.posts["user_id"], at, np.flatnonzero(np.isfinite(y)))
+    n = np.minimum(before, k)  # labelled rows of the user strictly before the post, the last k
+    mean, count = np.full(len(at), np.nan), n.astype(np.float64)
+    for m in range(1, k + 1):  # one block per count: np.mean over rows of m, as over each slice
+        sel = np.flatnonzero(n == m)
+        if sel.size:
+            mean[sel] = np.mean(y[order[(first[sel] + before[sel] - m)[:, None] + np.arange(m)]], axis=1)
     return mean, count
 
 

@@ -82,12 +82,21 @@ def multi_hot(posts: pl.DataFrame, vocab: list[str], column: str = "labels") -> 
     return out
 
 
+def _rows(a: np.ndarray, dtype: pl.DataType) -> pl.Series:
+    """A 2-d array as a list column, one list per row, without a Python object per value
+    (float32 vectors as Float64 lists: the values and dtype `.tolist()` gave)."""
+    flat = pl.Series(a.reshape(-1)).cast(dtype)
+    if a.shape[1] == 0:
+        return pl.Series([[]] * a.shape[0], dtype=pl.List(dtype))
+    return flat.reshape((a.shape[0], a.shape[1])).cast(pl.List(dtype))
+
+
 def tag_query_distance(tag_confidence: np.ndarray, queries: list[int]) -> np.ndarray:
     """(Q, N) Euclidean distances between one-hot tag queries (tag indices) and the (N, T)
     tag outputs of the images: DMAN's cross-modal search (section 4.4)."""
-    onehot = np.zeros((len(queries), tag_confidence.shape[1]))
-    onehot[np.arange(len(queries)), queries] = 1.0
-    return np.linalg.norm(onehot[:, None, :] - tag_confidence[None, :, :], axis=2)  # (Q, N)
+    c = tag_confidence.astype(np.float64)
+    sq = np.einsum("nt,nt->n", c, c)  # ||e_q - c||^2 = ||c||^2 - 2 c_q + 1: (Q, N) without (Q, N, T)
+    return np.sqrt(np.maximum(sq[None, :] - 2.0 * c[:, queries].T + 1.0, 0.0))
 
 
 @register
@@ -161,21 +170,22 @@ class Embedding(Task):
     def criterion_value(self, data: HeadData, out: Any) -> float:
         return embedding_metrics(multi_hot(data.posts, out.labels), out.confidence)["map"]
 
-    def _top(self, out: EmbeddingOutput, k: int = 3) -> tuple[list[list[str]], list[list[float]]]:
+    def _top(self, out: EmbeddingOutput, k: int = 3) -> tuple[pl.Series, pl.Series]:
+        """Each post's k most confident labels and their confidences, as list columns."""
         order = np.argsort(-out.confidence, axis=1, kind="stable")[:, :k]
-        names = [[out.labels[j] for j in row] for row in order]
-        confs = [[float(out.confidence[i, j]) for j in row] for i, row in enumerate(order)]
-        return names, confs
+        names = pl.Series(list(out.labels), dtype=pl.Utf8).gather(order.ravel())
+        conf = np.take_along_axis(out.confidence, order, axis=1)
+        return _rows(names.to_numpy().reshape(order.shape), pl.Utf8), _rows(conf.astype(np.float64), pl.Float64)
 
     def predictions(self, data: HeadData, out: EmbeddingOutput, part: str) -> pl.DataFrame:
         names, confs = self._top(out)
         every = pl.DataFrame(out.confidence.astype(np.float64), schema=list(out.labels), orient="row")
         return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
                              "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
-                             "embedding": out.vectors.astype(np.float32).tolist()}).with_columns(
+                             "embedding": _rows(out.vectors.astype(np.float32), pl.Float64)}).with_columns(
             every.to_struct("confidence"))  # every label's confidence, one struct field per label
 
     def scores(self, data: HeadData, out: EmbeddingOutput) -> pl.DataFrame:
         names, confs = self._top(out)
-        return pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist(),
+        return pl.DataFrame({"post_id": data.ids, "embedding": _rows(out.vectors.astype(np.float32), pl.Float64),
                              "top_labels": names, "top_confidence": confs})

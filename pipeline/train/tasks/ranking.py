@@ -25,42 +25,24 @@ training events only (`data.side["interactions"]`) and the follow graph.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from pipeline.core.draws import Draws
 from pipeline.core.errors import PipeError
 from pipeline.data.splits import PARTS, SplitSpec, assign_split, split_summary
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData
 from pipeline.train.metrics import RANKING, ranking_metrics
 from pipeline.train.tasks import register
+from pipeline.train.tasks._candidates import Candidates, Pool
 from pipeline.train.tasks.base import Parts, Task, finite_1d
 
 EXAMPLE_SCHEMA = {"user_id": pl.Utf8, "post_id": pl.Utf8, "label": pl.Int8, "group": pl.Int64,
                   "at": pl.Datetime("us", "UTC")}
-
-
-class _Pool:
-    """Posts by author in time order, for drawing negatives posted before a time."""
-
-    def __init__(self, posts: pl.DataFrame) -> None:
-        self.by_author: dict[str, tuple[list, list[str]]] = {}
-        for (author,), g in posts.sort("posted_at", "post_id").group_by(["user_id"], maintain_order=True):
-            self.by_author[author] = (g["posted_at"].to_list(), g["post_id"].to_list())
-        self.authors = sorted(self.by_author)
-
-    def between(self, authors: list[str], start: Any, end: Any) -> list[str]:
-        """Posts of `authors` with start <= posted_at < end (start None: from the beginning)."""
-        out: list[str] = []
-        for a in authors:
-            times, ids = self.by_author.get(a, ([], []))
-            lo = 0 if start is None else bisect.bisect_left(times, start)
-            out += ids[lo:bisect.bisect_left(times, end)]
-        return out
 
 
 @dataclass
@@ -72,11 +54,6 @@ class RankingConfig:
     def __post_init__(self) -> None:
         if self.negatives < 1 or self.candidates < 1:
             raise ValueError(f"negatives and candidates must be at least 1, got {self.negatives} and {self.candidates}")
-
-
-def _draw(rng: np.random.Generator, cands: list[str], k: int) -> list[str]:
-    """Up to k of `cands` without replacement, in their order."""
-    return [cands[i] for i in np.sort(rng.choice(len(cands), min(k, len(cands)), replace=False))] if cands else []
 
 
 def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
@@ -92,6 +69,47 @@ def _events(side: dict[str, pl.DataFrame], posts: pl.DataFrame) -> pl.DataFrame:
         raise PipeError(f"{unknown.height} interactions name posts not in the posts table, e.g. "
                         f"{unknown['post_id'].head(5).to_list()}")
     return ev.select("user_id", "post_id", "at").unique(maintain_order=True)
+
+
+def draw_negatives(count: np.ndarray, train: np.ndarray, c: RankingConfig) -> list[list[int]]:
+    """Per event, in event order: sorted(rng.choice(n, min(k, n), replace=False)) over its
+    `count` eligible negatives (the streams of the module docstring). Sequential, but on
+    counts only: the lists themselves can be built by partition (`Candidates`)."""
+    lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
+    training = np.random.default_rng([c.seed, 1]) if c.negatives != c.candidates else None  # their own
+    draw_lists, draw_training = Draws(lists), Draws(training) if training is not None else None
+    draws: list[list[int]] = []
+    for n, t in zip(count.tolist(), train.tolist()):
+        if not n:
+            draws.append([])
+            continue
+        d = draw_lists.choice(lists, n, min(c.candidates, n))
+        if draw_training is not None and t:
+            d = draw_training.choice(training, n, min(c.negatives, n))
+        draws.append(d)
+    return draws
+
+
+def examples_of(events: pl.DataFrame, cands: Candidates, draws: list[list[int]], offset: int = 0) -> pl.DataFrame:
+    """Each event's positive then its drawn negatives (a training event without one left out);
+    `offset`: the first event's number (its `group`) when `events` is a partition."""
+    k = np.array([len(d) for d in draws], np.int64)
+    keep = (k > 0) | ~cands.train
+    g = np.repeat(np.arange(len(draws)), k)
+    idx = np.fromiter((i for d in draws for i in d), np.int64, int(k.sum()))
+    neg = np.empty(len(g), object)
+    fb = cands.fallback[g]
+    neg[~fb] = cands.take(g[~fb], idx[~fb])
+    for e in np.unique(g[fb]):
+        neg[g == e] = cands.take_one(int(e), idx[g == e])
+    ev = events.select("user_id", "post_id", "at", "split").with_columns(
+        group=pl.int_range(offset, offset + events.height, dtype=pl.Int64))
+    pos = ev.filter(pl.Series(keep)).with_columns(label=pl.lit(1, pl.Int8), slot=pl.lit(0, pl.Int64))
+    negs = ev[g].with_columns(post_id=pl.Series(neg, dtype=pl.Utf8), label=pl.lit(0, pl.Int8),
+                              slot=pl.Series(np.arange(len(g)) - np.repeat(np.cumsum(k) - k, k) + 1))
+    cols = [*EXAMPLE_SCHEMA, "split"]
+    out = pl.concat([pos.select(*cols, "slot"), negs.select(*cols, "slot")]).sort("group", "slot")
+    return out.select(*(pl.col(n).cast(t) for n, t in EXAMPLE_SCHEMA.items()), "split")
 
 
 @register
@@ -111,39 +129,14 @@ class Ranking(Task):
             raise PipeError(f"--split {split.text}: the ranking task splits retweet events in time order; give fractions")
         events = assign_split(_events(side, posts), split, order=("at", "user_id", "post_id"), what="retweet events")
         follows = side.get("follows")
-        followees: dict[str, list[str]] = {}
-        if follows is not None:
-            for u, f in follows.select("user_id", "followee_id").iter_rows():
-                followees.setdefault(u, []).append(f)
-        pool = _Pool(posts)
         c = self.config
-        lists = np.random.default_rng(c.seed)  # every event's candidates, in event order
-        own = c.negatives != c.candidates
-        training = np.random.default_rng([c.seed, 1]) if own else None  # training negatives of their own
         train_ev = events.filter(pl.col("split") == "train")
-        seen_train = set(zip(train_ev["user_id"].to_list(), train_ev["post_id"].to_list()))
-        seen_all = set(zip(events["user_id"].to_list(), events["post_id"].to_list()))
         starts = {p: events.filter(pl.col("split") == p)["at"].min() for p in PARTS}
-        rows: list[tuple] = []
-        no_followees, no_negatives = set(), 0
-        for g, (u, p, at, part) in enumerate(events.select("user_id", "post_id", "at", "split").iter_rows()):
-            authors = followees.get(u)
-            if not authors:
-                no_followees.add(u)
-                authors = pool.authors
-            seen = seen_train if part == "train" else seen_all
-            start = None if part == "train" else starts[part]  # valid/test: negatives of the same period
-            cands = [q for q in pool.between(authors, start, at) if q != p and (u, q) not in seen]
-            negs = _draw(lists, cands, c.candidates)
-            if part == "train" and training is not None:
-                negs = _draw(training, cands, c.negatives)
-            if not negs:
-                no_negatives += 1
-                if part == "train":
-                    continue  # a hinge needs a negative
-            rows.append((u, p, 1, g, at, part))
-            rows += [(u, n, 0, g, at, part) for n in negs]
-        ex = pl.DataFrame(rows, schema={**EXAMPLE_SCHEMA, "split": pl.Utf8}, orient="row")
+        cands = Candidates(Pool(posts), events, follows, starts)
+        draws = draw_negatives(cands.count, cands.train, c)
+        ex = examples_of(events, cands, draws)
+        no_followees = cands.no_followees
+        no_negatives = int((cands.count == 0).sum())
         known = {"follows": follows} if follows is not None else {}
         known["interactions"] = train_ev.drop("split")
         data = {}

@@ -1,0 +1,254 @@
+"""Wall time and peak memory per stage as the dataset grows (issue 21), with each stage's
+previous implementation (`old`, the Python loops kept in tests/test_scale_equality.py) and a
+plain-library baseline (`baseline`: polars group-by / window expressions) on the same data.
+
+Synthetic posts (authors ~ N/40, users ~ N/10 following 10 authors each, one retweet event
+per post, labels, tags) at 10K / 40K / 160K posts (486K with --full); no image extraction.
+Every (stage, variant, size) runs in its own subprocess, so its peak RSS (ru_maxrss) is
+its own; `setup_mb` is the RSS after building the inputs, `peak_mb` the high-water mark.
+Prints a table (seconds, peak MiB, ratios old/new and baseline/new, the growth exponent of
+each variant fitted over the sizes and between the two largest) and writes JSON.
+
+    python benchmarks/scale.py [--sizes 10000 40000 160000] [--full] [--stages ranking windows ...]
+                               [--out benchmarks/out/scale.json]
+
+Stages not here yet (issue 21 item 6): ingest, tokens, tfidf, lightgbm, torch heads, score,
+evaluate, report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the package and the reference loops of tests/
+
+
+def posts_and_side(n: int, seed: int = 0) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    rng = np.random.default_rng(seed)
+    n_auth, n_users = max(20, n // 40), max(40, n // 10)
+    t0 = int(datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp() * 1e6)
+    at = t0 + rng.integers(0, 365 * 86400 * 10**6, n)
+    y = rng.normal(size=n)
+    y[rng.random(n) < 0.3] = np.nan  # unlabelled (valid / test) posts
+    posts = pl.DataFrame({"post_id": [f"p{i}" for i in range(n)], "user_id": [f"u{a}" for a in rng.integers(0, n_auth, n)],
+                          "posted_at": pl.Series(at).cast(pl.Datetime("us", "UTC")), "score": y})
+    fu = np.repeat(np.arange(n_users), 10)
+    follows = pl.DataFrame({"user_id": [f"u{u}" for u in fu],
+                            "followee_id": [f"u{a}" for a in rng.integers(0, n_auth, len(fu))]}).unique(maintain_order=True)
+    ep = rng.integers(0, n, n)
+    inter = pl.DataFrame({"user_id": [f"u{u}" for u in rng.integers(0, n_users, n)], "post_id": [f"p{i}" for i in ep],
+                          "at": pl.Series(at[ep] + rng.integers(3600 * 10**6, 48 * 3600 * 10**6, n)).cast(
+                              pl.Datetime("us", "UTC"))})
+    return posts, {"follows": follows, "interactions": inter}
+
+
+def label_matrix(n: int, n_labels: int = 300, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, n_labels + 1)
+    m = np.zeros((n, n_labels), np.float32)
+    for _ in range(3):  # 3 Zipf-distributed labels a post
+        m[np.arange(n), rng.choice(n_labels, n, p=p / p.sum())] = 1
+    return m
+
+
+# -- stages: setup(n) -> inputs; each variant(inputs) runs once, timed --------------------
+
+def _history(n):
+    from pipeline.train.data import History
+
+    posts, _ = posts_and_side(n)
+    return History(posts.sort("posted_at", "post_id"), {})
+
+
+def _windows(h, which):
+    from pipeline.train.windows import window_index
+    from tests.test_scale_equality import _old_window_index
+
+    ids = h.posts["post_id"].to_list()
+    if which == "baseline":  # the previous 5 rows of the user as a polars window expression
+        return h.posts.with_row_index("i").select(
+            *(pl.col("i").shift(k).over("user_id").alias(f"w{k}") for k in range(5)))
+    return (window_index if which == "new" else _old_window_index)(h, ids, 5, "user")
+
+
+def _user_history(h, which):
+    from pipeline.train.windows import user_history
+    from tests.test_scale_equality import _old_user_history
+
+    if which == "baseline":  # the mean of the user's last 5 labels before the post, polars rolling
+        lab = h.posts.with_row_index("i").filter(pl.col("score").is_not_nan())
+        return lab.with_columns(m=pl.col("score").shift(1).rolling_mean(5, min_samples=1).over("user_id"))
+    return (user_history if which == "new" else _old_user_history)(h, h.posts["post_id"].to_list(), 5, "score")
+
+
+def _ranking(inputs, which):
+    from pipeline.data.splits import parse_split
+    from pipeline.train import tasks
+    from tests.test_scale_equality import _old_ranking_examples
+
+    posts, side = inputs
+    if which == "old":
+        return _old_ranking_examples(posts, side, parse_split(None), 2, 2, 0)
+    return tasks.get("ranking")().prepare(posts, side, parse_split(None), {}).files["candidates"]
+
+
+def _links(labels, which):
+    from heads.dman import sample_links
+    from tests.test_scale_equality import _old_sample_links
+
+    return (sample_links if which == "new" else _old_sample_links)(labels, 50, 0)
+
+
+def _tag_distance(conf, which):
+    from pipeline.train.tasks.embedding import tag_query_distance
+
+    q = list(range(10))
+    if which == "old":
+        onehot = np.zeros((len(q), conf.shape[1]))
+        onehot[np.arange(len(q)), q] = 1.0
+        return np.linalg.norm(onehot[:, None, :] - conf[None, :, :], axis=2)
+    return tag_query_distance(conf, q)
+
+
+def _fc7_setup(n):
+    rows = n // 8
+    path = Path(tempfile.mkdtemp()) / "fc7.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, 4096))
+    for s in range(0, rows, 4096):
+        mm[s:s + 4096] = np.random.default_rng(s).random((min(4096, rows - s), 4096), dtype=np.float32)
+    mm.flush()
+    x = np.load(path, mmap_mode="r")
+    return lambda ids: x[np.array([int(p[1:]) for p in ids], np.int64)], [f"p{i}" for i in range(rows)]
+
+
+def _fc7(inputs, which):
+    from heads.amnl import column_stats
+
+    read, ids = inputs
+    if which == "old":
+        x = read(ids).astype(np.float64)
+        return x.mean(0), x.std(0)
+    return column_stats(read, ids)
+
+
+def _embedding_setup(n):
+    from pipeline.train.data import HeadData
+    from pipeline.train.tasks.embedding import EmbeddingOutput
+
+    rows, rng = n // 4, np.random.default_rng(0)
+    posts = pl.DataFrame({"post_id": [f"p{i}" for i in range(rows)], "labels": [["a"]] * rows})
+    out = EmbeddingOutput(rng.random((rows, 1000), dtype=np.float32), [f"l{i}" for i in range(50)],
+                          rng.random((rows, 50), dtype=np.float32))
+    return HeadData(posts), out
+
+
+def _embedding_predictions(inputs, which):
+    from pipeline.train import tasks
+
+    data, out = inputs
+    if which == "old":  # the embedding column as Python floats, as before issue 21
+        return pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist()})
+    return tasks.get("embedding")().predictions(data, out, "test")
+
+
+def _hisave(h, which):
+    from heads.hisave import HisAve
+    from pipeline.train.data import HeadData
+
+    train = h.posts.filter(pl.col("score").is_not_nan())
+    if which == "baseline":
+        m = train.group_by("user_id").agg(pl.col("score").mean())
+        return h.posts.select("user_id").join(m, on="user_id", how="left")
+    return HisAve().fit(HeadData(train), HeadData(train)).predict(HeadData(h.posts))
+
+
+STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
+    "ranking": (posts_and_side, _ranking, ("new", "old"), 160_000),
+    "windows": (_history, _windows, ("new", "old", "baseline"), 486_000),
+    "user_history": (_history, _user_history, ("new", "old", "baseline"), 486_000),
+    "links": (label_matrix, _links, ("new", "old"), 10_000),
+    "tag_distance": (lambda n: np.random.default_rng(0).random((n // 40, 1000), dtype=np.float32), _tag_distance,
+                     ("new", "old"), 160_000),
+    "fc7_stats": (_fc7_setup, _fc7, ("new", "old"), 160_000),
+    "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "old"), 40_000),
+    "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
+}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one(stage: str, variant: str, n: int) -> dict:
+    setup, run, _, _ = STAGES[stage]
+    run(setup(1000), variant)  # the imports, before timing (a tiny input: not the peak)
+    inputs = setup(n)
+    before = _rss_mb()
+    t = time.perf_counter()
+    run(inputs, variant)
+    return {"seconds": time.perf_counter() - t, "setup_mb": before, "peak_mb": _rss_mb()}
+
+
+def exponent(ns: list[int], ts: list[float]) -> float | None:
+    return float(np.polyfit(np.log(ns), np.log(ts), 1)[0]) if len(ns) > 1 else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000, 160_000])
+    ap.add_argument("--full", action="store_true", help="add SMPD's size, 486K posts")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/scale.json")
+    ap.add_argument("--one", nargs=3, metavar=("STAGE", "VARIANT", "N"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]))))
+        return
+    sizes = sorted(set(a.sizes + ([486_000] if a.full else [])))
+    result: dict = {"sizes": sizes, "stages": {}}
+    for stage in a.stages:
+        _, _, variants, old_max = STAGES[stage]
+        rows: dict = {}
+        for v in variants:
+            rows[v] = {}
+            for n in sizes:
+                if v == "old" and n > old_max:
+                    continue
+                p = subprocess.run([sys.executable, __file__, "--one", stage, v, str(n)], capture_output=True, text=True)
+                if p.returncode:
+                    rows[v][n] = {"error": p.stderr.strip().splitlines()[-1:]}
+                else:
+                    rows[v][n] = json.loads(p.stdout.strip().splitlines()[-1])
+                print(stage, v, n, rows[v][n], flush=True)
+        ok = {v: {n: r for n, r in rows[v].items() if "seconds" in r} for v in rows}
+        fit = {v: {"all": exponent(list(r), [x["seconds"] for x in r.values()]),
+                   "last_two": exponent(list(r)[-2:], [x["seconds"] for x in list(r.values())[-2:]])}
+               for v, r in ok.items()}
+        ratios = {f"{v}/new": {n: ok[v][n]["seconds"] / ok["new"][n]["seconds"] for n in ok[v] if n in ok["new"]}
+                  for v in ok if v != "new"}
+        result["stages"][stage] = {"runs": rows, "exponent": fit, "ratios": ratios}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\n{'stage':22} {'variant':9} " + " ".join(f"{n // 1000:>5}K s / MiB  " for n in sizes) + " exp(all, last2)")
+    for stage, r in result["stages"].items():
+        for v, runs in r["runs"].items():
+            cells = " ".join(f"{runs[n]['seconds']:7.2f} /{runs[n]['peak_mb']:6.0f}" if "seconds" in runs.get(n, {})
+                             else f"{'-':>15}" for n in sizes)
+            e = r["exponent"][v]
+            print(f"{stage:22} {v:9} {cells}  {e['all'] or float('nan'):.2f} {e['last_two'] or float('nan'):.2f}")
+    print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
