@@ -256,7 +256,7 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
         head = fitting.head
         kept = ""
         if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
-            head.save(run.model_dir)  # the trainer left the best weights so far in the model
+            run.save_model(head)  # the trainer left the best weights so far in the model
             kept = f"; that model is kept in {run.model_dir}"
         raise Interrupted(f"{line}{kept}; run {run.dir} marked interrupted", code) from None
     except Exception as e:
@@ -313,7 +313,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
         f"test {c} {res['test'][c]:.4f}")
     if k == 0:
-        head.save(run.model_dir)
+        run.save_model(head)  # atomic: a full disk never leaves a truncated model
         run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
                                         how="diagonal_relaxed"))
     return res
@@ -349,17 +349,20 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     for n in plan.notes:
         say(n)
     run = open_run(plan, say)
-    with interruption(run, plan, say) as fitting:
-        repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
-    task = plan.task
-    valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
-    test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
-    untrained = never_improved_note(plan, repeats)
-    if untrained:  # kept, but said: in the notes, config.json, metrics.json and at the end of `pipe train`
-        run.update_config({"notes": plan.notes + [untrained], "never_improved": True})
-        say(untrained)
-    run.write_metrics({"valid": valid_mean, "test": test_mean,
-                       "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
-                       "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
-    run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+    try:
+        with interruption(run, plan, say) as fitting:
+            repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
+        task = plan.task
+        valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
+        test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
+        untrained = never_improved_note(plan, repeats)
+        if untrained:  # kept, but said: in the notes, config.json, metrics.json and at the end of `pipe train`
+            run.update_config({"notes": plan.notes + [untrained], "never_improved": True})
+            say(untrained)
+        run.write_metrics({"valid": valid_mean, "test": test_mean,
+                           "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
+                           "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
+        run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+    finally:
+        run.close()  # a run that died without metrics or interrupted.json now reads as failed
     return run.dir
