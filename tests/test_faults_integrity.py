@@ -261,3 +261,19 @@ def test_score_out_over_old_scores_on_a_full_disk_keeps_them(hisave_run, tmp_pat
     r = runner.invoke(cli.app, [str(a) for a in args])
     assert r.exit_code != 0 and out.read_bytes() == old
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no half-written temp left
+
+
+def test_evaluate_files_are_written_atomically_never_through_a_link(hisave_run, tmp_path):
+    """`pipe evaluate --out` replaces its CSV and Markdown whole; a planted link at either is replaced, never written
+    through (issue 20, item 7)."""
+    from pipeline.evaluate.compare import comparison_rows, write_comparison
+    from pipeline.run.rundir import load_run
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (tmp_path / "cmp.md").symlink_to(outside)
+    cache, runs, _ = hisave_run
+    written = write_comparison(comparison_rows([load_run(runs / "u")]), tmp_path / "cmp")
+    assert outside.read_text() == "keep me"
+    assert not (tmp_path / "cmp.md").is_symlink() and (tmp_path / "cmp.md") in written
+    assert "hisave" in (tmp_path / "cmp.md").read_text()

@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.core.io import atomic_write_bytes
 from pipeline.train import tasks
 from pipeline.run.rundir import Run
 
@@ -180,7 +181,8 @@ def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> list[Pat
     for i, (task, group) in enumerate(groups.items()):
         path = csv_path if i == 0 else prefix.with_name(f"{prefix.name}-{task}.csv")
         roles = list(dict.fromkeys(role for r in group for role in r["stores"]))
-        pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None).write_csv(path)
+        table = pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None)
+        atomic_write_bytes(path, table.write_csv().encode())  # never half a table over the last one
         written.append(path)
         names = task_metrics(task)
         head = ["run", "dataset", "target", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
@@ -190,5 +192,5 @@ def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> list[Pat
                      *[mean_pm_std(r, k) for k in names]]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
-    md_path.write_text("\n".join(lines))
+    atomic_write_bytes(md_path, "\n".join(lines).encode())
     return [*written, md_path]
