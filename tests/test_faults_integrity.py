@@ -84,6 +84,27 @@ def test_run_says_when_its_store_changed_or_went(tmp_path):
     assert f"store {TOKENS} of dataset 'tiny' is gone since the run trained on it" in r.output
 
 
+def test_a_store_removed_under_a_running_train_stops_it(tmp_path):
+    """`pipe store rm` while a train reads the store: the train stops at its next evaluation with a
+    message naming the store, and the run is marked interrupted, never "written" on deleted files."""
+    from pipeline.core.config import parse_sets
+    from pipeline.run.train import TrainOptions, train
+
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    make_dataset(cache, n=60, stores=(GRID, TOKENS))
+
+    def remove_after_the_first_evaluation(entry):
+        if entry["step"] >= 1 and paths.store_dir("tiny", GRID, cache).exists():
+            shutil.rmtree(paths.store_dir("tiny", GRID, cache))
+
+    opts = TrainOptions("tiny", "uhan", sets=parse_sets(["max_steps=6", "eval_every=1", "dim=8", "device=cpu"]),
+                        name="u", runs=runs, cache=cache)
+    with pytest.raises(PipeError, match=f"store {GRID} of dataset 'tiny' was removed while training"):
+        train(opts, watch=remove_after_the_first_evaluation)
+    assert (runs / "u" / "interrupted.json").is_file() and not (runs / "u" / "metrics.json").exists()
+    assert "removed while training" in (runs / "u" / "interrupted.json").read_text()
+
+
 # -- another dataset's posts (item 4) ---------------------------------------------------
 @pytest.fixture
 def hisave_run(tmp_path):

@@ -271,6 +271,23 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
             pass
 
 
+def check_stores(plan: RunPlan) -> None:
+    """A store removed or replaced under a running train (`pipe store rm`, a re-extract of the
+    same id): stop with a message, never finish on deleted files or name a store that is gone.
+    Checked at every evaluation and after each fit (a manifest read: cheap)."""
+    from pipeline.store import Manifest
+
+    for role, store in plan.stores.items():
+        try:
+            now = Manifest.load(store.directory).digest
+        except PipeError:
+            now = None
+        if now != store.manifest.digest:
+            raise PipeError(f"the {role} store {store.extractor_id} of dataset {plan.options.dataset!r} was "
+                            f"{'removed' if now is None else 'replaced'} while training; the run stops (marked "
+                            "interrupted): train again on the store as it is now")
+
+
 def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, say: Callable[[str], None],
             watch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens), evaluate it on
@@ -286,6 +303,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     fitting.repeat, fitting.last = k, None
 
     def progress(entry: dict[str, Any]) -> None:
+        check_stores(plan)
         reported.append(entry["step"])
         fitting.last = entry
         run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
@@ -295,6 +313,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     t0 = time.perf_counter()
     head.fit(data["train"], data["valid"], progress=progress)
     fit_s = time.perf_counter() - t0
+    check_stores(plan)
     if plan.finetune:  # predictions come from a store extracted with the fine-tuned backbone
         for n in plan.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
             say(n)
