@@ -154,12 +154,21 @@ def _embedding_setup(n):
 
 
 def _embedding_predictions(inputs, which):
+    """predictions.parquet of an embedding run: new streams the task's chunks to the file;
+    whole builds the part's frame and its Parquet bytes in memory (before this stage was
+    chunked); old adds the embedding column as Python floats (before issue 21)."""
+    from pipeline.core.io import atomic_write_bytes, atomic_write_parquet, parquet_bytes
     from pipeline.train import tasks
 
     data, out = inputs
-    if which == "old":  # the embedding column as Python floats, as before issue 21
-        return pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist()})
-    return tasks.get("embedding")().predictions(data, out, "test")
+    path, task = Path(tempfile.mkdtemp()) / "predictions.parquet", tasks.get("embedding")()
+    if which == "new":
+        return atomic_write_parquet(path, task.prediction_chunks(data, out, "test"))
+    if which == "old":
+        df = pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist()})
+    else:
+        df = task.predictions(data, out, "test")
+    atomic_write_bytes(path, parquet_bytes(df))
 
 
 def _hisave(h, which):
@@ -239,7 +248,7 @@ STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
     "tag_distance": (lambda n: np.random.default_rng(0).random((n // 40, 1000), dtype=np.float32), _tag_distance,
                      ("new", "old"), 160_000),
     "fc7_stats": (_fc7_setup, _fc7, ("new", "old"), 160_000),
-    "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "old"), 40_000),
+    "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "whole", "old"), 40_000),
     "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
     "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "baseline"), 486_000),
 }
