@@ -67,12 +67,11 @@ class LightGBMHead(TabularHead):
         self.booster: lgb.Booster | None = None
 
     def _table(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
-        x = self.features.transform(data, leave_one_out)
-        if not self.config.user_categorical:
-            return x
-        users = data.posts["user_id"].cast(pl.Utf8).to_list()
-        code = np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]  # unseen -> missing
-        return np.hstack([x, code])
+        code = None
+        if self.config.user_categorical:
+            users = data.posts["user_id"].cast(pl.Utf8).to_list()
+            code = np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]  # unseen -> missing
+        return self.features.transform(data, leave_one_out, extra=code)  # one (N, F) float32 allocation
 
     def _names(self) -> list[str]:
         return self.features.names + (["user_id"] if self.config.user_categorical else [])

@@ -26,14 +26,14 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError, did_you_mean
-from pipeline.core.io import (append_line, atomic_write_bytes, hold_lock, json_safe, parquet_bytes, real_folder,
-                               remove_stale_temps)
+from pipeline.core.io import (append_line, atomic_write_bytes, atomic_write_parquet, hold_lock, json_safe, parquet_bytes,
+                               real_folder, remove_stale_temps)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -151,9 +151,10 @@ class RunWriter:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
         append_line(self.dir / TRAIN_LOG, json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False))
 
-    def write_predictions(self, df: pl.DataFrame) -> None:
-        """post_id, split, then the task's columns (regression: y, yhat)."""
-        atomic_write_bytes(self.dir / PREDICTIONS, parquet_bytes(df))
+    def write_predictions(self, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+        """post_id, split, then the task's columns (regression: y, yhat): the frames (a task's
+        `prediction_chunks`) streamed to the file, one row group each (bounded memory)."""
+        atomic_write_parquet(self.dir / PREDICTIONS, frames)
 
     def write_table(self, name: str, df: pl.DataFrame) -> None:
         """A task's extra table, e.g. the ranking candidates every head is judged on."""

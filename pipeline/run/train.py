@@ -333,8 +333,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         f"test {c} {res['test'][c]:.4f}")
     if k == 0:
         run.save_model(head)  # atomic: a full disk never leaves a truncated model
-        run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
-                                        how="diagonal_relaxed"))
+        run.write_predictions(chunk for p in PARTS for chunk in task.prediction_chunks(data[p], outs[p], p))
     return res
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import polars as pl
@@ -125,6 +125,11 @@ class Task(ABC):
     @abstractmethod
     def predictions(self, data: HeadData, out: Any, part: str) -> pl.DataFrame:
         """predictions.parquet rows: post_id, split, then the task's columns."""
+
+    def prediction_chunks(self, data: HeadData, out: Any, part: str) -> Iterator[pl.DataFrame]:
+        """`predictions` in pieces the run streams to predictions.parquet (the same rows); a
+        task whose rows are wide (embedding) yields bounded chunks instead of the whole part."""
+        yield self.predictions(data, out, part)
 
     @abstractmethod
     def scores(self, data: HeadData, out: Any) -> pl.DataFrame:

@@ -22,7 +22,9 @@ with none of the vocabulary tags, which such a head leaves out of training.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,8 @@ from pipeline.train.data import HeadData
 from pipeline.train.metrics import CROSS_MODAL_K, EMBEDDING, cross_modal_precision, embedding_metrics
 from pipeline.train.tasks import register
 from pipeline.train.tasks.base import Parts, Task
+
+PREDICTION_ROWS = 4096  # posts per predictions.parquet chunk (row group): bounds the memory of writing it
 
 
 @dataclass
@@ -222,6 +226,15 @@ class Embedding(Task):
                              "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
                              "embedding": _rows(out.vectors.astype(np.float32), pl.Float64)}).with_columns(
             every.to_struct("confidence"))  # every label's confidence, one struct field per label
+
+    def prediction_chunks(self, data: HeadData, out: EmbeddingOutput, part: str) -> Iterator[pl.DataFrame]:
+        """`predictions` PREDICTION_ROWS posts at a time: a row holds the post's vector and
+        every label's confidence as float64, so a whole part would be several copies of both."""
+        for i in range(0, max(len(data), 1), PREDICTION_ROWS):
+            rows = slice(i, i + PREDICTION_ROWS)
+            yield self.predictions(data.subset(rows), dataclasses.replace(
+                out, vectors=out.vectors[rows], confidence=out.confidence[rows],
+                tag_confidence=None if out.tag_confidence is None else out.tag_confidence[rows]), part)
 
     def scores(self, data: HeadData, out: EmbeddingOutput) -> pl.DataFrame:
         names, confs = self._top(out)
