@@ -116,6 +116,10 @@ def explanations(run: Run, head: Any, data: HeadData, unseen: np.ndarray, cache:
     if exps is None:
         raise NotApplicable(f"head {run.head!r} exposes no attention to explain (Head.explain); heads with attention: "
                             "uhan, dualatt, and any whose model has details()")
+    if exps and not any(x.regions or x.words or x.modalities or x.history is not None for x in exps):
+        raise NotApplicable(f"head {run.head!r} of run {run.name} gave no attention map for these posts (a sequence "
+                            "head attends over earlier posts only with its long-term attention: not with "
+                            "--ablate long_term or a window of 1); nothing to explain")
     posts = run_posts(run, cache)
     preds = run.predictions()
     stats = {r["user_id"]: r for r in user_training_stats(preds, posts).to_dicts()} if posts is not None else {}
@@ -151,6 +155,11 @@ def explain_data(run: Run, head: Any, data: HeadData, unseen: np.ndarray, out: P
     return done
 
 
+def anchor(post_id: str) -> str:
+    """The id of a post's section on a page (`#p-<file stem>`), safe in HTML and URLs."""
+    return f"p-{file_stem(post_id)}"
+
+
 def post_html(e: PostExplanation, folder: Path, heading: str = "") -> str:
     """A post's block of the page: prediction beside the user's training mean, then its maps."""
     import html as h
@@ -159,8 +168,11 @@ def post_html(e: PostExplanation, folder: Path, heading: str = "") -> str:
     mean = (f"the user's training mean {e.user_mean:.4f} over {e.user_posts} posts" if e.user_mean is not None else
             "the user was never seen in training: the prediction rests on the content alone")
     figs = "".join(img((folder / f).read_bytes(), f"{e.post_id}: {k}") for k, f in e.files.items() if k != "json")
+    if e.explanation.get("history") == []:
+        figs += note("no earlier post in its window: the prediction rests on the post and its user alone")
     links = " · ".join(f'<a href="{h.escape(quote(f))}">{h.escape(k)}</a>' for k, f in e.files.items())
-    return (f"<section><h2>{h.escape(heading or e.post_id)}</h2><p>prediction {pred} · {h.escape(mean)}</p>"
+    return (f'<section id="{anchor(e.post_id)}"><h2>{h.escape(heading or e.post_id)}</h2>'
+            f"<p>prediction {pred} · {h.escape(mean)}</p>"
             f'<div class="plots">{figs or note("no attention maps for this post")}</div>'
             f'<p class="files">files: {links}</p></section>')
 

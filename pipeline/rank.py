@@ -109,6 +109,24 @@ def rank(run_ref: str | Path, user: str, candidates: str | Path, out: str | Path
     return RankReport(ranked, user, mean, n, s.dataset, out, folder)
 
 
+def summary_html(ranked: pl.DataFrame) -> str:
+    """rank.html's opening table: one row per candidate in rank order (score, gain over the
+    user's training mean, flags), each linking to its section below."""
+    import html as h
+
+    from pipeline.explain import anchor
+
+    rows = []
+    for r in ranked.to_dicts():
+        gain = "n/a" if r["gain"] is None else f"{r['gain']:+.4f}"
+        flags = ", ".join(f for f, on in (("no image", r["missing_image"]), ("unseen user", r["unseen_user"])) if on)
+        rows.append(f'<tr><td>{r["rank"]}</td><td class="l"><a href="#{anchor(r["post_id"])}">{h.escape(r["post_id"])}'
+                    f'</a></td><td>{r["score"]:.4f}</td><td>{gain}</td><td class="l">{h.escape(flags)}</td></tr>')
+    head = ('<tr><th>rank</th><th class="l">post</th><th>score</th><th title="score minus the user\'s mean target '
+            'in the run\'s training part">gain over the user\'s mean</th><th class="l">flags</th></tr>')
+    return f'<table class="summary">{head}{"".join(rows)}</table>'
+
+
 def _explain(s: Any, ranked: pl.DataFrame, folder: Path, cache: str | Path | None) -> Path:
     """Each candidate's attention maps, and rank.html: the candidates in rank order with them."""
     from pipeline.evaluate.report import page
@@ -116,6 +134,6 @@ def _explain(s: Any, ranked: pl.DataFrame, folder: Path, cache: str | Path | Non
 
     order = {p: i for i, p in enumerate(ranked["post_id"].to_list())}
     done = sorted(explain_data(s.run, s.head, s.data, s.unseen, folder, cache), key=lambda e: order[e.post_id])
-    body = "".join(post_html(e, folder, f"#{order[e.post_id] + 1}: {e.post_id}") for e in done)
+    body = summary_html(ranked) + "".join(post_html(e, folder, f"#{order[e.post_id] + 1}: {e.post_id}") for e in done)
     atomic_write_bytes(folder / "rank.html", page(f"pipe rank: {s.run.name}", body).encode())
     return folder

@@ -51,7 +51,7 @@ th{background:#eee;position:sticky;top:0}
 td.l,th.l{text-align:left}
 td.best{font-weight:bold;background:#e6f4d7}
 .delta{display:block;font-size:11px}.better{color:#2e7d32}.worse{color:#c62828}
-.plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{border:1px solid #ddd}
+.plots{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}.plots img{border:1px solid #ddd;height:auto;max-width:100%;object-fit:contain;flex:none}
 .verdict p{font-weight:600;margin:.3em 0}.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
 </style></head><body>
 <h1>$title</h1>

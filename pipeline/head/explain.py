@@ -4,9 +4,10 @@ A model that exposes its attention is `Detailed`: it writes `details(batch) -> d
 to `forward` (UHAN, DualAtt and DSN do): `y` (B,) the raw output, and any of `alpha_V`
 (B, M) weights over the regions of the `visual` grid, `alpha_T` (B, L') weights over the
 first L' token positions of the batch's `tokens` (the text encoder cuts trailing padding)
-and `a` (B, 2) the inter-attention over (visual, text). Anything else a head attends to
-(a sequence head's earlier posts) it adds by overriding `explain` and filling
-`Explanation.history`. The pass is the shared trainer's (`Trainer.apply`): the head's own
+and `a` (B, 2) the inter-attention over (visual, text), `alpha` (B, H, l) a sequence head's
+weights over the positions of each post's window (DSN's long-term attention, per head; averaged
+here). The head says which post sits at each window position (`attended`), so the weights become
+`Explanation.history`: (earlier post id, weight), the post itself left out. The pass is the shared trainer's (`Trainer.apply`): the head's own
 batches, prefetched, on the run's device.
 """
 from __future__ import annotations
@@ -44,8 +45,9 @@ def _prediction(out: Any, i: int) -> Any:
     return {out.labels[j]: float(conf[i, j]) for j in top}
 
 
-def explain_torch(head: Any, data: HeadData) -> list[Explanation]:
-    """Run a TorchHead's `model.details` over `data` (eval mode, no gradients) and keep the maps."""
+def explain_torch(head: Any, data: HeadData, attended: list[list[str | None]] | None = None) -> list[Explanation]:
+    """Run a TorchHead's `model.details` over `data` (eval mode, no gradients) and keep the maps;
+    `attended[i]` names the post at each window position of post i (None: padding)."""
     model = head.model
 
     def details(batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -55,6 +57,10 @@ def explain_torch(head: Any, data: HeadData) -> list[Explanation]:
     done = head.evaluator().apply(model, head.source(data, False), details)
     maps = [m for _, ms in done for m in ms]
     out = head.output(data, np.concatenate([y for y, _ in done]) if done else np.zeros(0, np.float32))
+    for i, pid in enumerate(data.ids):
+        w = maps[i].pop("window", None)
+        if w is not None and attended is not None:
+            maps[i]["history"] = [(p, float(x)) for p, x in zip(attended[i], w) if p is not None and p != pid]
     return [Explanation(post_id=pid, prediction=_prediction(out, i), **maps[i]) for i, pid in enumerate(data.ids)]
 
 
@@ -72,4 +78,7 @@ def _maps(d: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], i: int) ->
     if "a" in d:
         a = d["a"][i].float().cpu().numpy()
         out["modalities"] = {"visual": float(a[0]), "text": float(a[1])}
+    if "alpha" in d:
+        w = d["alpha"][i].float()
+        out["window"] = (w.mean(0) if w.dim() == 2 else w).cpu().numpy().tolist()  # heads averaged: still sums to 1
     return out

@@ -256,7 +256,12 @@ class TorchHead(Head):
             raise self.not_fitted()
         if not isinstance(self.model, Detailed):
             return None
-        return explain_torch(self, data)
+        return explain_torch(self, data, self.attended(data))
+
+    def attended(self, data: HeadData) -> list[list[str | None]] | None:
+        """Per post of `data`, the post at each position its model attends over (a sequence
+        head's window; None: padding); None for a head attending over no other post."""
+        return None
 
     def save(self, directory: Path) -> None:
         if self.model is None:

@@ -110,6 +110,13 @@ class WindowHead(TorchHead):
             return h
         return part_history(data.posts, data.stores, data.target)
 
+    def attended(self, data: HeadData) -> list[list[str | None]]:
+        """Each post's window as post ids, oldest first, the post itself last (None: padding)."""
+        hist = self.history_of(data)
+        ids = hist.posts["post_id"].to_list()
+        win = window_index(hist, data.ids, self.meta["window"], self.meta["window_scope"])
+        return [[ids[j] if j >= 0 else None for j in row] for row in win]
+
     def columns(self, data: HeadData, with_y: bool) -> WindowColumns:
         base = super().columns(data, with_y)
         m = self.meta
