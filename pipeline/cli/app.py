@@ -10,13 +10,15 @@ printed), plain help with flags shown as flags.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
 import json
 import logging
+import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -46,11 +48,50 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+GLOBAL = {"quiet": False, "verbose": False}  # `pipe -q CMD` / `pipe -v CMD`: set by the root callback each call
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_version, is_eager=True),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Every command's -q, given before the command."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Every command's -v, given before the command."),
 ) -> None:
     """Predict social media popularity from cached deep features."""
+    GLOBAL.update(quiet=quiet, verbose=verbose)
+
+
+_BAR_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+@contextlib.contextmanager
+def third_party_quiet(on: bool) -> Iterator[None]:
+    """Under -q, no progress bar of transformers, huggingface_hub or tqdm either ("Loading
+    weights", downloads): their environment switches for libraries imported later, their
+    functions for those already imported; all undone afterwards."""
+    if not on:
+        yield
+        return
+    old = {k: os.environ.get(k) for k in _BAR_ENV}
+    os.environ.update(_BAR_ENV)
+    hub = sys.modules.get("huggingface_hub")
+    tf = sys.modules.get("transformers")
+    if tf is not None:
+        tf.utils.logging.disable_progress_bar()
+    elif hub is not None:
+        hub.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if tf is not None:
+            tf.utils.logging.enable_progress_bar()
+        elif hub is not None:
+            hub.utils.enable_progress_bars()
 
 
 def results_console() -> Console:
@@ -99,13 +140,15 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        quiet, verbose = bool(kwargs.pop("quiet", False)), bool(kwargs.pop("verbose", False))
+        quiet = bool(kwargs.pop("quiet", False)) or GLOBAL["quiet"]
+        verbose = bool(kwargs.pop("verbose", False)) or GLOBAL["verbose"]
         kwargs.update({k: v for k, v in (("quiet", quiet), ("verbose", verbose)) if k in passes})
         was_quiet, console.quiet = console.quiet, quiet and not verbose
         if verbose:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         try:
-            return fn(*args, **kwargs)
+            with third_party_quiet(quiet and not verbose):
+                return fn(*args, **kwargs)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during a run (Interrupted): one line, 130 / 143
             console.quiet = False
             console.print(str(e) if isinstance(e, Interrupted) else "interrupted", highlight=False, markup=False,

@@ -84,6 +84,8 @@ def train(
                                        "fraction of the posts (posts without an image do not count against a visual store)."),
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the run folder, its metrics and never_improved as one "
+                                 "JSON object on stdout (no table)."),
     quiet: bool = False,  # filled in by `friendly` from -q/--quiet
 ) -> None:
     """Train a head on cached features; writes config, log, model, predictions and metrics to a run folder."""
@@ -110,8 +112,13 @@ def train(
         )
     finally:
         watch.close()
-    for table in comparison_tables([run]):
-        results_console().print(table)
+    if as_json:
+        metrics = run.metrics or {}
+        print_json({"run": str(run.dir), "name": run.name, "metrics": metrics,
+                    "never_improved": bool(metrics.get("never_improved", False))})
+    else:
+        for table in comparison_tables([run]):
+            results_console().print(table)
     console.print(f"run written to {run.dir}", highlight=False)
 
 

@@ -23,7 +23,7 @@ from torchvision.transforms import Compose, Normalize, ToTensor
 
 from pipeline.core.errors import PipeError
 from pipeline.nn.backbone import Backbone, Preprocessing
-from pipeline.nn.weights import download_failed, file_fingerprint, random_fingerprint, seeded, weights_file
+from pipeline.nn.weights import download_failed, file_fingerprint, random_fingerprint, require_host, seeded, weights_file
 
 OUTPUTS = ("embedding", "grid")
 # open_clip is imported where it is used: it costs seconds, and every `pipe` command
@@ -82,6 +82,26 @@ def fingerprint(name: str, model: str, weights: str, seed: int) -> str:
     return file_fingerprint(weights_path(name, model, weights))
 
 
+def reachable(name: str, model: str, weights: str) -> None:
+    """Offline with no cached copy of the tag's weights: refuse before open_clip tries to download
+    (it prefers the Hugging Face hub, else the tag's URL)."""
+    import os
+
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, weights) or {}
+    if cfg.get("file") or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return  # a local file, or the hub answers from its cache alone (and fails fast without one)
+    if cfg.get("hf_hub"):
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo = os.path.split(cfg["hf_hub"])[0]  # "org/model/file" or "org/model/", as open_clip splits it
+        if not os.path.isdir(os.path.join(HF_HUB_CACHE, "models--" + repo.replace("/", "--"))):
+            require_host(name, f"open_clip {model} {weights!r}", "huggingface.co")
+    elif cfg.get("url") and not os.path.exists(os.path.expanduser(f"~/.cache/clip/{os.path.basename(cfg['url'])}")):
+        require_host(name, f"open_clip {model} {weights!r}", cfg["url"])
+
+
 def build_model(name: str, model: str, weights: str, seed: int) -> nn.Module:
     """The whole open_clip model (both towers), with its weights."""
     import open_clip
@@ -92,6 +112,7 @@ def build_model(name: str, model: str, weights: str, seed: int) -> nn.Module:
             with seeded(seed):
                 return open_clip.create_model(model, **plain)
         if weights in pretrained_tags(model):
+            reachable(name, model, weights)
             try:
                 return open_clip.create_model(model, pretrained=weights)
             except Exception as e:  # no internet, no cached copy...

@@ -21,6 +21,7 @@ from pipeline.nn.weights import (
     file_fingerprint,
     random_fingerprint,
     read_state_dict,
+    require_host,
     seeded,
     weights_file,
 )
@@ -57,6 +58,7 @@ class TorchvisionWeights:
             with seeded(seed):
                 return architecture()
         if weights == "imagenet":
+            self.reachable()
             try:
                 state = self.pretrained.get_state_dict(progress=False, check_hash=True)
             except Exception as e:  # no internet, proxy, interrupted download...
@@ -64,6 +66,14 @@ class TorchvisionWeights:
             return self._filled(architecture, state, f"torchvision {self.pretrained.name}")
         path = weights_file(self.name, weights, "imagenet")
         return self._filled(architecture, read_state_dict(self.name, path), str(path))
+
+    def reachable(self) -> None:
+        """Offline and not in torch.hub's cache: refuse before torchvision tries to download."""
+        import os
+
+        url = self.pretrained.url
+        if not os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))):
+            require_host(self.name, "ImageNet", url)
 
     def _filled(self, architecture: Callable[[], nn.Module], state: dict[str, Any], what: str) -> nn.Module:
         with torch.device("meta"):

@@ -65,6 +65,40 @@ def download_failed(name: str, what: str, error: BaseException) -> PipeError:
     )
 
 
+RESOLVE_TIMEOUT_S = 1.5  # how long the download host's name may take to resolve before we call it offline
+
+
+def host_resolves(host: str, timeout: float = RESOLVE_TIMEOUT_S) -> bool:
+    """True when `host`'s name resolves within `timeout` seconds (getaddrinfo has no timeout
+    of its own, so it runs in a daemon thread that may outlive the answer)."""
+    import socket
+    import threading
+
+    answer: list[bool] = []
+
+    def look() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(answer and answer[0])
+
+
+def require_host(name: str, what: str, url: str) -> None:
+    """Refuse at once (no download attempt) when the host serving `url` cannot be resolved:
+    offline, a download would otherwise retry for a minute before failing."""
+    from urllib.parse import urlparse
+
+    host = urlparse(url if "://" in url else f"https://{url}").hostname or url
+    if not host_resolves(host):
+        raise download_failed(name, what, ConnectionError(f"cannot resolve {host}: no network?"))
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Deterministic random init without disturbing the caller's random state."""
