@@ -244,6 +244,30 @@ def test_a_second_tune_of_the_same_name_refuses_and_leaves_the_live_trial_alone(
     os.close(first)
 
 
+@pytest.mark.parametrize("planted", ["trials.csv", "tune.json"])
+def test_tune_files_that_are_links_are_never_written_through(tmp_path, planted):
+    """`runs/.tune/NAME/tune.json` or `trials.csv` planted as a link to a file outside: `pipe tune`
+    overwrote its target. Now a linked trials.csv is replaced (the search finishes) and a linked
+    tune.json, which a resumed search reads, is refused by name (exit 1); the outside file keeps its bytes."""
+    from pipeline.run.tune import STAGING
+
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    make_dataset(cache, n=40, stores=())
+    stage = runs / STAGING / "linked"
+    stage.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (stage / planted).symlink_to(outside)
+    r = pipe("tune", "--dataset", "tiny", "--head", "hisave", "--trials", "1", "--name", "linked", "--cache", cache,
+             "--runs", runs)
+    assert outside.read_text() == "keep me"
+    if planted == "trials.csv":
+        assert r.exit_code == 0, r.output
+        assert (runs / "linked" / planted).is_file() and not (runs / "linked" / planted).is_symlink()
+    else:
+        assert r.exit_code == 1 and "tune.json is a symbolic link" in r.output, r.output
+
+
 def test_ingest_holds_the_datasets_lock_for_the_whole_replace(tmp_path):
     """Two `pipe ingest` of one name (one with --skip-invalid) left one's posts with the other's rejected rows."""
     cache, f = tmp_path / "cache", tmp_path / "p.csv"

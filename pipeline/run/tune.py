@@ -41,7 +41,7 @@ from typing import Any, Callable
 from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import config_to_dict
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import IntegrityError, PipeError
 from pipeline.core.io import atomic_write_bytes, hold_lock, real_folder
 from pipeline.head.base import Head, Progress
 from pipeline.run.train import TrainOptions, plan_run, train
@@ -196,6 +196,21 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A resumed search's tune.json; {} for a new one. A link or a damaged file is refused by name
+    (a search's own files are never read through, nor written through, a link)."""
+    if path.is_symlink():
+        raise IntegrityError(f"{path} is a symbolic link; pipe never follows links in its own folders: "
+                             "remove it and run again")
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{path}: unreadable ({type(e).__name__}); remove the search's folder "
+                             f"{path.parent} to start it again") from None
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import polars as pl
 
@@ -238,7 +253,7 @@ def _tune(opts: TuneOptions, say: Callable[[str], None]) -> Path:
     direction = "maximize" if search.task.higher_is_better else "minimize"
     study = _study(stage / STUDY_FILE, direction, opts)
     meta_path = stage / TUNE_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = _read_meta(meta_path)
     if (stale := _fail_stale(study)):
         say(f"resuming: {stale} trial(s) left running by an earlier search marked failed")
     crit = search.task.criterion
