@@ -38,8 +38,9 @@ def test_explain_writes_each_posts_own_files_and_links_them(tmp_path, monkeypatc
     for e in done:
         assert (tmp_path / e.files["words"]).read_bytes() == f"png of {e.post_id}".encode()
     page = (tmp_path / "explain.html").read_text()
-    sections = page.split("<section>")[1:]
+    sections = page.split("<section")[1:]
     assert len(sections) == len(IDS)
+    assert len({sec.split('"')[1] for sec in sections}) == len(IDS)  # each section's own anchor (rank.html links them)
     for e, sec in zip(done, sections):
         assert base64.b64encode(f"png of {e.post_id}".encode()).decode() in sec  # its own map
         assert f'href="{e.files["json"]}"' in sec and f'href="{e.files["words"]}"' in sec  # its own files
