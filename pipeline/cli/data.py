@@ -27,6 +27,9 @@ def synth_cmd(
                                         show_default="~15 uses per word, at most 60"),
     text_signal: Optional[str] = typer.Option(None, "--text-signal", help="word: one lucky word per user; topic: "
                                               "any of the 4 words of a lucky topic.", show_default="word"),
+    modality_signal: Optional[str] = typer.Option(None, "--modality-signal", help="both: a user's lucky object "
+                                                  "and word both count; mixed: half the users' signal is in the "
+                                                  "image only, half in the text only.", show_default="both"),
     task: str = typer.Option("regression", "--task", help="regression (posts with a score), ranking (tweets, "
                              "interactions.parquet, follows.parquet: pipeline/data/synth_ranking.py), embedding "
                              "(posts with labels and tags: pipeline/data/synth_embedding.py) or sequence (scores "
@@ -35,7 +38,7 @@ def synth_cmd(
     """Write a synthetic dataset with planted signals (see pipeline/data/synth.py for the design)."""
     from pipeline.data.synth_kinds import synth_kind
 
-    text = {"text_words": text_words, "vocab": vocab, "text_signal": text_signal}
+    text = {"text_words": text_words, "vocab": vocab, "text_signal": text_signal, "modality_signal": modality_signal}
     kind = synth_kind(task, users, text)
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
     t0 = time.perf_counter()

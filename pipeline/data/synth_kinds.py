@@ -20,7 +20,8 @@ def _posts(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[
     from pipeline.data.synth import SynthConfig, n_users_for, parse_text_words, synth
 
     variant = {"text_words": parse_text_words(text["text_words"]) if text.get("text_words") is not None else None,
-               "vocab": text.get("vocab"), "text_signal": text.get("text_signal")}
+               "vocab": text.get("vocab"), "text_signal": text.get("text_signal"),
+               "modality_signal": text.get("modality_signal")}
     path = synth(out, n, config=SynthConfig(users=users, **{k: v for k, v in variant.items() if v is not None}), **kw)
     return path, f"{n} posts by {n_users_for(n, users)} users"
 
@@ -49,7 +50,7 @@ class SynthKind:
     make: Make  # (out, posts, users, {image_size, seed}, text options) -> (posts file, what it holds)
     posts: int  # --posts when none is given
     users: bool = True  # takes --users
-    text: bool = False  # takes --text-words / --vocab / --text-signal
+    text: bool = False  # takes --text-words / --vocab / --text-signal / --modality-signal
 
 
 KINDS: dict[str, SynthKind] = {
