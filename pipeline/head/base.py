@@ -149,6 +149,11 @@ class Head(ABC):
         run's training posts)."""
         return None
 
+    def fit_notes(self) -> list[str]:
+        """What the last fit found that a user should read (e.g. outputs that ended constant);
+        `pipe train` says them and keeps repeat 0's in the run's notes. None by default."""
+        return []
+
     def explain(self, data: HeadData) -> list[Explanation] | None:
         """One Explanation per post of `data`, in order; None for a head without attention.
 

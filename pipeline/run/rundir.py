@@ -117,6 +117,11 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.dir / CONFIG, config)
 
+    def add_notes(self, notes: list[str], **updates: Any) -> None:
+        """Append `notes` to config.json's notes (found during training), with other top-level updates."""
+        doc = json.loads((self.dir / CONFIG).read_text())
+        self.write_config({**doc, **updates, "notes": doc.get("notes", []) + list(notes)})
+
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
         append_line(self.dir / TRAIN_LOG, json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False))

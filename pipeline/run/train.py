@@ -277,6 +277,11 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     if plan.finetune:  # predictions come from a store extracted with the fine-tuned backbone
         for n in plan.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
             say(n)
+    found = head.fit_notes()
+    for n in found:
+        say(f"repeat {k + 1}: {n}" if opts.repeats > 1 else n)
+    if k == 0 and found:
+        run.add_notes(found)
     if not reported:  # a head that evaluates only at the end (lightgbm, svr): its curve now
         for h in _history_lines(head):
             run.log({"event": "valid", "repeat": k, "seed": seed, **h})
