@@ -10,7 +10,7 @@ saved config. Task settings (a ranking task's negatives, a sequence head's windo
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 
 Everything the rest of the code asks a head is declared here with a default (as
-scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
+scikit-learn's estimator tags): `search_space`, `small_data`, `paper_settings`, `target_transform`,
 `on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
 `ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
 callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
@@ -68,6 +68,7 @@ class Head(ABC):
     task_defaults: ClassVar[dict[str, Any]] = {}  # task settings it needs a value of, unless given (DSN: window)
     search_space: ClassVar[dict[str, tuple]] = {}  # `pipe tune`: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
     small_data: ClassVar[dict[str, Any]] = {}  # config values of the small-data regime (pipeline/train/regime.py)
+    paper_settings: ClassVar[dict[str, Any]] = {}  # config values `--set regime=paper` sets where the defaults left the paper
     target_transform: ClassVar[str] = "none"  # regression target scale unless --target-transform says (targets.py)
     on_dask: ClassVar[bool] = False  # trains on a dask cluster when --scheduler / --dask-workers are given
 
