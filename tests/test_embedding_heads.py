@@ -221,3 +221,21 @@ def test_dead_tag_outputs_go_to_the_notes(cache, monkeypatch):
     head, _ = _fit_with(cache, [])
     assert head.train_info["dead_tag_outputs"] == 3
     assert any(n.startswith(f"3 of {len(head.meta['tags'])} tag outputs are constant") for n in head.fit_notes())
+
+
+def test_synth_embedding_noisy_shape_more_classes_noisier_tags(tmp_path):
+    """Issue 19: `--shape noisy`: 12 classes, up to 4 per image, fewer true tags and more false ones."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "n"), "--task", "embedding", "--shape", "noisy",
+                                   "--posts", "300", "--image-size", "16"])
+    assert res.exit_code == 0, res.output
+    posts = pl.read_parquet(tmp_path / "n" / "posts.parquet")
+    truth = pl.read_parquet(tmp_path / "n" / "truth.parquet")
+    assert len({x for r in posts["labels"].to_list() for x in r}) == 12 and posts["labels"].list.len().max() == 4
+    shown = truth["classes"].list.len().sum()
+    recall = 1 - truth["tags_dropped"].list.len().sum() / shown
+    assert 0.5 < recall < 0.7 and 0.2 < (truth["tags_false"].list.len() > 0).mean() < 0.4
