@@ -8,15 +8,20 @@ unseen users and posts without an image explain the same way. Per post it writes
 `<post>.json` (the raw weights, words, prediction, the user's training mean) and PNGs:
 `<post>-regions.png` (heat map on the image), `<post>-words.png`, `<post>-modalities.png`
 (UHAN's inter-attention) and `<post>-history.png` (a sequence head's earlier posts);
-`explain.html` with `html=True`.
+`explain.html` with `html=True`, each post's section linking its own files. `<post>` is
+`file_stem(post_id)`: a readable prefix and a hash of the whole id, so ids that differ only in
+characters a file name cannot hold (`a/b`, `a b`, non-ASCII) never share files, and a long id
+never makes a name the file system refuses.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 import numpy as np
 import polars as pl
@@ -78,8 +83,11 @@ def _image(path: Any) -> np.ndarray | None:
         return None
 
 
-def _safe(post_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", post_id).strip("._") or "post"
+def file_stem(post_id: str) -> str:
+    """The stem of a post's files: up to 40 readable characters, then 12 hex digits of the
+    sha256 of the whole id (injective in practice; at most 53 bytes, 68 with `-modalities.png`)."""
+    prefix = re.sub(r"[^A-Za-z0-9._-]+", "_", post_id).strip("._-")[:40].rstrip("._-") or "post"
+    return f"{prefix}-{hashlib.sha256(post_id.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def draw(e: PostExplanation, row: dict[str, Any], history_posts: pl.DataFrame | None) -> dict[str, bytes]:
@@ -132,9 +140,9 @@ def explain_data(run: Run, head: Any, data: HeadData, unseen: np.ndarray, out: P
     done = []
     for e, _, pngs in built:
         for kind, png in pngs.items():
-            e.files[kind] = f"{_safe(e.post_id)}-{kind}.png"
+            e.files[kind] = f"{file_stem(e.post_id)}-{kind}.png"
             atomic_write_bytes(out / e.files[kind], png)
-        e.files["json"] = f"{_safe(e.post_id)}.json"
+        e.files["json"] = f"{file_stem(e.post_id)}.json"
         atomic_write_bytes(out / e.files["json"], (json.dumps(json_safe(e.__dict__), indent=1) + "\n").encode())
         done.append(e)
     if html:
@@ -151,8 +159,10 @@ def post_html(e: PostExplanation, folder: Path, heading: str = "") -> str:
     mean = (f"the user's training mean {e.user_mean:.4f} over {e.user_posts} posts" if e.user_mean is not None else
             "the user was never seen in training: the prediction rests on the content alone")
     figs = "".join(img((folder / f).read_bytes(), f"{e.post_id}: {k}") for k, f in e.files.items() if k != "json")
+    links = " · ".join(f'<a href="{h.escape(quote(f))}">{h.escape(k)}</a>' for k, f in e.files.items())
     return (f"<section><h2>{h.escape(heading or e.post_id)}</h2><p>prediction {pred} · {h.escape(mean)}</p>"
-            f'<div class="plots">{figs or note("no attention maps for this post")}</div></section>')
+            f'<div class="plots">{figs or note("no attention maps for this post")}</div>'
+            f'<p class="files">files: {links}</p></section>')
 
 
 def explain(run_ref: str | Path, post_ids: list[str], posts_file: str | Path | None = None,

@@ -117,5 +117,5 @@ def _explain(s: Any, ranked: pl.DataFrame, folder: Path, cache: str | Path | Non
     order = {p: i for i, p in enumerate(ranked["post_id"].to_list())}
     done = sorted(explain_data(s.run, s.head, s.data, s.unseen, folder, cache), key=lambda e: order[e.post_id])
     body = "".join(post_html(e, folder, f"#{order[e.post_id] + 1}: {e.post_id}") for e in done)
-    (folder / "rank.html").write_text(page(f"pipe rank: {s.run.name}", body))
+    atomic_write_bytes(folder / "rank.html", page(f"pipe rank: {s.run.name}", body).encode())
     return folder

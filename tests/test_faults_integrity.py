@@ -13,7 +13,7 @@ import pytest
 import pipeline.cli as cli
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
-from pipeline.core.io import append_line, atomic_write_bytes
+from pipeline.core.io import append_line, atomic_write_bytes, hold_lock
 from pipeline.extract import build_extractor, run_extract
 from pipeline.run.rundir import Run, RunWriter
 from pipeline.score import open_training_store
@@ -201,6 +201,43 @@ def test_a_second_train_of_the_same_name_refuses_while_the_first_runs(tmp_path):
     os.close(first._lock)  # the first ended: its folder is taken, not reusable
     with pytest.raises(PipeError, match="already exists"):
         RunWriter(tmp_path / "runs", "same")
+
+
+def test_a_second_tune_of_the_same_name_refuses_and_leaves_the_live_trial_alone(tmp_path):
+    """The second `pipe tune --name same` marked the first's live trial failed (a trial lost)."""
+    import optuna
+
+    from pipeline.run.tune import STAGING, STUDY_FILE
+
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    make_dataset(cache, n=30, stores=(TOKENS,))
+    stage = runs / STAGING / "same"
+    stage.mkdir(parents=True)
+    study = optuna.create_study(study_name="tune", storage=f"sqlite:///{stage / STUDY_FILE}")
+    study.ask()  # the first search's trial, running now
+    first = hold_lock(runs / STAGING / "same.lock", "busy")  # held by the first search while it runs
+    r = pipe("tune", "--dataset", "tiny", "--head", "uhan", "--trials", "2", "--name", "same", "--cache", cache,
+             "--runs", runs)
+    assert r.exit_code == 2 and "study 'same' is being searched by another `pipe tune`" in r.output, r.output
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    os.close(first)
+
+
+def test_ingest_holds_the_datasets_lock_for_the_whole_replace(tmp_path):
+    """Two `pipe ingest` of one name (one with --skip-invalid) left one's posts with the other's rejected rows."""
+    cache, f = tmp_path / "cache", tmp_path / "p.csv"
+    f.write_text("post_id,user_id,posted_at,score\na,u,1700000000,1\nb,u,1700000001,x\n")
+    assert pipe("ingest", f, "--name", "x", "--cache", cache, "--skip-invalid").exit_code == 0
+    before = {n: (cache / "x" / n).read_bytes() for n in ("posts.parquet", "rejected.parquet")}
+    busy = hold_lock(cache / "x" / ".ingest.lock", "busy")  # another ingest is replacing it
+    g = tmp_path / "g.csv"
+    g.write_text("post_id,user_id,posted_at,score\nc,u,1700000000,1\n")
+    r = pipe("ingest", g, "--name", "x", "--cache", cache)
+    assert r.exit_code == 2 and "dataset 'x' is being ingested by another command" in r.output, r.output
+    assert before == {n: (cache / "x" / n).read_bytes() for n in before}
+    os.close(busy)
+    assert pipe("ingest", g, "--name", "x", "--cache", cache).exit_code == 0
+    assert not (cache / "x" / "rejected.parquet").exists()
 
 
 # -- atomic outputs (item 7) ------------------------------------------------------------

@@ -10,6 +10,7 @@ printed), plain help with flags shown as flags.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
@@ -22,11 +23,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.core.errors import PipeError
+from pipeline.core.terminal import SafeConsole
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=CONTEXT,
                   help="Predict social media popularity from cached deep features.")
-console = Console(stderr=True)  # status and errors; results go to stdout
+console = SafeConsole(stderr=True)  # status and errors; results go to stdout (control characters shown, never obeyed)
 
 CacheOpt = typer.Option(None, "--cache", help="Store root.", show_default="$PIPE_CACHE or ./cache")
 RunsOpt = typer.Option(None, "--runs", help="Runs root.", show_default="$PIPE_RUNS or ./runs")
@@ -53,8 +55,8 @@ def _root(
 
 def results_console() -> Console:
     """stdout for results. Piped or redirected, lines are never cut, so ids stay whole for grep and cut."""
-    out = Console(highlight=False, soft_wrap=True)
-    return out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=100_000)
+    out = SafeConsole(highlight=False, soft_wrap=True)
+    return out if out.is_terminal else SafeConsole(highlight=False, soft_wrap=True, width=100_000)
 
 
 def print_json(obj: Any) -> None:
@@ -70,8 +72,27 @@ _VERBOSE = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, annotati
     False, "--verbose", "-v", help="Log messages, and a full traceback with every error."))
 
 
+_OS_HINTS = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",
+             errno.EROFS: "the file system is read-only: point --cache/--runs/--out elsewhere",
+             errno.EACCES: "no permission: point --cache/--runs/--out elsewhere or fix the folder's rights",
+             errno.EPERM: "not permitted: point --cache/--runs/--out elsewhere",
+             errno.ENAMETOOLONG: "a file name too long for the file system"}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line: the path, the cause and what to do, e.g. `cache/d/posts.parquet: No space left
+    on device (ENOSPC); free some space and run again`. Nothing half-written is left looking
+    finished: every output is written to a temp file and renamed (pipeline/core/io.py)."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None) or "(path not known)"
+    code = errno.errorcode.get(e.errno or 0, "")
+    cause = (e.strerror or str(e)) + (f" ({code})" if code else "")
+    hint = _OS_HINTS.get(e.errno or 0)
+    return f"{where}: {cause}" + (f"; {hint}" if hint else "")
+
+
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can act on into one clear message and a non-zero exit, and give
+    """Turn the errors a user can act on (PipeError, and OSError: a full disk, a read-only cache)
+    into one clear message and a non-zero exit, and give
     the command `--quiet` and `--verbose` (passed on when `fn` takes a parameter of that name)."""
     sig = inspect.signature(fn)
     passes = {p for p in ("quiet", "verbose") if p in sig.parameters}
@@ -91,6 +112,13 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 console.print_exception()
             console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 2)) from None
+        except OSError as e:  # a full disk, a read-only cache, a denied folder: the path and the cause, exit 1
+            console.quiet = False
+            if verbose:
+                console.print_exception()
+            console.print(f"[bold red]error:[/] {escape(os_error_message(e))}", highlight=False, markup=True,
+                          soft_wrap=True)
+            raise typer.Exit(1) from None
         finally:
             console.quiet = was_quiet
 

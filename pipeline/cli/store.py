@@ -5,12 +5,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from pipeline.cli.app import CONTEXT, CacheOpt, JsonOpt, app, console, friendly, print_json, results_console
 from pipeline.core import paths
 from pipeline.core.errors import PipeError
+from pipeline.core.terminal import SafeConsole
 
 store_app = typer.Typer(help="Inspect, verify, repair and remove feature stores.", no_args_is_help=True, rich_markup_mode=None,
                         context_settings=CONTEXT)
@@ -55,7 +55,7 @@ def ls(
         try:
             st = FeatureStore(d)
         except PipeError as e:  # one damaged store is reported, the others still listed
-            Console(stderr=True).print(f"[red]bad:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            SafeConsole(stderr=True).print(f"[red]bad:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             damaged += 1
             continue
         rows.append({"dataset": ds, "extractor_id": st.extractor_id, "kind": st.spec.kind, "shape": list(st.spec.shape),
@@ -87,9 +87,9 @@ def verify(
     for _, d in stores:
         problems += verify_store(d)
     for p in problems:  # findings, so printed even with --quiet
-        Console(stderr=True).print(f"[red]bad:[/] {escape(p)}", highlight=False, soft_wrap=True)
+        SafeConsole(stderr=True).print(f"[red]bad:[/] {escape(p)}", highlight=False, soft_wrap=True)
     if problems:
-        Console(stderr=True).print("`pipe store repair --dataset D --extractor ID` sets bad shards aside; the next "
+        SafeConsole(stderr=True).print("`pipe store repair --dataset D --extractor ID` sets bad shards aside; the next "
                                    "`pipe extract` redoes their posts", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"{len(stores)} store(s) verified, all shards intact")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import glob
 import hashlib
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.core.errors import IntegrityError
+from pipeline.core.errors import IntegrityError, PipeError
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
@@ -54,6 +57,19 @@ def open_for_write(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUN
         raise
 
 
+def hold_lock(path: Path, busy: str) -> int:
+    """One writer per name: an exclusive flock on `path` (created, never through a link), held
+    until the returned descriptor is closed or the process ends (the kernel drops it on a kill).
+    PipeError `busy` when another process holds it."""
+    fd = open_for_write(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PipeError(busy) from None
+    return fd
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one line (a log such as quarantine/reasons.jsonl), never through a link."""
     fd = open_for_write(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -65,6 +81,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a sibling temp file (created exclusively, never through a link), fsync, rename:
     readers see the old or the new file; a link at `path` is replaced, never written through."""
     path = Path(path)
+    remove_stale_temps(path.parent, of=path.name)  # a killed writer's temp of this file goes now
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     if os.path.lexists(tmp):  # a leftover (or a planted link) of this pid: removing it touches no target
         tmp.unlink()
@@ -75,8 +92,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # no half-written temp left behind (ENOSPC, a kill signal)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # a write or fsync error names no file: the message must
         raise
 
 def _alive(pid: int) -> bool:
@@ -89,13 +108,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete `.tmp-PID-*` files left by writers that died (their PID is gone); a live writer's stay."""
+def remove_stale_temps(directory: Path, of: str | None = None) -> list[Path]:
+    """Delete `.tmp-PID-*` files (and temp folders) left by writers that died (their PID is gone);
+    a live writer's stay. A link is removed itself, never followed. `of`: only the temps of
+    that file name (what `atomic_write_bytes` sweeps before each write)."""
     removed = []
-    for tmp in Path(directory).glob(".tmp-*"):
+    for tmp in Path(directory).glob(".tmp-*" if of is None else f".tmp-*-{glob.escape(of)}"):
         pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
         if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 

@@ -9,6 +9,9 @@ columns and any other numeric column (retweets, likes: regression targets with
 input), as Float64. Required: post_id, user_id, posted_at and a score, or views + days to compute
 it as log2(views / days + 1); everything else may be missing or entirely null. A file
 without labels (posts to score) is accepted with `unlabelled=True`: its score may be null.
+Bounds: a score beyond ±COUNT_LIMIT (1e15), views or days beyond it, and any other numeric
+column beyond float32 (or infinite) are refused naming rows and column; an explicit NaN score
+is refused, never replaced by the views/days formula (an empty cell is).
 
 Timestamps may be ISO 8601 strings, datetimes or unix seconds (ints, floats or numeric
 strings); naive ones are UTC. Tags may be a list or one string split on commas, spaces
@@ -44,6 +47,8 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
 _ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+COUNT_LIMIT = 1e15  # |score|, views and days beyond this are refused: no platform counts that high
+FLOAT32_MAX = 3.4028234663852886e38  # other numeric columns (features, --target) are trained as float32
 
 # --------------------------------------------------------------------------- parsing
 
@@ -185,11 +190,16 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
         flag(_to_str(df["score"]).is_not_null() & score.is_null() & ~_is_nan(df["score"]),
              "score", "score is not a number", df["score"])
         flag(~score.is_finite(), "score", "score is infinite", df["score"])
+        flag(score.is_finite() & (score.abs() > COUNT_LIMIT), "score", f"score beyond ±{COUNT_LIMIT:g}", df["score"])
     if {"views", "days"} <= set(df.columns):
         views, days = _to_float(df["views"]), _to_float(df["days"])
         for name, s in (("views", views), ("days", days)):
             flag(_to_str(df[name]).is_not_null() & s.is_null() & ~_is_nan(df[name]), name, f"{name} is not a number", df[name])
             flag(s < 0, name, f"negative {name}", df[name])
+            flag(s > COUNT_LIMIT, name, f"{name} beyond {COUNT_LIMIT:g} (infinite or absurd)", df[name])
+        if "score" in df.columns:  # an explicit NaN is a value, never silently replaced by the formula
+            flag(_is_nan(df["score"]), "score", "score is NaN (leave it empty to compute it from views and days)",
+                 df["score"])
         need = score.is_null()
         flag(need & (days == 0), "days", "days is 0: score = log2(views / days + 1) is undefined", df["days"])
         computed = pl.select((views / days + 1).log(2)).to_series()
@@ -202,10 +212,12 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
         if c.startswith("user_") and c != "user_id":
             f = _to_float(df[c])
             flag(_to_str(df[c]).is_not_null() & f.is_null() & ~_is_nan(df[c]), c, "user_* columns must be numeric", df[c])
+            _flag_out_of_float32(flag, f, c, df[c])
             out[c] = f.alias(c)
     for c in df.columns:  # any other numeric column is kept (a possible --target; `days` online: the hybrid CNN's hours)
         if c not in out and c not in (LINE, "views") and c not in CONTRACT and _is_numeric(df[c]):
             out[c] = _to_float(df[c]).alias(c)
+            _flag_out_of_float32(flag, out[c], c, df[c])
 
     n = df.height
     table = pl.DataFrame([
@@ -216,6 +228,12 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
     problems = pl.concat([raw.errors_frame(), problems.with_columns(pl.col("line").cast(pl.Int64))])
     bad = df[LINE].is_in(problems["line"].implode())
     return table.filter(~bad), problems.sort("line", maintain_order=True)
+
+
+def _flag_out_of_float32(flag, f: pl.Series, column: str, given: pl.Series) -> None:
+    """A feature or possible target that training (float32) would turn into inf: refused at ingest,
+    naming it, instead of a library's traceback (or "non-finite predictions") at train time."""
+    flag(~f.is_finite() | (f.abs() > FLOAT32_MAX), column, "infinite, or beyond float32 (±3.4e38)", given)
 
 
 def _is_numeric(s: pl.Series) -> bool:

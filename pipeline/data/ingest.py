@@ -12,13 +12,14 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import PipeError, PostsError
-from pipeline.core.io import atomic_write_bytes, parquet_bytes, remove_stale_temps
+from pipeline.core.io import atomic_write_bytes, hold_lock, parquet_bytes, remove_stale_temps
 from pipeline.data.contract import REJECTED, SIDE_TABLES, _to_str, normalise, post_text
 from pipeline.data.raw import LINE, RawPosts
 from pipeline.data.readers import read_raw
 
 _MAX_LISTED = 20  # problems listed in one error message
 ORIGIN = "origin.json"  # beside posts.parquet: the command that made the dataset and its posts file
+INGEST_LOCK = ".ingest.lock"  # beside posts.parquet: held by the one ingest replacing the dataset
 
 
 @dataclass
@@ -102,19 +103,26 @@ def ingest(path: Path, name: str, fmt: str = "auto", cache: Path | None = None, 
     if table.height == 0:
         raise PostsError(f"{raw.source}: no posts left to ingest ({problems['line'].n_unique()} invalid, {dropped} below --min-words)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(dest.parent)
-    rejected_path = dest.with_name(REJECTED)
-    table = table.sort("posted_at", "post_id")
-    sides = _read_side_tables(table, {"interactions": interactions, "follows": follows}, skip_invalid, encoding)
-    replaced, set_aside = _old_table(dest, table)
-    atomic_write_bytes(dest, parquet_bytes(table))
-    if skip_invalid:
-        atomic_write_bytes(rejected_path, parquet_bytes(_rejected_rows(raw, problems)))
-    else:
-        rejected_path.unlink(missing_ok=True)
-    written, side_rejected, removed = _write_side_tables(dest.parent, sides, skip_invalid)
-    command, source = origin or ("ingest", str(Path(path).resolve()))
-    atomic_write_bytes(dest.with_name(ORIGIN), json.dumps({"command": command, "posts": source}).encode())
+    # One ingest of a name at a time, for the whole replace: posts, rejected rows, side tables
+    # and origin always come from the same ingest.
+    lock = hold_lock(dest.with_name(INGEST_LOCK), f"dataset {name!r} is being ingested by another command; "
+                                                  "run again when it ends")
+    try:
+        remove_stale_temps(dest.parent)
+        rejected_path = dest.with_name(REJECTED)
+        table = table.sort("posted_at", "post_id")
+        sides = _read_side_tables(table, {"interactions": interactions, "follows": follows}, skip_invalid, encoding)
+        replaced, set_aside = _old_table(dest, table)
+        atomic_write_bytes(dest, parquet_bytes(table))
+        if skip_invalid:
+            atomic_write_bytes(rejected_path, parquet_bytes(_rejected_rows(raw, problems)))
+        else:
+            rejected_path.unlink(missing_ok=True)
+        written, side_rejected, removed = _write_side_tables(dest.parent, sides, skip_invalid)
+        command, source = origin or ("ingest", str(Path(path).resolve()))
+        atomic_write_bytes(dest.with_name(ORIGIN), json.dumps({"command": command, "posts": source}).encode())
+    finally:
+        os.close(lock)
     return IngestReport(rows=table.height, rejected=problems["line"].n_unique(), dropped_min_words=dropped,
                         path=dest, rejected_path=rejected_path if skip_invalid else None, replaced=replaced,
                         set_aside=set_aside, side=written or None, side_rejected=side_rejected or None,

@@ -4,6 +4,9 @@ matplotlib's object API (`Figure`, Agg canvas): no pyplot state, no display, so 
 headless and in threads. PNG rather than SVG: a 5,000-point scatter stays small, and an
 SVG carries namespace URLs, while the report must hold no http(s) reference at all.
 Large inputs are subsampled with a fixed seed (`MAX_POINTS`), and the title says so.
+Every string drawn passes through `plain`: text from data (labels, ids, words) is drawn as
+typed, never as math text (`$\\undefinedmacro$` would stop the report; `cost $5 or $6` would be
+typeset). Escaping rather than rcParams keeps figures independent of global state (threads).
 """
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ import numpy as np
 
 MAX_POINTS = 5000  # points drawn per scatter
 DPI = 80
+
+
+def plain(text: object) -> str:
+    """`text` as matplotlib draws it literally: each `$` escaped, so no math text starts."""
+    return str(text).replace("$", r"\$")
 
 
 def _figure(w: float = 4.6, h: float = 3.4):  # -> matplotlib.figure.Figure
@@ -44,7 +52,7 @@ def scatter(y: np.ndarray, yhat: np.ndarray, title: str) -> bytes:
     lo, hi = float(min(y.min(), yhat.min())), float(max(y.max(), yhat.max()))
     ax.plot([lo, hi], [lo, hi], color="#cc0000", lw=1, label="y = x")
     shown = f" ({len(keep):,} of {len(y):,} shown)" if len(keep) < len(y) else f" (n = {len(y):,})"
-    ax.set(xlabel="true", ylabel="predicted", title=title + shown)
+    ax.set(xlabel="true", ylabel="predicted", title=plain(title) + shown)
     ax.legend(loc="upper left", fontsize=8)
     return png(fig)
 
@@ -54,8 +62,8 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: s
     fig = _figure()
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
-        ax.plot(x, [np.nan if v is None else v for v in y], marker="o", ms=3, lw=1.2, label=label)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.plot(x, [np.nan if v is None else v for v in y], marker="o", ms=3, lw=1.2, label=plain(label))
+    ax.set(xlabel=plain(xlabel), ylabel=plain(ylabel), title=plain(title))
     if len(series) > 1:
         ax.legend(fontsize=8)
     return png(fig)
@@ -66,6 +74,7 @@ def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str
     """Vertical bars (horizontal past 12 labels, so long label sets stay readable); `counts`
     are written on the bars (n per bin)."""
     vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+    labels, title, ylabel, xlabel = [plain(t) for t in labels], plain(title), plain(ylabel), plain(xlabel)
     many = len(labels) > 12
     fig = _figure(4.6, max(3.4, 0.22 * len(labels) + 1) if many else 3.4)
     ax = fig.add_subplot()
@@ -88,6 +97,7 @@ def heatmap_on_image(image: np.ndarray | None, weights: Sequence[float], grid: t
     """Region weights (row-major over `grid`) as a heat map over the image (an (H, W, 3)
     uint8 array, or None: the grid alone), with the colour scale."""
     rows, cols = grid
+    title = plain(title)
     w = np.asarray(weights, dtype=float).reshape(rows, cols)
     fig = _figure(4.6, 4.0)
     ax = fig.add_subplot()
@@ -115,10 +125,10 @@ def words(tokens: Sequence[tuple[str, float]], title: str) -> bytes:
     fig = _figure(6.4, 0.5 + 0.42 * lines)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     for k, (word, w) in enumerate(tokens):
         r, c = divmod(k, per_line)
-        ax.text((c + 0.5) / per_line, 1 - (r + 0.5) / lines, f"{word}\n{w:.3f}", ha="center", va="center", fontsize=8,
+        ax.text((c + 0.5) / per_line, 1 - (r + 0.5) / lines, f"{plain(word)}\n{w:.3f}", ha="center", va="center", fontsize=8,
                 bbox={"facecolor": cmap(0.9 * w / top), "edgecolor": "none", "pad": 2},
                 color="white" if w / top > 0.6 else "black", transform=ax.transAxes)
     return png(fig)
@@ -128,13 +138,13 @@ def thumbnails(items: Sequence[tuple[np.ndarray | None, str, float]], title: str
     """Earlier posts (image or None, caption, weight) side by side, each titled by its weight."""
     n = max(1, len(items))
     fig = _figure(min(1.6 * n, 12), 2.2)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(plain(title), fontsize=10)
     for k, (img, caption, w) in enumerate(items):
         ax = fig.add_subplot(1, n, k + 1)
         if img is not None:
             ax.imshow(img)
         ax.set_title(f"{w:.3f}", fontsize=9)
-        ax.set_xlabel(caption[:14], fontsize=7)
+        ax.set_xlabel(plain(caption[:14]), fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
     return png(fig)

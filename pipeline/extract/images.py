@@ -7,8 +7,11 @@ single unreadable file must not stop a run over half a million posts.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -29,10 +32,32 @@ def fingerprint_text(text: str) -> str:
     return fingerprint_bytes(text.encode("utf-8"))
 
 
+MAX_IMAGE_BYTES = 256 << 20  # an image file above this is refused unread, beside PIL's pixel limit
+
+
+def _regular_file_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular file of at most MAX_IMAGE_BYTES. A FIFO would block a worker forever
+    and /dev/zero never ends: anything but a regular file is an ImageError, never read. Opened
+    non-blocking so a FIFO without a writer cannot hang the open itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"not a regular file (a FIFO, socket or device): {path}", MISSING)
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise ImageError(f"file too large ({st.st_size} bytes, limit {MAX_IMAGE_BYTES}): {path}", MISSING)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_IMAGE_BYTES + 1)[:MAX_IMAGE_BYTES]
+    finally:
+        os.close(fd)
+
+
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, or an ImageError saying why there are none."""
     try:
-        return Path(path).read_bytes()
+        return _regular_file_bytes(path)
     except FileNotFoundError:
         raise ImageError(f"missing file: {path}", MISSING) from None
     except IsADirectoryError:
@@ -44,8 +69,8 @@ def read_bytes(path: str | Path) -> bytes:
 def fingerprint_file(path: str | Path) -> str:
     """blake2b of the file's bytes; MISSING when it cannot be read (the worker says why)."""
     try:
-        return fingerprint_bytes(Path(path).read_bytes())
-    except OSError:
+        return fingerprint_bytes(_regular_file_bytes(path))
+    except (OSError, ImageError):
         return MISSING
 
 

@@ -17,6 +17,7 @@ A run may set `wrapper` (a `ModelWrapper`) to train the built model inside anoth
 """
 from __future__ import annotations
 
+import io
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pipeline.head.explain import Detailed, explain_torch
 from pipeline.nn.layers import TextConfig, UserVocab
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes
 from pipeline.train import tasks
 from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
 from pipeline.train.regime import TRAIN_SPACE
@@ -257,7 +259,9 @@ class TorchHead(Head):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        torch.save(state, d / WEIGHTS_FILE)
+        buf = io.BytesIO()  # a full disk is an OSError naming the file, never a half-written model
+        torch.save(state, buf)
+        atomic_write_bytes(d / WEIGHTS_FILE, buf.getvalue())
         doc = {
             "head": self.name,
             "config": config_to_dict(self.config),

@@ -20,6 +20,7 @@ with the run's extractors) see the same fine-tuned features, never a frozen stor
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pipeline.head.torch_head import ModelWrapper, TorchHead
 from pipeline.core.config import build_config, config_to_dict
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import PipeError
+from pipeline.core.io import atomic_write_bytes
 from pipeline.nn.device import autocast
 from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData, RunSettings
@@ -220,7 +222,9 @@ class Finetune(ModelWrapper):
         head.model, head.wrapper = wrapped.head, None
         path = run.model_dir / BACKBONE_FILE if k == 0 else run.dir / "finetune" / f"backbone-{k}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({n: t.detach().cpu().contiguous() for n, t in wrapped.backbone.state_dict().items()}, path)
+        buf = io.BytesIO()  # written whole or not at all (a full disk leaves no truncated backbone)
+        torch.save({n: t.detach().cpu().contiguous() for n, t in wrapped.backbone.state_dict().items()}, buf)
+        atomic_write_bytes(path, buf.getvalue())
         ex = build_extractor(self.extractor.name, **{**config_to_dict(self.extractor.config), "weights": str(path)})
         rep = run_extract(dataset, ex, cache, quiet=True, device=self.settings.device, num_workers=self.workers)
         store = FeatureStore(rep.store)

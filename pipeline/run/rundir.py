@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import os
 import json
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import IntegrityError, PipeError
-from pipeline.core.io import append_line, atomic_write_bytes, json_safe, open_for_write, parquet_bytes, real_folder
+from pipeline.core.io import (append_line, atomic_write_bytes, hold_lock, json_safe, parquet_bytes, real_folder,
+                               remove_stale_temps)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -99,13 +101,8 @@ class RunWriter:
         real_folder(self.dir, create=True)
         # One writer per name: the first train holds this flock until it ends (the kernel drops
         # it when the process dies); a second train of the same name refuses instead of mixing.
-        self._lock = open_for_write(self.dir / RUN_LOCK, os.O_RDWR | os.O_CREAT)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock)
-            raise PipeError(f"run folder {self.dir} is being written by another `pipe train` of the same name; "
-                            "pass another --name") from None
+        self._lock: int | None = hold_lock(self.dir / RUN_LOCK, f"run folder {self.dir} is being written by another "
+                                           "`pipe train` of the same name; pass another --name")
         if any(p.name != RUN_LOCK for p in self.dir.iterdir()):  # it finished between the check and the lock
             os.close(self._lock)
             raise taken
@@ -113,6 +110,35 @@ class RunWriter:
     @property
     def model_dir(self) -> Path:
         return real_folder(self.dir / MODEL_DIR, create=True)
+
+    def save_model(self, head: Any) -> Path:
+        """`head.save` into a temp folder beside `model/`, each file fsynced, then renamed into
+        `model/` one by one: a full disk or a kill never leaves a truncated model.pt in `model/`
+        (the temp folder goes, now or by the next command's `remove_stale_temps`)."""
+        tmp = self.dir / f".tmp-{os.getpid()}-{MODEL_DIR}"
+        remove_stale_temps(self.dir)
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+        try:
+            head.save(real_folder(tmp, create=True))
+            for f in sorted(tmp.iterdir()):
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, self.model_dir / f.name)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(self.model_dir)
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.model_dir
+
+    def close(self) -> None:
+        """Release the folder's lock (the kernel does it when the process ends)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.dir / CONFIG, config)
@@ -135,9 +161,13 @@ class RunWriter:
         atomic_write_bytes(self.dir / f"{name}.parquet", parquet_bytes(df))
 
     def mark_interrupted(self, reason: str) -> None:
-        """The run stopped before metrics.json (Ctrl-C, SIGTERM, an error): say so, and why."""
-        _write_json(self.dir / INTERRUPTED, {"time": now_utc(), "reason": reason})
-        self.log({"event": "interrupted", "reason": reason})
+        """The run stopped before metrics.json (Ctrl-C, SIGTERM, an error): say so, and why. Best
+        effort: on a full disk nothing can be written, and the run reads as failed anyway (`Run.status`)."""
+        try:
+            _write_json(self.dir / INTERRUPTED, {"time": now_utc(), "reason": reason})
+            self.log({"event": "interrupted", "reason": reason})
+        except OSError:
+            pass
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         _write_json(self.dir / METRICS, metrics)
@@ -157,10 +187,13 @@ class Run:
 
     @property
     def status(self) -> str:
-        """done (metrics written), interrupted (stopped early, see interrupted.json) or running."""
+        """done (metrics written), interrupted (stopped early, see interrupted.json), running (its
+        train still holds the folder's lock) or failed (it died without a word: killed, a full disk)."""
         if self.metrics is not None:
             return "done"
-        return "interrupted" if (self.dir / INTERRUPTED).exists() else "running"
+        if (self.dir / INTERRUPTED).exists():
+            return "interrupted"
+        return "running" if _writer_alive(self.dir) else "failed"
 
     @property
     def task(self) -> str:
@@ -240,6 +273,21 @@ class Run:
             return pl.read_parquet(p)
         except Exception as e:  # polars raises several types for a damaged file
             raise IntegrityError(f"{p}: unreadable ({type(e).__name__}); train the run again") from None
+
+
+def _writer_alive(directory: Path) -> bool:
+    """Whether a train holds the run folder's lock (a folder without one, from before it existed: assumed so)."""
+    try:
+        fd = os.open(directory / RUN_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:

@@ -238,7 +238,7 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
         run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
         head = fitting.head
         if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
-            head.save(run.model_dir)  # the trainer left the best weights so far in the model
+            run.save_model(head)  # the trainer left the best weights so far in the model
             say(f"kept the best model so far in {run.model_dir}")
         raise
     except Exception as e:
@@ -295,7 +295,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
         f"test {c} {res['test'][c]:.4f}")
     if k == 0:
-        head.save(run.model_dir)
+        run.save_model(head)  # atomic: a full disk never leaves a truncated model
         run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
                                         how="diagonal_relaxed"))
     return res
@@ -311,12 +311,15 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     for n in plan.notes:
         say(n)
     run = open_run(plan, say)
-    with interruption(run, plan, say) as fitting:
-        repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
-    task = plan.task
-    valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
-    test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
-    run.write_metrics({"valid": valid_mean, "test": test_mean,
-                       "std": {"valid": valid_std, "test": test_std}, "repeats": repeats})
-    run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+    try:
+        with interruption(run, plan, say) as fitting:
+            repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
+        task = plan.task
+        valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
+        test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
+        run.write_metrics({"valid": valid_mean, "test": test_mean,
+                           "std": {"valid": valid_std, "test": test_std}, "repeats": repeats})
+        run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+    finally:
+        run.close()  # a run that died without metrics or interrupted.json now reads as failed
     return run.dir

@@ -16,7 +16,8 @@ own code (`pipeline.run.train.train`) into `runs/<name>/`.
 
 Files: while searching, the study is an SQLite file `runs/.tune/<name>/study.db`; a
 killed search resumes with the same `--name` (trials left running by the kill are marked
-failed and the missing ones run). At the end the run folder holds, beside the normal run
+failed and the missing ones run). `runs/.tune/<name>.lock` is held by the one search of a
+name: a second one refuses while the first runs. At the end the run folder holds, beside the normal run
 files, `study.db`, `trials.csv` (one row per trial: number, state, value, seconds,
 params) and `tune.json` (best trial, defaults' value, parameter importances).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 import warnings
@@ -39,7 +41,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
-from pipeline.core.io import atomic_write_bytes, real_folder
+from pipeline.core.io import atomic_write_bytes, hold_lock, real_folder
 from pipeline.head.base import Head, Progress
 from pipeline.run.train import TrainOptions, plan_run, train
 from pipeline.run.rundir import CONFIG, default_run_name
@@ -200,7 +202,21 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def tune(opts: TuneOptions, say: Callable[[str], None] = lambda m: None) -> Path:
-    """Search, then train the best config as a normal run; returns the run folder."""
+    """Search, then train the best config as a normal run; returns the run folder. One search
+    per name at a time: it holds `runs/.tune/NAME.lock` throughout, so a second `pipe tune` of
+    the same name refuses instead of marking the first one's live trials failed."""
+    name = opts.run.name or default_run_name(f"tune-{opts.run.head}")
+    staging = real_folder(paths.runs_root(opts.run.runs) / STAGING, create=True)
+    lock = hold_lock(staging / f"{paths.check_name(name, 'run name')}.lock",
+                     f"study {name!r} is being searched by another `pipe tune`; wait for it to end (then the same "
+                     "--name resumes or finds it finished) or pass another --name")
+    try:
+        return _tune(dataclasses.replace(opts, run=dataclasses.replace(opts.run, name=name)), say)
+    finally:
+        os.close(lock)
+
+
+def _tune(opts: TuneOptions, say: Callable[[str], None]) -> Path:
     import optuna
 
     if opts.trials < 1:
