@@ -154,12 +154,21 @@ def _embedding_setup(n):
 
 
 def _embedding_predictions(inputs, which):
+    """predictions.parquet of an embedding run: new streams the task's chunks to the file;
+    whole builds the part's frame and its Parquet bytes in memory (before this stage was
+    chunked); old adds the embedding column as Python floats (before issue 21)."""
+    from pipeline.core.io import atomic_write_bytes, atomic_write_parquet, parquet_bytes
     from pipeline.train import tasks
 
     data, out = inputs
-    if which == "old":  # the embedding column as Python floats, as before issue 21
-        return pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist()})
-    return tasks.get("embedding")().predictions(data, out, "test")
+    path, task = Path(tempfile.mkdtemp()) / "predictions.parquet", tasks.get("embedding")()
+    if which == "new":
+        return atomic_write_parquet(path, task.prediction_chunks(data, out, "test"))
+    if which == "old":
+        df = pl.DataFrame({"post_id": data.ids, "embedding": out.vectors.astype(np.float32).tolist()})
+    else:
+        df = task.predictions(data, out, "test")
+    atomic_write_bytes(path, parquet_bytes(df))
 
 
 def _hisave(h, which):
@@ -173,6 +182,64 @@ def _hisave(h, which):
     return HisAve().fit(HeadData(train), HeadData(train)).predict(HeadData(h.posts))
 
 
+LGB_TEXT, LGB_VISUAL = 2000, 512  # tfidf's default vocabulary; a pooled visual vector
+
+
+def _lightgbm_setup(n):
+    """Train / valid HeadData over a tfidf-like text store (2000-d, ~20 non-zeros a row) and a
+    512-d float16 visual store, written once per size through the project's writer and reused."""
+    from pipeline.core.specs import FeatureSpec
+    from pipeline.store import FeatureStore, StoreWriter
+    from pipeline.train.data import HeadData
+
+    posts, _ = posts_and_side(n)
+    posts = posts.filter(pl.col("score").is_not_nan()).sort("posted_at", "post_id").with_columns(
+        user_followers=pl.col("user_id").str.slice(1).cast(pl.Float64) * 7 + 1)
+    ids = posts["post_id"].to_list()
+    root = Path(tempfile.gettempdir()) / f"pipe-scale-lightgbm-{n}"
+    dirs = {"text": root / "tfidf", "visual": root / "visual"}
+    if not (root / "done").exists():
+        for role, (spec, dtype) in {"text": (FeatureSpec("vector", (LGB_TEXT,), "float32"), np.float32),
+                                    "visual": (FeatureSpec("vector", (LGB_VISUAL,), "float16"), np.float16)}.items():
+            with StoreWriter(dirs[role], role, role, spec, {"bench": role}) as w:
+                for s in range(0, len(ids), 16384):
+                    k, rng = len(ids[s:s + 16384]), np.random.default_rng(s)
+                    if role == "text":
+                        rows = np.zeros((k, LGB_TEXT), np.float32)
+                        rows[np.arange(k).repeat(20), rng.zipf(1.3, 20 * k) % LGB_TEXT] = rng.random(20 * k)
+                        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+                    else:
+                        rows = rng.random((k, LGB_VISUAL), dtype=np.float32)
+                    w.write_shard(ids[s:s + 16384], rows.astype(dtype), ["x"] * k)
+        (root / "done").touch()
+    stores = {role: FeatureStore(d) for role, d in dirs.items()}
+    cut = int(len(ids) * 0.8)
+    return HeadData(posts[:cut], stores), HeadData(posts[cut:], stores)
+
+
+LGB_ROUNDS = 10  # fixed boosting rounds (no early stop): the table and the Dataset are what grows
+
+
+def _lightgbm(inputs, which):
+    """new: the head's fit (its table, then LightGBM). baseline: the same rows read whole
+    into one float32 matrix with numpy, then `lightgbm.train` with the head's parameters."""
+    import lightgbm as lgb
+    from heads.lightgbm import LightGBMHead
+
+    train, valid = inputs
+    cfg = LightGBMHead.Config(n_estimators=LGB_ROUNDS, early_stopping_rounds=LGB_ROUNDS, n_jobs=2)
+    if which == "new":
+        return LightGBMHead(cfg).fit(train, valid)
+    params = {k: v for k, v in LightGBMHead(cfg)._params().items() if k != "n_estimators"}
+    sets = []
+    for d in (train, valid):
+        x = np.empty((len(d), LGB_VISUAL + LGB_TEXT), np.float32)
+        x[:, :LGB_VISUAL] = d.stores["visual"].read(d.ids)
+        x[:, LGB_VISUAL:] = d.stores["text"].read(d.ids)
+        sets.append(lgb.Dataset(x, d.y, reference=sets[0] if sets else None))
+    return lgb.train({**params, "objective": "regression"}, sets[0], LGB_ROUNDS, valid_sets=[sets[1]])
+
+
 STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
     "ranking": (posts_and_side, _ranking, ("new", "old"), 160_000),
     "windows": (_history, _windows, ("new", "old", "baseline"), 486_000),
@@ -181,8 +248,9 @@ STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
     "tag_distance": (lambda n: np.random.default_rng(0).random((n // 40, 1000), dtype=np.float32), _tag_distance,
                      ("new", "old"), 160_000),
     "fc7_stats": (_fc7_setup, _fc7, ("new", "old"), 160_000),
-    "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "old"), 40_000),
+    "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "whole", "old"), 40_000),
     "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
+    "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "baseline"), 486_000),
 }
 
 

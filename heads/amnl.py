@@ -220,8 +220,8 @@ class AMNL(RankingHead, VisualTextHead):
     # `--set regime=paper`: the paper's product score, "SGD with AdaGrad" at .01, beta once per pass
     paper_settings = {"fusion": "product", "optimizer": "adagrad", "lr": 0.01, "penalty": "pass"}
     ABLATIONS = ABLATIONS
-    visual_role = Role(("vector",), "vgg16-fc7")
-    text_role = Role(("tokens",), "tokens")
+    visual_role = Role(("vector",), "vgg16-fc7", modality="image")
+    text_role = Role(("tokens",), "tokens", modality="text")
 
     def __init__(self, config: AMNLConfig | None = None) -> None:
         super().__init__(config)

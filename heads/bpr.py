@@ -119,7 +119,7 @@ class VBPR(BPR, VisualTextHead):
     __doc__ = __doc__
     name = "vbpr"
     ABLATIONS: tuple[str, ...] = ()
-    visual_role = Role(("vector",), "vgg16-fc7")
+    visual_role = Role(("vector",), "vgg16-fc7", modality="image")
 
     def roles(self) -> dict[str, Role]:
         return {"visual": self.visual_role}

@@ -72,7 +72,7 @@ class DMF(VisualTextHead):
     name = "dmf"
     Config = DMFConfig
     small_data, search_space = SMALL, SPACE
-    visual_role = Role(("grid", "vector"), "vgg16-pool5-448")
+    visual_role = Role(("grid", "vector"), "vgg16-pool5-448", modality="image")
 
     def build_model(self) -> nn.Module:
         c, m = self.config, self.meta

@@ -22,6 +22,8 @@ from pipeline.core.config import config_to_dict
 class HisAve(Head):
     name = "hisave"
 
+    search_space = {"min_posts": ("int", 1, 10)}  # `pipe tune`: its one hyper-parameter
+
     @dataclass
     class Config:
         seed: int = 0  # unused (the head is deterministic); kept so --repeats works alike for every head

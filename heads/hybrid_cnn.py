@@ -108,7 +108,7 @@ class HybridCNN(TorchHead):
     search_space = {"lr": ("log", 1e-4, 3e-3), "weight_decay": ("log", 1e-6, 1e-2), "dropout": ("float", 0.0, 0.6)}
 
     def roles(self) -> dict[str, Role]:
-        return {} if "visual" in self.config.ablate else {"visual": Role(("pixels",), "pixels-64")}
+        return {} if "visual" in self.config.ablate else {"visual": Role(("pixels",), "pixels-64", modality="image")}
 
     def prepare(self, train: HeadData) -> None:
         self.meta["context_missing"] = [c for c in CONTEXT if c not in train.posts.columns]  # read as 0: say so

@@ -37,6 +37,11 @@ class LightGBMHead(TabularHead):
     name = "lightgbm"
     on_dask = True  # trains on dask when --scheduler / --dask-workers are given
 
+    search_space = {  # `pipe tune`: the usual boosting knobs (n_estimators is ended by early stopping)
+        "learning_rate": ("log", 0.01, 0.3), "num_leaves": ("int", 7, 127),
+        "min_child_samples": ("int", 5, 100), "colsample_bytree": ("float", 0.3, 1.0),
+    }
+
     @dataclass
     class Config:
         n_estimators: int = 2000  # most boosting rounds; early stopping usually ends far sooner
@@ -62,12 +67,11 @@ class LightGBMHead(TabularHead):
         self.booster: lgb.Booster | None = None
 
     def _table(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
-        x = self.features.transform(data, leave_one_out)
-        if not self.config.user_categorical:
-            return x
-        users = data.posts["user_id"].cast(pl.Utf8).to_list()
-        code = np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]  # unseen -> missing
-        return np.hstack([x, code])
+        code = None
+        if self.config.user_categorical:
+            users = data.posts["user_id"].cast(pl.Utf8).to_list()
+            code = np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]  # unseen -> missing
+        return self.features.transform(data, leave_one_out, extra=code)  # one (N, F) float32 allocation
 
     def _names(self) -> list[str]:
         return self.features.names + (["user_id"] if self.config.user_categorical else [])

@@ -52,7 +52,7 @@ class Probe(EmbeddingHead):
     __doc__ = __doc__
     name = "probe"
     Config = TrainConfig  # the trainer's fields only: a linear probe has no other setting
-    visual_role = Role(("grid", "vector"), "vgg16-pool5-224")
+    visual_role = Role(("grid", "vector"), "vgg16-pool5-224", modality="image")
 
     def prepare(self, train: HeadData) -> None:
         super().prepare(train)

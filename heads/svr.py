@@ -33,6 +33,8 @@ class SVRHead(TabularHead):
     name = "svr"
     onehot_categories = True
 
+    search_space = {"C": ("log", 1e-2, 1e2), "epsilon": ("float", 0.01, 0.5)}  # `pipe tune`
+
     @dataclass
     class Config:
         kernel: str = "rbf"  # rbf | linear

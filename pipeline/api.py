@@ -180,8 +180,9 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
 
 def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = None, out: PathLike | None = None,
              say: Say = _quiet) -> list[dict[str, Any]]:
-    """One comparison row per run (test metrics, mean and std over repeats); also writes
-    OUT.csv and OUT.md when `out` is given. Plain files among `refs` are skipped (a
+    """One comparison row per run (dataset, task, target, target transform, never_improved,
+    test metrics on the original target scale, mean and std over repeats); also writes
+    OUT.csv (OUT-<task>.csv for each further task) and OUT.md when `out` is given, saying every path. Plain files among `refs` are skipped (a
     `runs/*` glob catches `runs/evaluate.csv`)."""
     from pipeline.evaluate.compare import comparison_rows, write_comparison
 
@@ -191,8 +192,8 @@ def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = N
             say(line)
     rows = comparison_rows(folders)
     if out is not None:
-        csv_path, md_path = write_comparison(rows, out)
-        say(f"wrote {csv_path} and {md_path}")
+        written = write_comparison(rows, out)
+        say(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return rows
 
 

@@ -19,6 +19,7 @@ import polars as pl
 
 from pipeline.core import paths
 from pipeline.core.errors import NotApplicable, PipeError
+from pipeline.core.io import atomic_write_bytes, parquet_bytes
 from pipeline.data.contract import load_posts
 from pipeline.head.embedding import EmbeddingHead
 from pipeline.store import MANIFEST, FeatureStore
@@ -85,5 +86,5 @@ def search(run_ref: str | Path, dataset: str, tag: str, k: int = 10, out: str | 
     if out is not None:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        table.write_parquet(path)
+        atomic_write_bytes(path, parquet_bytes(table))  # whole or not at all, never through a link
     return SearchResult(tag, run.name, dataset, found.height, posts.height - found.height, table, path)

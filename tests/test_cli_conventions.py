@@ -80,7 +80,7 @@ def test_version_help_and_format_lists():
         assert " | ".join(FORMATS) in " ".join(pipe(cmd, "-h").output.split()), cmd
 
 
-@pytest.mark.parametrize("what,keys", [("heads", {"name", "task", "roles", "paper"}),
+@pytest.mark.parametrize("what,keys", [("heads", {"name", "task", "roles", "tune", "paper"}),
                                        ("backbones", {"name", "modality", "output", "about"}),
                                        ("tasks", {"name", "summary"})])
 def test_list(what, keys):

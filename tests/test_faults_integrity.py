@@ -84,6 +84,27 @@ def test_run_says_when_its_store_changed_or_went(tmp_path):
     assert f"store {TOKENS} of dataset 'tiny' is gone since the run trained on it" in r.output
 
 
+def test_a_store_removed_under_a_running_train_stops_it(tmp_path):
+    """`pipe store rm` while a train reads the store: the train stops at its next evaluation with a
+    message naming the store, and the run is marked interrupted, never "written" on deleted files."""
+    from pipeline.core.config import parse_sets
+    from pipeline.run.train import TrainOptions, train
+
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    make_dataset(cache, n=60, stores=(GRID, TOKENS))
+
+    def remove_after_the_first_evaluation(entry):
+        if entry["step"] >= 1 and paths.store_dir("tiny", GRID, cache).exists():
+            shutil.rmtree(paths.store_dir("tiny", GRID, cache))
+
+    opts = TrainOptions("tiny", "uhan", sets=parse_sets(["max_steps=6", "eval_every=1", "dim=8", "device=cpu"]),
+                        name="u", runs=runs, cache=cache)
+    with pytest.raises(PipeError, match=f"store {GRID} of dataset 'tiny' was removed while training"):
+        train(opts, watch=remove_after_the_first_evaluation)
+    assert (runs / "u" / "interrupted.json").is_file() and not (runs / "u" / "metrics.json").exists()
+    assert "removed while training" in (runs / "u" / "interrupted.json").read_text()
+
+
 # -- another dataset's posts (item 4) ---------------------------------------------------
 @pytest.fixture
 def hisave_run(tmp_path):
@@ -223,6 +244,30 @@ def test_a_second_tune_of_the_same_name_refuses_and_leaves_the_live_trial_alone(
     os.close(first)
 
 
+@pytest.mark.parametrize("planted", ["trials.csv", "tune.json"])
+def test_tune_files_that_are_links_are_never_written_through(tmp_path, planted):
+    """`runs/.tune/NAME/tune.json` or `trials.csv` planted as a link to a file outside: `pipe tune`
+    overwrote its target. Now a linked trials.csv is replaced (the search finishes) and a linked
+    tune.json, which a resumed search reads, is refused by name (exit 1); the outside file keeps its bytes."""
+    from pipeline.run.tune import STAGING
+
+    cache, runs = tmp_path / "cache", tmp_path / "runs"
+    make_dataset(cache, n=40, stores=())
+    stage = runs / STAGING / "linked"
+    stage.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (stage / planted).symlink_to(outside)
+    r = pipe("tune", "--dataset", "tiny", "--head", "hisave", "--trials", "1", "--name", "linked", "--cache", cache,
+             "--runs", runs)
+    assert outside.read_text() == "keep me"
+    if planted == "trials.csv":
+        assert r.exit_code == 0, r.output
+        assert (runs / "linked" / planted).is_file() and not (runs / "linked" / planted).is_symlink()
+    else:
+        assert r.exit_code == 1 and "tune.json is a symbolic link" in r.output, r.output
+
+
 def test_ingest_holds_the_datasets_lock_for_the_whole_replace(tmp_path):
     """Two `pipe ingest` of one name (one with --skip-invalid) left one's posts with the other's rejected rows."""
     cache, f = tmp_path / "cache", tmp_path / "p.csv"
@@ -261,3 +306,19 @@ def test_score_out_over_old_scores_on_a_full_disk_keeps_them(hisave_run, tmp_pat
     r = runner.invoke(cli.app, [str(a) for a in args])
     assert r.exit_code != 0 and out.read_bytes() == old
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no half-written temp left
+
+
+def test_evaluate_files_are_written_atomically_never_through_a_link(hisave_run, tmp_path):
+    """`pipe evaluate --out` replaces its CSV and Markdown whole; a planted link at either is replaced, never written
+    through (issue 20, item 7)."""
+    from pipeline.evaluate.compare import comparison_rows, write_comparison
+    from pipeline.run.rundir import load_run
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (tmp_path / "cmp.md").symlink_to(outside)
+    cache, runs, _ = hisave_run
+    written = write_comparison(comparison_rows([load_run(runs / "u")]), tmp_path / "cmp")
+    assert outside.read_text() == "keep me"
+    assert not (tmp_path / "cmp.md").is_symlink() and (tmp_path / "cmp.md") in written
+    assert "hisave" in (tmp_path / "cmp.md").read_text()

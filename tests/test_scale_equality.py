@@ -288,3 +288,68 @@ def test_draws_choice_equals_numpy_choice():
         assert draws.choice(b, n, k) == sorted(a.choice(n, k, replace=False).tolist()), (n, k)
     draws.sync()
     assert a.random() == b.random()
+
+
+def _old_tabular(features, data, leave_one_out):
+    """TabularFeatures.transform before issue 21: each store block read whole, pooled, then
+    `np.hstack`-ed with its missing flag and the other blocks (3-4 full copies)."""
+    from pipeline.head.tabular import token_stats
+
+    blocks = []
+    for role in ("visual", "text"):
+        if role in features.roles:
+            rows, ok = data.features(role)
+            kind = data.stores[role].spec.kind
+            rows = rows.astype(np.float32).mean(axis=1) if kind == "grid" else (
+                token_stats(rows, features.text_buckets) if kind == "tokens" else rows)
+            blocks.append(np.hstack([rows.astype(np.float32).reshape(len(rows), -1), (~ok).astype(np.float32)[:, None]]))
+    if features.use_user:
+        blocks.append(features._user_block(data, leave_one_out)[0])
+    for on, make in ((features.categories, features._category_block), (features.user_history > 0, features._history_block),
+                     (bool(features.context), features._context_block)):
+        if on:
+            blocks.append(make(data)[0])
+    return np.hstack(blocks)
+
+
+@pytest.mark.parametrize("text", ["tokens", "vector"])
+def test_tabular_table_in_chunks_equals_the_stacked_blocks(tmp_path, monkeypatch, text):
+    from pipeline.head import tabular
+    from tests import _tiny_data as tiny
+
+    monkeypatch.setattr(tabular, "CHUNK", 7)  # several chunks, the last one short
+    parts = tiny.split_parts(tmp_path, 120, 3, tiny.GRID, tiny.TOKENS if text == "tokens" else tiny.TEXTVEC)
+    f = tabular.TabularFeatures(True, True, True, 8, categories=True, context=("user_followers",)).fit(parts["train"])
+    for name, loo in (("train", True), ("test", False)):
+        data = parts[name]
+        extra = np.arange(len(data), dtype=np.float32)[:, None]
+        new = f.transform(data, loo, extra=extra)
+        old = _old_tabular(f, data, loo)
+        assert new.dtype == np.float32 and new.flags.c_contiguous and len(f.names) == old.shape[1]
+        assert np.array_equal(new[:, :-1], old, equal_nan=True) and np.array_equal(new[:, -1], extra[:, 0])
+
+
+@pytest.mark.parametrize("sizes", [(40, 9, 0), (0, 0, 0)])
+def test_embedding_predictions_streamed_equal_the_concatenated_file(tmp_path, monkeypatch, sizes):
+    from pipeline.core.io import atomic_write_parquet
+    from pipeline.train.data import HeadData
+    from pipeline.train.tasks import embedding
+    from pipeline.train.tasks.embedding import EmbeddingOutput
+
+    monkeypatch.setattr(embedding, "PREDICTION_ROWS", 7)  # several chunks a part, the last one short
+    rng, labels, task = np.random.default_rng(1), ["a", "b", "c", "d", "e"], tasks.get("embedding")()
+    data, outs = {}, {}
+    for part, n in zip(PARTS, sizes):
+        posts = pl.DataFrame({"post_id": [f"{part}{i}" for i in range(n)],
+                              "labels": [[labels[i % 5]] for i in range(n)]}, schema={"post_id": pl.Utf8,
+                                                                                       "labels": pl.List(pl.Utf8)})
+        data[part] = HeadData(posts)
+        outs[part] = EmbeddingOutput(rng.random((n, 6), dtype=np.float32), labels, rng.random((n, 5), dtype=np.float32),
+                                     ["t"], rng.random((n, 1), dtype=np.float32))
+    old = pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS], how="diagonal_relaxed")
+    chunks = [c for p in PARTS for c in task.prediction_chunks(data[p], outs[p], p)]
+    assert len(chunks) == (6 + 2 + 1 if sum(sizes) else 3)  # PREDICTION_ROWS at a time, one for an empty part
+    atomic_write_parquet(tmp_path / "predictions.parquet", iter(chunks))
+    new = pl.read_parquet(tmp_path / "predictions.parquet")
+    assert new.schema == old.schema and new.equals(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.parquet"]  # no temp file left

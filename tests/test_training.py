@@ -87,7 +87,7 @@ def test_train_writes_a_complete_run(cache, tmp_path):
     assert cfg["split"]["fractions"] == [0.6, 0.2, 0.2] and cfg["split"]["parts"]["train"]["posts"] == 72
     assert cfg["versions"]["numpy"] and "revision" in cfg["git"]
     m = json.loads((d / "metrics.json").read_text())
-    assert set(m) == {"valid", "test", "std", "repeats"} and len(m["repeats"]) == 2
+    assert set(m) == {"valid", "test", "std", "repeats", "never_improved", "constant"} and len(m["repeats"]) == 2
     for part in ("valid", "test"):
         assert set(m[part]) == {"mse", "mae", "src", "medae"}
         vals = [r[part]["mse"] for r in m["repeats"]]
@@ -147,7 +147,7 @@ def test_cli_train_then_evaluate(cache, tmp_path, monkeypatch):
     g = json.loads((runs / "g" / "metrics.json").read_text())
     assert csv["test_mse"][1] == pytest.approx(g["test"]["mse"])
     md = (runs / "evaluate.md").read_text()
-    assert md.startswith("## regression") and "| run | head |" in md and "| g | lightgbm |" in md
+    assert md.startswith("## regression") and "| run | dataset | target | head |" in md and "| g | tiny | score | lightgbm |" in md
     res = r.invoke(app, ["evaluate", *map(str, sorted(runs.iterdir())), "--out", str(tmp_path / "cmp")])
     assert res.exit_code == 0 and "skipping" in res.output and (tmp_path / "cmp.md").exists()
     res = r.invoke(app, ["evaluate", "missing-run", "--runs", str(runs)])

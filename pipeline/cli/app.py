@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import Interrupted, PipeError
 from pipeline.core.terminal import SafeConsole
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -106,6 +106,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during a run (Interrupted): one line, 130 / 143
+            console.quiet = False
+            console.print(str(e) if isinstance(e, Interrupted) else "interrupted", highlight=False, markup=False,
+                          soft_wrap=True)
+            raise typer.Exit(e.exit_code if isinstance(e, Interrupted) else 130) from None
         except (PipeError, FileNotFoundError) as e:  # a KeyError is a bug: it keeps its traceback
             console.quiet = False
             if verbose:

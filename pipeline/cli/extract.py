@@ -23,6 +23,9 @@ def extract(
     max_features: Optional[int] = typer.Option(None, "--max-features", help="tfidf / bow: vocabulary cap (2000).", show_default="the backbone's"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other extractor config field: one key=value per --set (repeat it).",
                                             show_default="none"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML (.yaml/.json) or TOML file: a flat "
+                                               "mapping of extractor config keys; --set and the named flags win.",
+                                               show_default="none"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per forward pass (halved on GPU out-of-memory).",
                                              show_default="32 on CPU, 256 on CUDA"),
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Posts per shard, the unit of resume.",
@@ -43,10 +46,11 @@ def extract(
 ) -> None:
     """Extract features of every post not yet in the store (a rerun resumes; changed inputs are redone)."""
     from pipeline import api
-    from pipeline.core.config import parse_sets
+    from pipeline.core.config import parse_sets, read_config_file
 
     named = {"layer": layer, "image_size": image_size, "weights": weights, "model": model, "max_features": max_features}
-    config = {**parse_sets(set_), **{k: v for k, v in named.items() if v is not None}}
+    config = {**(read_config_file(config_file) if config_file else {}), **parse_sets(set_),
+              **{k: v for k, v in named.items() if v is not None}}
     r = api.extract(
         dataset, backbone, config=config, cache=cache, batch_size=batch_size, shard_size=shard_size, device=device,
         num_workers=num_workers, retry_failed=retry_failed, wait=wait, quiet=quiet, decode=decode, amp=amp,

@@ -1,19 +1,23 @@
-"""`pipe list heads|backbones|tasks`: what is registered, one line each, without reading the code."""
+"""`pipe list heads|backbones|tasks|runs|datasets`: what is registered (or, for runs and datasets,
+what is on disk), one line each, without reading the code or the folders."""
 from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-from pipeline.cli.app import JsonOpt, app, friendly, print_json, results_console
+from pipeline.cli.app import CacheOpt, JsonOpt, RunsOpt, app, friendly, print_json, results_console
 
 
 class What(str, Enum):
     heads = "heads"
     backbones = "backbones"
     tasks = "tasks"
+    runs = "runs"
+    datasets = "datasets"
 
 
 def doc_line(cls: type, limit: int = 110) -> str:
@@ -38,7 +42,8 @@ def _roles(head_cls: type) -> str:
 def head_rows() -> list[dict[str, Any]]:
     import heads
 
-    return [{"name": n, "task": c.task, "roles": _roles(c), "paper": doc_line(c)}
+    return [{"name": n, "task": c.task, "roles": _roles(c), "tune": ",".join(c.search_space) or "—",
+             "paper": doc_line(c)}
             for n, c in ((n, heads.get(n)) for n in heads.names())]
 
 
@@ -63,15 +68,54 @@ def task_rows() -> list[dict[str, Any]]:
     return [{"name": n, "summary": tasks.get(n).summary} for n in tasks.names()]
 
 
+def run_rows(runs: Any = None) -> list[dict[str, Any]]:
+    """The runs of the runs root: name, head, task, dataset, status, test criterion (or why not)."""
+    from pipeline.core import paths
+    from pipeline.core.errors import PipeError
+    from pipeline.evaluate.compare import comparison_rows
+    from pipeline.run.rundir import load_run
+    from pipeline.train import tasks
+
+    out = []
+    for name in paths.run_names(runs):
+        try:
+            row = comparison_rows([load_run(name, runs)])[0]
+        except (PipeError, KeyError) as e:  # a damaged run is listed, not fatal
+            out.append({"name": name, "head": "?", "task": "?", "dataset": "?", "status": f"unreadable: {e}"[:60],
+                        "test": ""})
+            continue
+        crit = tasks.get(row["task"]).criterion
+        value = row.get(f"test_{crit}")
+        out.append({"name": name, "head": row["head"], "task": row["task"], "dataset": row["dataset"] or "?",
+                    "status": row["status"] + (" · never improved" if row["never_improved"] else ""),
+                    "test": f"{crit} {value:.4f}" if isinstance(value, float) else ""})
+    return out
+
+
+def dataset_rows(cache: Any = None) -> list[dict[str, Any]]:
+    """The datasets of the cache: name, posts, stores (extractor ids)."""
+    import polars as pl
+
+    from pipeline.core import paths
+    from pipeline.store import list_stores
+
+    return [{"name": n, "posts": pl.scan_parquet(paths.posts_path(n, cache)).select(pl.len()).collect().item(),
+             "stores": ", ".join(list_stores(n, cache)) or "—"} for n in paths.dataset_names(cache)]
+
+
 @app.command("list")
 @friendly
 def list_cmd(
-    what: What = typer.Argument(..., help="heads (name, task, roles, paper), backbones (name, modality, "
-                                "default output, about) or tasks (name, summary)."),
+    what: What = typer.Argument(..., help="heads (name, task, roles, what `pipe tune` searches, paper), backbones (name, modality, "
+                                "default output, about), tasks (name, summary), runs (name, head, task, dataset, status, test "
+                                "criterion) or datasets (name, posts, stores)."),
     as_json: bool = JsonOpt,
+    runs: Optional[Path] = RunsOpt,
+    cache: Optional[Path] = CacheOpt,
 ) -> None:
-    """List registered heads, backbones or tasks, one line each."""
-    rows = {What.heads: head_rows, What.backbones: backbone_rows, What.tasks: task_rows}[what]()
+    """List registered heads, backbones or tasks, or the runs and datasets on disk, one line each."""
+    rows = {What.heads: head_rows, What.backbones: backbone_rows, What.tasks: task_rows,
+            What.runs: lambda: run_rows(runs), What.datasets: lambda: dataset_rows(cache)}[what]()
     if as_json:
         return print_json(rows)
     cols = list(rows[0]) if rows else []

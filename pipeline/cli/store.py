@@ -46,8 +46,7 @@ def ls(
     cache: Optional[Path] = CacheOpt,
 ) -> None:
     """List stores with their shape, rows, shards and failures."""
-    from rich.table import Table
-
+    from pipeline.cli.tables import fitted_tables
     from pipeline.store import FeatureStore, read_failures
 
     rows, damaged = [], 0
@@ -63,11 +62,12 @@ def ls(
                      "failures": read_failures(d).height, "path": str(d)})
     if as_json:
         return print_json(rows)
-    t = Table("dataset", "extractor id", "kind", "shape", "dtype", "posts", "shards", "failures")
-    for r in rows:
-        t.add_row(r["dataset"], r["extractor_id"], r["kind"], "x".join(map(str, r["shape"])), r["dtype"],
-                  *(str(r[k]) for k in ("posts", "shards", "failures")))
-    results_console().print(t)
+    out = results_console()
+    cells = [([r["dataset"], r["extractor_id"]], [r["kind"], "x".join(map(str, r["shape"])), r["dtype"],
+                                                  *(str(r[k]) for k in ("posts", "shards", "failures"))]) for r in rows]
+    for t in fitted_tables("feature stores", ["dataset", "extractor id"],  # ids fold, never cut
+                           ["kind", "shape", "dtype", "posts", "shards", "failures"], cells, out.width):
+        out.print(t)
     if damaged:
         raise typer.Exit(1)
 

@@ -73,6 +73,11 @@ def train(
                                             show_default="off"),
     dask_workers: Optional[int] = typer.Option(None, "--dask-workers", help="Train on a local dask cluster of N processes (lightgbm).",
                                                show_default="off"),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A YAML (.yaml/.json) or TOML file: a flat "
+                                               "mapping of --set keys (max_steps: 20); --set wins over it.",
+                                               show_default="none"),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved head config (regime applied) "
+                                      "as a --config file on stdout and exit without training."),
     keep_interrupted: bool = typer.Option(False, "--keep-interrupted", help="On Ctrl-C or SIGTERM keep the best "
                                           "model so far in the run's model/ folder (the run stays marked interrupted)."),
     min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a role's store has rows for a smaller "
@@ -85,10 +90,17 @@ def train(
     from pipeline import api
     from pipeline.core.config import parse_sets
 
+    from pipeline.core.config import read_config_file
+
+    sets = {**(read_config_file(config_file) if config_file else {}), **parse_sets(set_)}  # flags win
+    if print_config:
+        return _print_config(dict(dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split,
+                                  sets=sets, task_sets=parse_sets(task_set, "--task-set"), ablate=list(ablate or []),
+                                  cache=cache, target=target, target_transform=target_transform, min_target=min_target))
     watch = TrainWatch(quiet)
     try:
         run = api.train(
-            dataset, head, stores=_role_choices(visual, text, role), split=split, config=parse_sets(set_),
+            dataset, head, stores=_role_choices(visual, text, role), split=split, config=sets,
             task_config=parse_sets(task_set, "--task-set"),
             ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
             scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
@@ -103,16 +115,30 @@ def train(
     console.print(f"run written to {run.dir}", highlight=False)
 
 
+def _print_config(options: dict[str, Any]) -> None:
+    """The head's config as the run would resolve it (data-aware regime included), printed as a
+    flat JSON mapping (JSON is YAML: save it and pass it back with --config)."""
+    from pipeline.core.config import config_to_dict
+    from pipeline.run.train import TrainOptions, plan_run
+
+    plan = plan_run(TrainOptions(**options))
+    for n in plan.notes:
+        console.print(n, highlight=False, markup=False)
+    print_json({k: v for k, v in config_to_dict(plan.config).items() if v not in ((), [])})
+
+
 @app.command()
 @friendly
 def evaluate(
     run: list[str] = typer.Argument(..., help="Run folders or run names under the runs root; plain files are skipped."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv and PREFIX.md.",
+    out: Optional[Path] = typer.Option(None, "--out", help="Write PREFIX.csv (PREFIX-<task>.csv for each further task) and PREFIX.md.",
                                        show_default="<runs root>/evaluate"),
     as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
 ) -> None:
-    """Compare runs: test MSE/MAE/SRC/MedAE (mean ± std over repeats) in the terminal, as CSV and as Markdown."""
+    """Compare runs, one table per task: test metrics on the original target scale (mean ± std over repeats)
+    with dataset, target and transform, in the terminal, as CSV and as Markdown (the paths written go to
+    stderr); --json prints the rows as a JSON list."""
     from pipeline import api
 
     prefix = out if out is not None else paths.runs_root(runs) / "evaluate"
@@ -123,28 +149,28 @@ def evaluate(
         results_console().print(table)
 
 
-def comparison_tables(runs: list["Run"]) -> list["Table"]:
+def comparison_tables(runs: list["Run"], width: int | None = None) -> list["Table"]:
     """Terminal view of runs, one table per task (stores and split are in the CSV)."""
     from pipeline.evaluate.compare import comparison_rows
 
-    return rows_tables(comparison_rows(runs))
+    return rows_tables(comparison_rows(runs), width)
 
 
-def rows_tables(all_rows: list[dict[str, Any]]) -> list["Table"]:
-    """Terminal view of comparison rows, one table per task."""
-    from rich.table import Table
+def rows_tables(all_rows: list[dict[str, Any]], width: int | None = None) -> list["Table"]:
+    """Terminal view of comparison rows, one table per task, fitted to `width` (default: the
+    results console's): ids fold, numbers are never cut (pipeline/cli/tables.py)."""
+    from pipeline.cli.tables import fitted_tables
+    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, target_text, task_metrics
 
-    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, task_metrics
-
+    width = width or results_console().width
     out = []
     for task, rows in by_task(all_rows).items():
         names = task_metrics(task)
-        t = Table("run", "head", "ablate", "K", *[k.upper() for k in names],
-                  title=f"{task}: test metrics, mean ± std over K repeats")
-        for r in rows:
-            t.add_row(r["run"], r["head"], ablate_text(r), str(r["repeats"]) if r["status"] == "done" else r["status"],
-                      *[mean_pm_std(r, k, 3) for k in names])
-        out.append(t)
+        cells = [([r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r)],
+                  [mean_pm_std(r, k, 3) for k in names]) for r in rows]
+        out += fitted_tables(f"{task}: test metrics (original target scale), mean ± std over K repeats",
+                             ["run", "dataset", "target", "head", "ablate", "K"], [k.upper() for k in names], cells,
+                             width)
     return out
 
 

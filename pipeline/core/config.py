@@ -118,6 +118,42 @@ def parse_sets(items: list[str] | None, option: str = "--set") -> dict[str, str]
     return out
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """`--config FILE`: a flat mapping of the keys `--set` takes (`max_steps: 20`), from YAML
+    (`.yaml`, `.yml`, or `.json`: JSON is YAML) or TOML (`.toml`). Lists become comma-separated
+    values and null `none`, as on the command line; a nested mapping is refused."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise PipeError(f"--config {p}: cannot read it ({e.strerror or e})") from None
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            doc: Any = tomllib.loads(text)
+        elif p.suffix.lower() in (".yaml", ".yml", ".json"):
+            import yaml
+
+            doc = yaml.safe_load(text) or {}
+        else:
+            raise PipeError(f"--config {p}: expected a .yaml, .yml, .json or .toml file")
+    except PipeError:
+        raise
+    except Exception as e:  # yaml.YAMLError, tomllib.TOMLDecodeError
+        raise PipeError(f"--config {p}: not valid {p.suffix[1:].upper()}: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise PipeError(f"--config {p}: expected a mapping of --set keys (e.g. `max_steps: 20`), got {type(doc).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            raise PipeError(f"--config {p}: {key} is a nested mapping; the file is a flat mapping of --set keys")
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        out[str(key).replace("-", "_")] = "none" if value is None else value
+    return out
+
+
 def build_config(head_name: str, config_cls: type, values: Mapping[str, Any] | None = None,
                  ablate: list[str] | None = None) -> Any:
     """The head's Config with `values` ({key: CLI string or typed value}) and ablations; PipeError on bad input."""

@@ -42,3 +42,20 @@ class ImageError(PipeError):
         super().__init__(reason)
         self.reason = reason
         self.source = source  # fingerprint of the bytes that failed (or MISSING)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (exit 130) or SIGTERM (exit 143): a KeyboardInterrupt, so code that
+    stops on Ctrl-C stops on it too; the CLI prints its one-line message and exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def did_you_mean(name: str, known: "list[str] | set[str]") -> str:
+    """`; did you mean 'x'?` for the closest known names (difflib), or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

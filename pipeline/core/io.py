@@ -10,8 +10,10 @@ import io
 import math
 import os
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import polars as pl
@@ -77,8 +79,10 @@ def append_line(path: Path, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a sibling temp file (created exclusively, never through a link), fsync, rename:
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a sibling temp file (created exclusively, never
+    through a link), fsynced and renamed over `path` when the block ends without an error:
     readers see the old or the new file; a link at `path` is replaced, never written through."""
     path = Path(path)
     remove_stale_temps(path.parent, of=path.name)  # a killed writer's temp of this file goes now
@@ -88,7 +92,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd = open_for_write(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -97,6 +101,43 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)  # a write or fsync error names no file: the message must
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` written to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_write_parquet(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+    """Frames streamed to one Parquet file, a row group each (atomically, `atomic_file`), so
+    the whole table never sits in memory. The file reads back as `pl.concat(frames,
+    how="diagonal_relaxed")`: zero-row frames only matter when every frame is empty; the
+    others must share the first's columns and dtypes (in any column order)."""
+    import pyarrow.parquet as pq
+
+    empty: list[pl.DataFrame] = []
+    frames = [frames] if isinstance(frames, pl.DataFrame) else frames
+    with atomic_file(path) as f:
+        writer = first = None
+        for df in frames:
+            if df.height == 0:
+                empty.append(df)
+                continue
+            if first is None:
+                first = df
+                writer = pq.ParquetWriter(f, df.to_arrow().schema, compression="zstd")
+            elif df.schema != first.schema:
+                aligned = pl.concat([first.clear(), df], how="diagonal_relaxed")
+                if aligned.schema != first.schema:
+                    raise IntegrityError(f"{path.name}: chunks disagree on the columns: {dict(first.schema)} vs "
+                                         f"{dict(df.schema)}")
+                df = aligned
+            writer.write_table(df.to_arrow())
+        if writer is None:
+            (pl.concat(empty, how="diagonal_relaxed") if empty else pl.DataFrame()).write_parquet(f)
+        else:
+            writer.close()
 
 def _alive(pid: int) -> bool:
     try:

@@ -48,6 +48,18 @@ def posts_path(dataset: str, cache: str | Path | None = None) -> Path:
     return dataset_dir(dataset, cache) / "posts.parquet"
 
 
+def dataset_names(cache: str | Path | None = None) -> list[str]:
+    """The datasets of the cache: folders holding a posts table (`pipe list datasets`, "did you mean")."""
+    root = cache_root(cache)
+    return sorted(d.name for d in root.iterdir() if (d / "posts.parquet").is_file()) if root.is_dir() else []
+
+
+def run_names(runs: str | Path | None = None) -> list[str]:
+    """The runs of the runs root: folders holding a config.json (`pipe list runs`, "did you mean")."""
+    root = runs_root(runs)
+    return sorted(d.name for d in root.iterdir() if (d / "config.json").is_file()) if root.is_dir() else []
+
+
 def features_dir(dataset: str, cache: str | Path | None = None) -> Path:
     return contained(dataset_dir(dataset, cache) / "features", cache_root(cache))
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import IntegrityError, PipeError, PostsError
+from pipeline.core.errors import IntegrityError, PipeError, PostsError, did_you_mean
 from pipeline.data.raw import LINE, RawPosts
 
 UTC_US = pl.Datetime("us", "UTC")
@@ -150,11 +150,13 @@ def _structural_checks(raw: RawPosts, unlabelled: bool) -> None:
 def flagger(df: pl.DataFrame, pid: pl.Series, errs: list[pl.DataFrame]):
     """`flag(mask, column, reason[, value])`: append one problem row (line, post_id, column,
     reason, value) to `errs` per row of `df` where mask is true (the posts and side-table checks)."""
+    line = df[LINE]  # looked up once: a lookup by name scans the column names
+
     def flag(mask: pl.Series, column: str, reason: str | pl.Series, value: pl.Series | None = None) -> None:
         mask = mask.fill_null(False)
         if mask.any():
-            v = _to_str(value) if value is not None else pl.Series([None] * df.height, dtype=pl.Utf8)
-            errs.append(pl.DataFrame({"line": df[LINE], "post_id": pid, "column": column,
+            v = _to_str(value) if value is not None else pl.Series([None] * len(line), dtype=pl.Utf8)
+            errs.append(pl.DataFrame({"line": line, "post_id": pid, "column": column,
                                       "reason": reason, "value": v}).filter(mask))
     return flag
 
@@ -208,16 +210,19 @@ def normalise(raw: RawPosts, unlabelled: bool = False) -> tuple[pl.DataFrame, pl
         cols = "score" if "score" in df.columns else "views, days"
         flag(score.is_null(), cols, "missing score (null or NaN)")
     out["score"] = score.alias("score")
-    for c in df.columns:
+    # Columns by name from one dict: polars finds a column by name with a scan of the names, so
+    # `df[c]` per column costs columns^2 on a wide file (10^5 columns, issue 20).
+    by_name = dict(zip(df.columns, df.get_columns()))
+    for c, given in by_name.items():
         if c.startswith("user_") and c != "user_id":
-            f = _to_float(df[c])
-            flag(_to_str(df[c]).is_not_null() & f.is_null() & ~_is_nan(df[c]), c, "user_* columns must be numeric", df[c])
-            _flag_out_of_float32(flag, f, c, df[c])
+            f = _to_float(given)
+            flag(_to_str(given).is_not_null() & f.is_null() & ~_is_nan(given), c, "user_* columns must be numeric", given)
+            _flag_out_of_float32(flag, f, c, given)
             out[c] = f.alias(c)
-    for c in df.columns:  # any other numeric column is kept (a possible --target; `days` online: the hybrid CNN's hours)
-        if c not in out and c not in (LINE, "views") and c not in CONTRACT and _is_numeric(df[c]):
-            out[c] = _to_float(df[c]).alias(c)
-            _flag_out_of_float32(flag, out[c], c, df[c])
+    for c, given in by_name.items():  # any other numeric column is kept (a possible --target; `days` online: hours)
+        if c not in out and c not in (LINE, "views") and c not in CONTRACT and _is_numeric(given):
+            out[c] = _to_float(given).alias(c)
+            _flag_out_of_float32(flag, out[c], c, given)
 
     n = df.height
     table = pl.DataFrame([
@@ -257,7 +262,9 @@ def load_posts(dataset: str, cache: Path | None = None) -> pl.DataFrame:
     """The ingested table of a dataset, sorted by (posted_at, post_id)."""
     p = paths.posts_path(dataset, cache)
     if not p.exists():
-        raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found); run `pipe ingest PATH --name {dataset}` first")
+        raise PipeError(f"dataset {dataset!r} has no posts table ({p} not found)"
+                        f"{did_you_mean(dataset, paths.dataset_names(cache))}; run `pipe ingest PATH --name {dataset}` "
+                        "first (`pipe list datasets` lists them)")
     try:
         return pl.read_parquet(p).sort("posted_at", "post_id")
     except Exception as e:  # a damaged table: polars raises several types

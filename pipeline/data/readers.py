@@ -7,6 +7,8 @@ at it. A file whose bytes are not what its name (or --format) says is refused he
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import codecs
 import csv
 import io
@@ -70,7 +72,7 @@ def _looks(kind: str, head: bytes) -> str:
 
 def _lowercase(df: pl.DataFrame, source: Path) -> pl.DataFrame:
     names = [c.strip().lstrip("\ufeff").lower() for c in df.columns]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted(n for n, k in Counter(names).items() if k > 1)  # one count, not names.count per name
     if dup:
         raise PostsError(f"{source}: column name(s) given more than once (names are case-insensitive): {', '.join(dup)}")
     return df.rename(dict(zip(df.columns, names)))

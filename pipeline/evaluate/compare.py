@@ -1,5 +1,10 @@
 """`pipe evaluate`: one comparison row per run, grouped by task, written as CSV and Markdown.
 
+Rows carry what makes them comparable (dataset, task, target, target transform) and their
+metrics on the original target scale: a head that learned a transformed target (hybrid_cnn's
+max-scaled one) shows its error in the target's own units, the learned-scale values in
+`_scaled` columns. `pipe report` ranks runs only within one dataset, split, task and target.
+
 Each task has its own metrics (regression: MSE, MAE, SRC, MedAE; ranking: P@1, P@3, AUC;
 embedding: mAP, micro/macro P/R/F1), so runs are compared within their task: one table
 (and one `PREFIX-<task>.csv` when several tasks are present) per task.
@@ -11,11 +16,13 @@ list, or an empty string for none, and one `store_<role>` column per role.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from pipeline.core.io import atomic_write_bytes
 from pipeline.train import tasks
 from pipeline.run.rundir import Run
 
@@ -24,24 +31,92 @@ def task_metrics(task: str) -> tuple[str, ...]:
     return tasks.get(task).metrics_names
 
 
+def run_task(run: Run) -> tasks.Task:
+    """The run's task as it judged the run: its target and fitted transform restored from config.json."""
+    described = run.task_described
+    task = tasks.get(run.task)(str(described.get("target", "score")))
+    task.restore(described)
+    return task
+
+
 def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One flat row per run: identity, then its task's test metrics (mean and std over
-    repeats) and the validation criterion."""
+    """One flat row per run: identity (dataset, task, target, target transform first: rows
+    that differ there are not comparable), then its task's test metrics on the original
+    target scale (mean and std over repeats; `Task.reported`), any other scale in `_scaled`
+    columns, and the validation criterion."""
     rows = []
     for r in runs:
         m = r.metrics or {}
-        task = tasks.get(r.task)
+        task = run_task(r)
         row: dict[str, Any] = {
-            "run": r.name, "task": task.name, "head": r.head, "ablate": list(r.config.get("ablate", [])),
+            "run": r.name, "dataset": r.config.get("dataset"), "task": task.name, "target": task.judged_on,
+            "target_transform": task.transform_kind, "head": r.head, "ablate": list(r.config.get("ablate", [])),
             "stores": dict(r.stores), "split": _split_text(r.config.get("split", {})),
             "repeats": len(m.get("repeats", [])) if m else 0, "status": r.status,
+            "never_improved": bool(m.get("never_improved", False)) if m else False,
         }
-        for k in task.metrics_names:
-            row[f"test_{k}"] = m.get("test", {}).get(k) if m else None
-            row[f"test_{k}_std"] = (m.get("std", {}).get("test") or {}).get(k) if m else None
-        row[f"valid_{task.criterion}"] = m.get("valid", {}).get(task.criterion) if m else None
+        test, std = task.reported(m.get("test") or {}), task.reported((m.get("std") or {}).get("test") or {})
+        for k in task.reported(dict.fromkeys(task.metrics_names)):
+            row[f"test_{k}"] = test.get(k)
+            row[f"test_{k}_std"] = std.get(k)
+        row[f"valid_{task.criterion}"] = task.reported(m.get("valid") or {}).get(task.criterion)
         rows.append(row)
     return rows
+
+
+def comparable_key(row: dict[str, Any]) -> tuple:
+    """Rows with equal keys may be ranked against each other: same dataset, split, task and target."""
+    return row["dataset"], row["split"], row["task"], row["target"]
+
+
+def metric_value(row: dict[str, Any], metric: str, std: bool = False) -> float | None:
+    """A row's finite test mean (or std) of `metric`; None when missing or not finite."""
+    v = row.get(f"test_{metric}_std" if std else f"test_{metric}")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _se(row: dict[str, Any], metric: str) -> float | None:
+    """The standard error of a row's mean over its repeats; None for a single repeat."""
+    std = metric_value(row, metric, std=True)
+    return std / math.sqrt(row["repeats"]) if std is not None and row["repeats"] > 1 else None
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per task and dataset (per comparable group: dataset, split, task, target):
+    the best run by the task's criterion on test, by how much it leads the next, and whether
+    that lead is beyond seed noise (more than twice the standard error of the difference)
+    when both runs have repeats."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(comparable_key(r), []).append(r)
+    out = []
+    for (dataset, split, task_name, target), group in groups.items():
+        task = tasks.get(task_name)
+        crit = task.criterion
+        scored = [r for r in group if metric_value(r, crit) is not None]
+        where = f"{task_name} on {dataset} (target {target}, split {split})"
+        if not scored:
+            out.append(f"{where}: no finished run to compare.")
+            continue
+        scored.sort(key=lambda r: metric_value(r, crit), reverse=task.higher_is_better)
+        best = scored[0]
+        flag = " (never improved: see its notes)" if best["never_improved"] else ""
+        text = f"{where}: the best is {best['run']} ({best['head']}){flag}, test {crit} {metric_value(best, crit):.4f}"
+        if len(scored) == 1:
+            out.append(text + ", the only run with a result.")
+            continue
+        nxt = scored[1]
+        lead = abs(metric_value(best, crit) - metric_value(nxt, crit))
+        text += f", {lead:.4f} {'above' if task.higher_is_better else 'below'} {nxt['run']} ({nxt['head']})"
+        se_a, se_b = _se(best, crit), _se(nxt, crit)
+        if se_a is None or se_b is None:
+            text += "; one seed of at least one of them, so seed noise is unknown (--repeats 3 measures it)."
+        else:
+            noise = 2 * math.sqrt(se_a ** 2 + se_b ** 2)
+            text += (f"; {'beyond' if lead > noise else 'within'} seed noise (twice the standard error of the "
+                     f"difference over their repeats: {noise:.4f}).")
+        out.append(text)
+    return out
 
 
 def by_task(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -55,6 +130,19 @@ def _split_text(s: dict[str, Any]) -> str:
     if s.get("kind") in ("uhan", "random"):
         return f"{s['kind']}:{s.get('seed', 0)}"
     return ",".join(f"{f:g}" for f in s.get("fractions", []))
+
+
+def status_text(row: dict[str, Any]) -> str:
+    """A row's state for people: its repeats when done (`never improved` when flagged), else its status."""
+    if row["status"] != "done":
+        return row["status"]
+    return f"{row['repeats']} · never improved" if row.get("never_improved") else str(row["repeats"])
+
+
+def target_text(row: dict[str, Any]) -> str:
+    """A row's target for people: `retweets (log1p)` under a transform, else the column."""
+    t = row.get("target") or "—"
+    return t if row.get("target_transform", "none") == "none" else f"{t} ({row['target_transform']})"
 
 
 def ablate_text(row: dict[str, Any]) -> str:
@@ -81,24 +169,28 @@ def mean_pm_std(row: dict[str, Any], metric: str, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None and row["repeats"] > 1 else f"{mean:.{digits}f}"
 
 
-def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> tuple[Path, Path]:
+def write_comparison(rows: list[dict[str, Any]], prefix: str | Path) -> list[Path]:
     """PREFIX.csv (every column, means and stds apart; one PREFIX-<task>.csv per further
-    task) and PREFIX.md (one mean ± std table per task)."""
+    task) and PREFIX.md (one mean ± std table per task); returns every path written."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".md")
     groups = by_task(rows)
     lines: list[str] = []
+    written: list[Path] = []
     for i, (task, group) in enumerate(groups.items()):
         path = csv_path if i == 0 else prefix.with_name(f"{prefix.name}-{task}.csv")
         roles = list(dict.fromkeys(role for r in group for role in r["stores"]))
-        pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None).write_csv(path)
+        table = pl.DataFrame([csv_row(r, roles) for r in group], infer_schema_length=None)
+        atomic_write_bytes(path, table.write_csv().encode())  # never half a table over the last one
+        written.append(path)
         names = task_metrics(task)
-        head = ["run", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
+        head = ["run", "dataset", "target", "head", "ablations", "repeats", *[f"test {k.upper()}" for k in names]]
         lines += [f"## {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in group:
-            cells = [r["run"], r["head"], ablate_text(r), str(r["repeats"]), *[mean_pm_std(r, k) for k in names]]
+            cells = [r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r),
+                     *[mean_pm_std(r, k) for k in names]]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
-    md_path.write_text("\n".join(lines))
-    return csv_path, md_path
+    atomic_write_bytes(md_path, "\n".join(lines).encode())
+    return [*written, md_path]

@@ -1,7 +1,9 @@
 """`pipe report`: one self-contained HTML page to look at runs rather than read their JSON.
 
-Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
-repeats), the best value of each column marked and each ablation's change against its
+At the top, one sentence per task and dataset saying which run is best, by how much, and
+whether that is beyond seed noise (when the runs have repeats). Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
+repeats, on the original target scale), the best value of each column among the runs of the
+same dataset, split and target marked and each ablation's change against its
 full model (same head, dataset, stores, split and target, no ablation, among the runs
 given). Per run: the validation curve of each repeat (train_log.jsonl), and from
 predictions.parquet, on the test part: predicted vs true and the error by user activity
@@ -30,7 +32,7 @@ from pipeline.core.errors import PipeError
 from pipeline.core.io import atomic_write_bytes
 from pipeline.data.contract import load_posts
 from pipeline.evaluate import plots
-from pipeline.evaluate.compare import ablate_text, comparison_rows
+from pipeline.evaluate.compare import ablate_text, comparable_key, comparison_rows, metric_value, target_text, verdicts
 from pipeline.train import tasks
 from pipeline.train.metrics import average_precision, precision_at_ks
 from pipeline.run.rundir import TRAIN_LOG, Run
@@ -50,12 +52,16 @@ td.l,th.l{text-align:left}
 td.best{font-weight:bold;background:#e6f4d7}
 .delta{display:block;font-size:11px}.better{color:#2e7d32}.worse{color:#c62828}
 .plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{border:1px solid #ddd}
-.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
+.verdict p{font-weight:600;margin:.3em 0}.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
 </style></head><body>
 <h1>$title</h1>
 $body
 </body></html>
 """)
+
+
+UNTRAINED_TAG = ('<span class="delta worse" title="the model never beat its untrained start or the task\'s constant '
+                 'predictor (see the run\'s notes)">never improved</span>')
 
 
 def page(title: str, body: str) -> str:
@@ -99,19 +105,10 @@ def user_training_stats(preds: pl.DataFrame, posts: pl.DataFrame) -> pl.DataFram
 
 
 # -- the comparison table -------------------------------------------------------------
-def _metric_names(task: str, runs: list[Run]) -> list[str]:
-    """The task's metrics, then any further test metric a run recorded (cross-modal P@k)."""
-    names = list(tasks.get(task).metrics_names)
-    extra = {k for r in runs if r.metrics for k in (r.metrics.get("test") or {}) if k not in names}
-    return names + sorted(extra, key=lambda k: (k.split("@")[0], int(k.split("@")[1]) if "@" in k and
-                                                k.split("@")[1].isdigit() else 0))
-
-
-def _value(run: Run, key: str, metric: str) -> float | None:
-    m = run.metrics or {}
-    part = (m.get("std") or {}).get("test") if key == "std" else m.get("test")
-    v = (part or {}).get(metric)
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The test metrics of the rows, in order (the task's, on the original scale, then `_scaled` ones)."""
+    keys = dict.fromkeys(k[5:] for r in rows for k in r if k.startswith("test_") and not k.endswith("_std"))
+    return list(keys)
 
 
 def _full_model(run: Run, runs: list[Run]) -> Run | None:
@@ -123,36 +120,52 @@ def _full_model(run: Run, runs: list[Run]) -> Run | None:
     return next((r for r in runs if not r.config.get("ablate") and r.metrics and key(r) == key(run)), None)
 
 
+def best_values(rows: list[dict[str, Any]], names: list[str]) -> dict[tuple, dict[str, float]]:
+    """Per group of comparable rows (`comparable_key`: dataset, split, task, target), the best
+    mean of each metric; learned-scale (`_scaled`) columns are never ranked."""
+    best: dict[tuple, dict[str, float]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(comparable_key(r), []).append(r)
+    for key, group in groups.items():
+        for k in names:
+            vals = [v for r in group if (v := metric_value(r, k)) is not None]
+            if vals and not k.endswith("_scaled"):
+                best.setdefault(key, {})[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
+    return best
+
+
 def comparison_table(task: str, runs: list[Run]) -> str:
-    names = _metric_names(task, runs)
     rows = comparison_rows(runs)
-    best: dict[str, float] = {}
-    for k in names:
-        vals = [v for r in runs if (v := _value(r, "mean", k)) is not None]
-        if vals:
-            best[k] = min(vals) if k in LOWER_IS_BETTER else max(vals)
-    head = ["run", "head", "ablations", "dataset", "status", "repeats", *[f"test {k}" for k in names]]
+    names = _metric_names(rows)
+    best = best_values(rows, names)
+    head = ["run", "head", "ablations", "dataset", "target", "status", "repeats", *[f"test {k}" for k in names]]
     out = ["<table class=\"cmp\"><thead><tr>" + "".join(
-        f'<th class="{"l" if i < 5 else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+        f'<th class="{"l" if i < 6 else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+    by_name = {r.name: row for r, row in zip(runs, rows)}
     for run, row in zip(runs, rows):
         full = _full_model(run, runs) if run.config.get("ablate") else None
         cells = [f'<td class="l"><a href="#run-{html.escape(run.name)}">{html.escape(run.name)}</a></td>',
                  f'<td class="l">{html.escape(run.head)}</td>', f'<td class="l">{html.escape(ablate_text(row))}'
                  + ("" if full or not run.config.get("ablate") else '<span class="delta">no full model here</span>')
-                 + "</td>", f'<td class="l">{html.escape(str(run.config.get("dataset", "")))}</td>',
-                 f'<td class="l">{run.status}</td>', f"<td>{row['repeats']}</td>"]
+                 + "</td>", f'<td class="l">{html.escape(str(row["dataset"] or ""))}</td>',
+                 f'<td class="l">{html.escape(target_text(row))}</td>',
+                 f'<td class="l">{run.status}' + (UNTRAINED_TAG if row["never_improved"] else "") + "</td>",
+                 f"<td>{row['repeats']}</td>"]
+        group_best = best.get(comparable_key(row), {})
         for k in names:
-            mean, std = _value(run, "mean", k), _value(run, "std", k)
+            mean, std = metric_value(row, k), metric_value(row, k, std=True)
             if mean is None:
                 cells.append("<td>—</td>")
                 continue
             text = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row["repeats"] > 1 else "")
-            if full is not None and (base := _value(full, "mean", k)) is not None:
+            if full is not None and (base := metric_value(by_name[full.name], k)) is not None:
                 d = mean - base
                 good = d < 0 if k in LOWER_IS_BETTER else d > 0
                 text += (f'<span class="delta {"better" if good else "worse" if d else ""}" '
                          f'title="vs {html.escape(full.name)}">Δ {d:+.4f}</span>')
-            cls = ' class="best" title="best in this column"' if best.get(k) == mean else ""
+            cls = (' class="best" title="best among the runs of this dataset, split and target"'
+                   if group_best.get(k) == mean else "")
             cells.append(f"<td{cls}>{text}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
@@ -286,6 +299,9 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
     facts = (f"head {run.head} · task {run.task} · dataset {c.get('dataset')} · status {run.status} · ablations "
              f"{', '.join(c.get('ablate', [])) or 'none'} · stores {', '.join(run.stores.values()) or 'none'}")
     parts = [f"<p>{html.escape(facts)}</p>"]
+    if (run.metrics or {}).get("never_improved"):
+        parts.append(note(next((n for n in reversed(c.get("notes") or []) if n.startswith("never improved")),
+                               "never improved: the model did not beat its untrained start or a constant predictor")))
     figs: list[str] = []
     curves = validation_curves(run)
     if curves:
@@ -318,8 +334,12 @@ def build_report(runs: list[Run], cache: str | Path | None = None, title: str = 
         groups.setdefault(r.task, []).append(r)
     memo: dict[tuple[str, str], Any] = {}
     body = [f"<p>{len(runs)} runs, {len(groups)} task(s): {html.escape(', '.join(groups))}. Test metrics are means "
-            "over repeats (± sample std); the best of each column is shaded; Δ is an ablation's change against its "
+            "over repeats (± sample std), on the original target scale (a transformed target's own scale in "
+            "<i>_scaled</i> columns); the best of each column among runs of the same dataset, split and target is "
+            "shaded; Δ is an ablation's change against its "
             "full model.</p>"]
+    body.append('<div class="verdict">' + "".join(f"<p>{html.escape(v)}</p>" for v in verdicts(comparison_rows(runs)))
+                + "</div>")
     for task, group in groups.items():
         body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group))
     body.append("<h2>Runs</h2>")

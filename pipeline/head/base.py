@@ -10,8 +10,13 @@ saved config. Task settings (a ranking task's negatives, a sequence head's windo
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 
 Everything the rest of the code asks a head is declared here with a default (as
+<<<<<<< HEAD
 scikit-learn's estimator tags): `search_space`, `small_data`, `paper_settings`, `target_transform`,
 `on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
+=======
+scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
+`on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, `restored_step`, the config's
+>>>>>>> main
 `ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
 callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
 (tests/test_head_contract.py scans for it).
@@ -97,6 +102,12 @@ class Head(ABC):
     def is_fitted(self) -> bool:
         """True once there is something to save or predict with (a head keeping no `model` overrides it)."""
         return self.model is not None
+
+    @property
+    def restored_step(self) -> int | None:
+        """The training step whose weights the fitted model kept (0: its untrained start was
+        never beaten on validation); None for a head fitted in one go."""
+        return None
 
     @classmethod
     def saved_config(cls, saved: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -29,7 +29,7 @@ class EmbeddingHead(VisualTextHead):
     the inherited visual/text kind). `meta["labels"]`: the training part's label vocabulary."""
 
     task = "embedding"
-    visual_role = Role(("grid",), "vgg16-pool5-224")
+    visual_role = Role(("grid",), "vgg16-pool5-224", modality="image")
     ABLATIONS: tuple[str, ...] = ()
 
     def roles(self) -> dict[str, Role]:

@@ -112,7 +112,14 @@ class TabularFeatures:
         return self
 
     # -- transforming ---------------------------------------------------------------
-    def _role_block(self, data: HeadData, role: str) -> tuple[np.ndarray, list[str]]:
+    def _role_width(self, role: str) -> int:
+        """Columns the role adds before its missing flag."""
+        kind, shape = self.roles[role]["kind"], self.roles[role]["shape"]
+        return shape[-1] if kind == "grid" else 2 + self.text_buckets if kind == "tokens" else int(np.prod(shape))
+
+    def _fill_role(self, data: HeadData, role: str, out: np.ndarray) -> list[str]:
+        """Writes the role's columns and its missing flag into `out` (N, width + 1), CHUNK posts
+        at a time from the store: nothing of the size of the whole block is ever allocated."""
         want = self.roles[role]
         if role not in data.stores:
             raise PipeError(f"the model was fitted with a {role} store ({want['kind']}); none was given to predict")
@@ -120,22 +127,20 @@ class TabularFeatures:
         if spec.kind != want["kind"] or list(spec.shape) != want["shape"]:
             raise PipeError(f"{role} store {data.stores[role].extractor_id} is {spec.kind} {spec.shape}, "
                             f"the model was fitted on {want['kind']} {tuple(want['shape'])}")
-        ids, blocks, present = data.ids, [], []
+        ids = data.ids
         for i in range(0, len(ids), CHUNK):
             rows, ok = data.features(role, ids[i : i + CHUNK])
             if spec.kind == "grid":
                 rows = rows.astype(np.float32).mean(axis=1)  # (n, R, D) -> (n, D)
             elif spec.kind == "tokens":
                 rows = token_stats(rows, self.text_buckets)  # (n, L) -> (n, 2 + buckets)
-            blocks.append(rows.astype(np.float32).reshape(len(rows), -1))
-            present.append(ok)
-        x = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        miss = (~np.concatenate(present)).astype(np.float32)[:, None] if present else np.zeros((0, 1), np.float32)
+            out[i : i + len(rows), :-1] = rows.reshape(len(rows), -1)
+            out[i : i + len(rows), -1] = ~ok
         if spec.kind == "tokens":
             names = ["n_tokens", "unk_frac", *[f"tok_{b}" for b in range(self.text_buckets)]]
         else:
-            names = [f"{role}_{j}" for j in range(x.shape[1])]
-        return np.hstack([x, miss]), [*names, f"{role}_missing"]
+            names = [f"{role}_{j}" for j in range(out.shape[1] - 1)]
+        return [*names, f"{role}_missing"]
 
     def _user_block(self, data: HeadData, leave_one_out: bool) -> tuple[np.ndarray, list[str]]:
         posts = data.posts
@@ -181,32 +186,39 @@ class TabularFeatures:
         x = np.column_stack([np.where(count > 0, mean, self.global_mean), count]) if len(data) else np.zeros((0, 2))
         return x.astype(np.float32), ["hist_mean", "hist_count"]
 
-    def transform(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
-        """(N, F) float32 table; `leave_one_out` only for the training rows themselves."""
-        blocks, names, of = [], [], []
-        for role in ("visual", "text"):
-            if role in self.roles:
-                x, nm = self._role_block(data, role)
-                blocks.append(x)
-                names += nm
-                of += [role] * len(nm)
+    def transform(self, data: HeadData, leave_one_out: bool = False, extra: np.ndarray | None = None) -> np.ndarray:
+        """(N, F) float32 table; `leave_one_out` only for the training rows themselves; `extra`
+        (N, k) columns appended as they are (LightGBM's user code). The table is allocated once
+        and the store blocks written into it chunk by chunk: no intermediate copy (issue 21)."""
+        narrow = []  # (block, x, names): the few-column blocks, computed whole
         if self.use_user:
-            x, nm = self._user_block(data, leave_one_out)
-            blocks.append(x)
-            names += nm
-            of += ["user"] * len(nm)
+            narrow.append(("user", *self._user_block(data, leave_one_out)))
         for block, on, make in (("category", self.categories, self._category_block),
                                 ("history", self.user_history > 0, self._history_block),
                                 ("context", bool(self.context), self._context_block)):
             if on:
-                x, nm = make(data)
-                blocks.append(x)
-                names += nm
-                of += [block] * len(nm)
-        if not blocks:
+                narrow.append((block, *make(data)))
+        roles = [r for r in ("visual", "text") if r in self.roles]
+        if not roles and not narrow:
             raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
+        widths = [self._role_width(r) + 1 for r in roles] + [x.shape[1] for _, x, _ in narrow]
+        k = 0 if extra is None else extra.shape[1]
+        out = np.empty((len(data), sum(widths) + k), np.float32)
+        names, of, col = [], [], 0
+        for role, w in zip(roles, widths):
+            nm = self._fill_role(data, role, out[:, col : col + w])
+            names += nm
+            of += [role] * len(nm)
+            col += w
+        for block, x, nm in narrow:
+            out[:, col : col + x.shape[1]] = x
+            names += nm
+            of += [block] * len(nm)
+            col += x.shape[1]
+        if extra is not None:
+            out[:, col:] = extra
         self.names, self.blocks = names, of
-        return np.hstack(blocks)
+        return out
 
     def block_weights(self) -> np.ndarray:
         """1/sqrt(block width) per column: after standardizing, every block adds the same
@@ -227,8 +239,8 @@ class TabularFeatures:
 
 
 ABLATIONS = ("visual", "text", "user")
-VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False)
-TEXT = Role(("vector", "tokens"), default="tfidf", required=False)
+VISUAL = Role(("grid", "vector"), default="vgg16-pool5", required=False, modality="image")
+TEXT = Role(("vector", "tokens"), default="tfidf", required=False, modality="text")
 
 
 class TabularHead(Head):

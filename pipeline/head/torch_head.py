@@ -111,6 +111,11 @@ class TorchHead(Head):
         """The config's text-encoder options, or their defaults (the paper's encoder) for a config without them."""
         return self.config if isinstance(self.config, TextConfig) else TextConfig()
 
+    @property
+    def restored_step(self) -> int | None:
+        """The step of the weights early stopping restored (the trainer's `best_step`)."""
+        return self.train_info.get("best_step")
+
     # -- what a subclass provides -----------------------------------------------------
     def fit_users(self, train: HeadData) -> list[Any]:
         """The user ids that get an embedding row (`self.users`): the training posts' users."""
@@ -304,8 +309,8 @@ class VisualTextHead(TorchHead):
     shared LSTM encoder from this meta.
     """
 
-    visual_role = Role(("grid",), "vgg16-pool5-448")
-    text_role = Role(("tokens",), "tokens")
+    visual_role = Role(("grid",), "vgg16-pool5-448", modality="image")
+    text_role = Role(("tokens",), "tokens", modality="text")
     ABLATIONS: tuple[str, ...] = ("visual", "text")
 
     def __init__(self, config: Any = None) -> None:

@@ -66,8 +66,8 @@ def read_rows(store: Any, ids: list[str]) -> np.ndarray:
 
 class WindowHead(TorchHead):
     task_defaults: ClassVar[dict[str, Any]] = {"window": 8}  # l: the post and the l - 1 before it (DSN: 8, Table 3)
-    visual_role = Role(("vector",), "clip-")
-    text_role = Role(("vector",), "clip_text-")
+    visual_role = Role(("vector",), "clip-", modality="image")
+    text_role = Role(("vector",), "clip_text-", modality="text")
 
     def config_error(self, msg: str) -> PipeError:
         return PipeError(f"head {self.name!r}: {msg}")

@@ -26,14 +26,14 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import polars as pl
 
 from pipeline.core import paths
-from pipeline.core.errors import IntegrityError, PipeError
-from pipeline.core.io import (append_line, atomic_write_bytes, hold_lock, json_safe, parquet_bytes, real_folder,
-                               remove_stale_temps)
+from pipeline.core.errors import IntegrityError, PipeError, did_you_mean
+from pipeline.core.io import (append_line, atomic_write_bytes, atomic_write_parquet, hold_lock, json_safe, parquet_bytes,
+                               real_folder, remove_stale_temps)
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -143,18 +143,23 @@ class RunWriter:
     def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.dir / CONFIG, config)
 
+    def update_config(self, changes: dict[str, Any]) -> None:
+        """config.json with `changes` merged in (what the run learned while fitting: never improved)."""
+        _write_json(self.dir / CONFIG, {**json.loads((self.dir / CONFIG).read_bytes()), **changes})
+
     def add_notes(self, notes: list[str], **updates: Any) -> None:
         """Append `notes` to config.json's notes (found during training), with other top-level updates."""
-        doc = json.loads((self.dir / CONFIG).read_text())
-        self.write_config({**doc, **updates, "notes": doc.get("notes", []) + list(notes)})
+        doc = json.loads((self.dir / CONFIG).read_bytes())
+        self.update_config({**updates, "notes": doc.get("notes", []) + list(notes)})
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
         append_line(self.dir / TRAIN_LOG, json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False))
 
-    def write_predictions(self, df: pl.DataFrame) -> None:
-        """post_id, split, then the task's columns (regression: y, yhat)."""
-        atomic_write_bytes(self.dir / PREDICTIONS, parquet_bytes(df))
+    def write_predictions(self, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> None:
+        """post_id, split, then the task's columns (regression: y, yhat): the frames (a task's
+        `prediction_chunks`) streamed to the file, one row group each (bounded memory)."""
+        atomic_write_parquet(self.dir / PREDICTIONS, frames)
 
     def write_table(self, name: str, df: pl.DataFrame) -> None:
         """A task's extra table, e.g. the ranking candidates every head is judged on."""
@@ -296,7 +301,8 @@ def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:
     for cand in (p, paths.runs_root(runs) / p):
         if (cand / CONFIG).is_file():
             return cand
-    raise PipeError(f"no run at {ref!r} (looked for {CONFIG} in {p} and in {paths.runs_root(runs) / p})")
+    raise PipeError(f"no run at {ref!r} (looked for {CONFIG} in {p} and in {paths.runs_root(runs) / p})"
+                    f"{did_you_mean(p.name, paths.run_names(runs))}")
 
 
 def load_run(ref: str | Path, runs: str | Path | None = None) -> Run:

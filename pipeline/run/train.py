@@ -9,7 +9,9 @@ each with the task's metrics on valid and test, and writes the run (see
 so statistics they compute in `fit` come from the training part. Run settings (device,
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
-Ctrl-C, SIGTERM or an error is marked `interrupted`.
+Ctrl-C, SIGTERM or an error is marked `interrupted` (Ctrl-C and SIGTERM raise `Interrupted`,
+a KeyboardInterrupt whose one line says where it stopped and the best so far: the CLI prints
+it and exits 130 / 143).
 
 `plan_run` decides everything before fitting (a `RunPlan`, shared with `pipe tune`); `train`
 opens the run folder and calls `fit_one` per repeat inside one interruption context.
@@ -34,7 +36,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.head.base import Head
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, with_seed
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import Interrupted, PipeError
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import SplitSpec, parse_split
 from pipeline.extract.build import reads_images
@@ -97,6 +99,7 @@ class RunPlan:
     notes: list[str]  # said to the user and kept in config.json
     regime: dict[str, Any] | None  # what the regime decided; None for a head without one
     finetune: finetune.Finetune | None  # --finetune: the backbone each repeat trains through the head's hook
+    constant: float | None = None  # the valid criterion of the task's constant predictor (None: unknown)
 
     @property
     def data(self) -> dict[str, HeadData]:
@@ -126,10 +129,6 @@ def run_settings(cls: type[Head], given: dict[str, Any], opts: TrainOptions) -> 
 
 def _history_lines(head: Head) -> list[dict[str, Any]]:
     return [h if isinstance(h, dict) else {"step": i, "value": h} for i, h in enumerate(head.history)]
-
-
-class _Interrupted(Exception):
-    """SIGTERM, turned into an exception so the run is marked like Ctrl-C."""
 
 
 def schedule_cost(config: Any, n_train: int) -> str | None:
@@ -168,10 +167,11 @@ def plan_run(opts: TrainOptions) -> RunPlan:
     roles = head.roles()
     ft = finetune.setup(opts.finetune, opts.weights, opts.image_size, cls, ft_sets, settings, roles)
     split = parse_split(opts.split, task.default_split)
-    posts = load_posts(opts.dataset, opts.cache)
+    posts, side = load_posts(opts.dataset, opts.cache), load_side_tables(opts.dataset, opts.cache)
+    task.check_data(posts, side, opts.head, opts.dataset)  # the head's task's data, before any store
     stores, notes = resolve_roles({r: s for r, s in roles.items() if not ft or r != ft.role}, opts.dataset, opts.cache,
                                   opts.stores)
-    parts = task.prepare(posts, load_side_tables(opts.dataset, opts.cache), split, stores)
+    parts = task.prepare(posts, side, split, stores)
     covered = pl.concat([d.posts for d in parts.data.values()], how="diagonal_relaxed").unique("post_id")
     notes += check_coverage(stores, covered, opts.min_coverage, opts.dataset, image_store=reads_images)  # refuses a partial store
     notes += parts.notes + (ft.attach(parts.data) if ft else [])
@@ -180,6 +180,10 @@ def plan_run(opts: TrainOptions) -> RunPlan:
                    regime=None, finetune=ft)
     plan.config, plan.regime = resolve_regime(cls, raw, plan.n_train, plan.explicit)
     plan.notes += [n for n in (describe_regime(plan.regime),) if n]
+    if isinstance(plan.config, TrainConfig) and 0 < plan.n_train < plan.config.batch_size:
+        plan.notes.append(f"batch_size {plan.config.batch_size} capped to the {plan.n_train:,} training examples")
+        plan.config = dataclasses.replace(plan.config, batch_size=plan.n_train)
+    plan.constant = task.constant_criterion(plan.data["train"], plan.data["valid"])
     cost = schedule_cost(plan.config, plan.n_train) if not plan.regime or plan.regime["regime"] != "small" else None
     if cost:  # the small regime scales the schedule on purpose
         plan.notes.append(cost)
@@ -215,6 +219,17 @@ class Fitting:
 
     head: Head | None = None  # the head being fitted (--keep-interrupted saves it)
     done: int = 0  # repeats finished
+    repeat: int = 0  # the repeat in progress
+    last: dict[str, Any] | None = None  # its latest validation evaluation (step, best, best_step), None before one
+
+    def stopped_at(self, how: str, criterion: str, repeats: int) -> str:
+        """The one line said and recorded when the run is stopped: where, and the best so far."""
+        e = self.last or {}
+        where = f"repeat {self.repeat + 1}/{repeats}, " if repeats > 1 else ""
+        line = f"interrupted ({how}) at {where}step {e.get('step', 0):,}"
+        if e.get("best") is not None:
+            return line + f"; best so far: valid {criterion} {e['best']:.4f} at step {e.get('best_step', 0):,}"
+        return line + "; no validation evaluation yet"
 
 
 @contextmanager
@@ -225,7 +240,7 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
     old_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        raise _Interrupted("SIGTERM")
+        raise Interrupted("SIGTERM", 143)
 
     fitting = Fitting()
     try:
@@ -234,13 +249,16 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
         except ValueError:  # not the main thread: leave signals alone
             pass
         yield fitting
-    except (KeyboardInterrupt, _Interrupted) as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM raised as Interrupted by the handler above
+        how, code = ("SIGTERM", 143) if isinstance(e, Interrupted) and e.exit_code == 143 else ("Ctrl-C", 130)
+        line = fitting.stopped_at(how, plan.task.criterion, plan.options.repeats)
+        run.mark_interrupted(line)
         head = fitting.head
+        kept = ""
         if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
             run.save_model(head)  # the trainer left the best weights so far in the model
-            say(f"kept the best model so far in {run.model_dir}")
-        raise
+            kept = f"; that model is kept in {run.model_dir}"
+        raise Interrupted(f"{line}{kept}; run {run.dir} marked interrupted", code) from None
     except Exception as e:
         run.mark_interrupted(f"{type(e).__name__}: {e}")
         raise
@@ -251,6 +269,23 @@ def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> I
             signal.signal(signal.SIGTERM, old_term)
         except ValueError:
             pass
+
+
+def check_stores(plan: RunPlan) -> None:
+    """A store removed or replaced under a running train (`pipe store rm`, a re-extract of the
+    same id): stop with a message, never finish on deleted files or name a store that is gone.
+    Checked at every evaluation and after each fit (a manifest read: cheap)."""
+    from pipeline.store import Manifest
+
+    for role, store in plan.stores.items():
+        try:
+            now = Manifest.load(store.directory).digest
+        except PipeError:
+            now = None
+        if now != store.manifest.digest:
+            raise PipeError(f"the {role} store {store.extractor_id} of dataset {plan.options.dataset!r} was "
+                            f"{'removed' if now is None else 'replaced'} while training; the run stops (marked "
+                            "interrupted): train again on the store as it is now")
 
 
 def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, say: Callable[[str], None],
@@ -265,8 +300,12 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         plan.finetune.begin(head, data)
     reported: list[int] = []
 
+    fitting.repeat, fitting.last = k, None
+
     def progress(entry: dict[str, Any]) -> None:
+        check_stores(plan)
         reported.append(entry["step"])
+        fitting.last = entry
         run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
         if watch is not None:
             watch({"repeat": k, "repeats": opts.repeats, **entry})
@@ -274,6 +313,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     t0 = time.perf_counter()
     head.fit(data["train"], data["valid"], progress=progress)
     fit_s = time.perf_counter() - t0
+    check_stores(plan)
     if plan.finetune:  # predictions come from a store extracted with the fine-tuned backbone
         for n in plan.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
             say(n)
@@ -289,6 +329,8 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
     res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
            **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
+    res["restored_step"] = head.restored_step
+    res["never_improved"] = head.restored_step == 0 or not task.improves(res["valid"][task.criterion], plan.constant)
     fitting.done += 1
     run.log({"event": "repeat_end", **res})
     c = task.criterion
@@ -296,9 +338,28 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         f"test {c} {res['test'][c]:.4f}")
     if k == 0:
         run.save_model(head)  # atomic: a full disk never leaves a truncated model
-        run.write_predictions(pl.concat([task.predictions(data[p], outs[p], p) for p in PARTS],
-                                        how="diagonal_relaxed"))
+        run.write_predictions(chunk for p in PARTS for chunk in task.prediction_chunks(data[p], outs[p], p))
     return res
+
+
+def never_improved_note(plan: RunPlan, repeats: list[dict[str, Any]]) -> str | None:
+    """The note of a run with a repeat that never improved on its start (restored step 0) or
+    on the task's constant predictor, with what to try; None when every repeat did."""
+    flat = [r for r in repeats if r["never_improved"]]
+    if not flat:
+        return None
+    task, c = plan.task, plan.task.criterion
+    why = []
+    if any(r["restored_step"] == 0 for r in flat):
+        why.append("the best weights were the untrained ones (restored step 0)")
+    if any(not task.improves(r["valid"][c], plan.constant) for r in flat) and plan.constant is not None:
+        vals = ", ".join(f"{r['valid'][c]:.4f}" for r in flat)
+        why.append(f"valid {c} {vals} never beat {task.constant_predictor}'s {plan.constant:.4f}")
+    which = "" if len(repeats) == 1 else f" (repeat {', '.join(str(r['repeat'] + 1) for r in flat)} of {len(repeats)})"
+    tries = ("a learning rate 3-10x smaller or larger (--set lr=...), a longer schedule (--set max_steps=N patience=N), "
+             "--set regime=small, `pipe tune`, or a simpler head (lightgbm)" if isinstance(plan.config, TrainConfig)
+             else "other settings (`pipe tune`), more training data, or another head")
+    return f"never improved{which}: {'; '.join(why)}; the model is kept, but try {tries}"
 
 
 def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
@@ -317,8 +378,13 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
         task = plan.task
         valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
         test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
+        untrained = never_improved_note(plan, repeats)
+        if untrained:  # kept, but said: in the notes, config.json, metrics.json and at the end of `pipe train`
+            run.add_notes([untrained], never_improved=True)  # after the notes a fit added (fit_notes, finetune)
+            say(untrained)
         run.write_metrics({"valid": valid_mean, "test": test_mean,
-                           "std": {"valid": valid_std, "test": test_std}, "repeats": repeats})
+                           "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
+                           "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
         run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
     finally:
         run.close()  # a run that died without metrics or interrupted.json now reads as failed

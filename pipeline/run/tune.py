@@ -19,7 +19,8 @@ killed search resumes with the same `--name` (trials left running by the kill ar
 failed and the missing ones run). `runs/.tune/<name>.lock` is held by the one search of a
 name: a second one refuses while the first runs. At the end the run folder holds, beside the normal run
 files, `study.db`, `trials.csv` (one row per trial: number, state, value, seconds,
-params) and `tune.json` (best trial, defaults' value, parameter importances).
+params) and `tune.json` (best trial, defaults' value, parameter importances, and
+`trained`: `best trial`, or `defaults` when no trial beat them: a search never does harm).
 
 Parallel trials (`--dask-workers N` or `--scheduler ADDR`): each dask worker prepares the
 data itself and runs trials against the same SQLite study, so the runs root must be on a
@@ -40,7 +41,7 @@ from typing import Any, Callable
 from pipeline.train.regime import resolve_regime
 from pipeline.core import paths
 from pipeline.core.config import config_to_dict
-from pipeline.core.errors import PipeError
+from pipeline.core.errors import IntegrityError, PipeError
 from pipeline.core.io import atomic_write_bytes, hold_lock, real_folder
 from pipeline.head.base import Head, Progress
 from pipeline.run.train import TrainOptions, plan_run, train
@@ -195,6 +196,21 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A resumed search's tune.json; {} for a new one. A link or a damaged file is refused by name
+    (a search's own files are never read through, nor written through, a link)."""
+    if path.is_symlink():
+        raise IntegrityError(f"{path} is a symbolic link; pipe never follows links in its own folders: "
+                             "remove it and run again")
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"{path}: unreadable ({type(e).__name__}); remove the search's folder "
+                             f"{path.parent} to start it again") from None
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import polars as pl
 
@@ -237,7 +253,7 @@ def _tune(opts: TuneOptions, say: Callable[[str], None]) -> Path:
     direction = "maximize" if search.task.higher_is_better else "minimize"
     study = _study(stage / STUDY_FILE, direction, opts)
     meta_path = stage / TUNE_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = _read_meta(meta_path)
     if (stale := _fail_stale(study)):
         say(f"resuming: {stale} trial(s) left running by an earlier search marked failed")
     crit = search.task.criterion
@@ -283,10 +299,16 @@ def _tune(opts: TuneOptions, say: Callable[[str], None]) -> Path:
     meta.update(best={"number": best.number, "valid": best.value, "params": best.params},
                 trials={s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")},
                 importances=importances)
+    beats = search.task.improves(best.value, meta["defaults"]["valid"])
+    meta["trained"] = "best trial" if beats else "defaults"
     atomic_write_bytes(meta_path, json.dumps(meta, indent=1, default=list).encode())
-    say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
-        "training it as a normal run")
-    out = train(dataclasses.replace(run, sets={**run.sets, **best.params}, name=name), say)
+    if beats:
+        say(f"best trial {best.number}: valid {crit} {best.value:.4f} (defaults {meta['defaults']['valid']:.4f}); "
+            "training it as a normal run")
+    else:
+        say(f"no trial beat the defaults (best trial {best.number}: valid {crit} {best.value:.4f}, defaults "
+            f"{meta['defaults']['valid']:.4f}); training the defaults as a normal run")
+    out = train(dataclasses.replace(run, sets={**run.sets, **(best.params if beats else {})}, name=name), say)
     for f in (STUDY_FILE, TRIALS_FILE, TUNE_FILE):
         shutil.move(str(stage / f), str(out / f))
     shutil.rmtree(stage, ignore_errors=True)

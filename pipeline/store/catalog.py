@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core import paths
-from pipeline.core.errors import StoreError
+from pipeline.core.errors import StoreError, did_you_mean
 from pipeline.store.integrity import repair_store, verify_store
 from pipeline.store.manifest import MANIFEST
 from pipeline.store.reader import FeatureStore
@@ -29,7 +29,9 @@ def resolve_store(dataset: str, ref: str, cache: str | Path | None = None) -> Pa
     if len(hits) == 1:
         return paths.store_dir(dataset, hits[0], cache)
     if not hits:
-        raise StoreError(f"no store matching {ref!r} in dataset {dataset!r}; stores: {ids or 'none'}")
+        hint = did_you_mean(ref, ids) or did_you_mean(ref, {i[:len(ref)] for i in ids})  # a mistyped prefix
+        raise StoreError(f"no store matching {ref!r} in dataset {dataset!r}{hint}; "
+                         f"stores: {ids or 'none'}")
     raise StoreError(f"{ref!r} matches several stores in {dataset!r}: {hits}; give more of the id")
 
 

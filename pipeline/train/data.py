@@ -25,6 +25,7 @@ class Role:
     kinds: tuple[str, ...]  # feature kinds the role accepts: grid | vector | tokens | pixels
     default: str | None = None  # extractor-id prefix the paper used (e.g. "vgg16-pool5-448")
     required: bool = True  # False: the head works (worse) without it
+    modality: str | None = None  # image | text: only stores of an extractor of this modality fill it; None: any
 
 
 @dataclass

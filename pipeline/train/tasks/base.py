@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import polars as pl
@@ -61,6 +61,7 @@ class Task(ABC):
     history: ClassVar[bool] = False  # its heads read a dataset History (windows, user histories), at `pipe score` too
     ranks_posts: ClassVar[bool] = False  # a score per post that orders a user's candidates (`pipe rank`)
     searchable: ClassVar[bool] = False  # outputs a run can be searched by tag with (`pipe search`)
+    constant_predictor: ClassVar[str] = "a constant prediction"  # what `constant_criterion` scores, for people
 
     def __init__(self, target: str = "score", config: Any = None) -> None:
         self.target = target  # regression target column (`--target`); other tasks ignore it
@@ -94,6 +95,15 @@ class Task(ABC):
                             f"a {head.task} head")
         return {}
 
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        """Refuse, before stores are even looked at, a dataset without what the task learns from,
+        saying which task the head needs and what produces its data (`pipe synth --task`, ingest)."""
+
+    def wrong_data(self, head: str, dataset: str, lacks: str, needs: str, make: str) -> PipeError:
+        """The one wording of `check_data`'s refusals."""
+        return PipeError(f"head {head!r} is a {self.name} head: its dataset needs {needs}, and {dataset!r} {lacks}; "
+                         f"{make}, or pick a head of the dataset's task (`pipe list heads`)")
+
     @abstractmethod
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
@@ -116,6 +126,11 @@ class Task(ABC):
     def predictions(self, data: HeadData, out: Any, part: str) -> pl.DataFrame:
         """predictions.parquet rows: post_id, split, then the task's columns."""
 
+    def prediction_chunks(self, data: HeadData, out: Any, part: str) -> Iterator[pl.DataFrame]:
+        """`predictions` in pieces the run streams to predictions.parquet (the same rows); a
+        task whose rows are wide (embedding) yields bounded chunks instead of the whole part."""
+        yield self.predictions(data, out, part)
+
     @abstractmethod
     def scores(self, data: HeadData, out: Any) -> pl.DataFrame:
         """`pipe score` rows for new posts (post_id first)."""
@@ -129,6 +144,19 @@ class Task(ABC):
         """What a torch head's early stopping computes from raw validation outputs (`y`: the
         batches' targets; `output`: raw outputs -> the head's `predict` value)."""
         return lambda raw: self.criterion_value(valid, output(raw))
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """The validation criterion of a model that learned nothing (`constant_predictor`): a
+        run that never beats it is flagged `never improved`. None: unknown for this task."""
+        return None
+
+    def improves(self, value: float | None, constant: float | None) -> bool:
+        """Whether a validation criterion beats the constant predictor's (NaN never does)."""
+        if value is None or not np.isfinite(value):
+            return False
+        if constant is None or not np.isfinite(constant):
+            return True
+        return value > constant if self.higher_is_better else value < constant
 
     def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
         """Statistics of the training targets a torch head keeps in its meta (regression: the mean)."""
@@ -157,6 +185,21 @@ class Task(ABC):
     def scored_files(self, data: HeadData) -> dict[str, pl.DataFrame]:
         """Tables `pipe score` writes beside the scores as OUT.<name>.parquet (regression: windows)."""
         return {}
+
+    @property
+    def judged_on(self) -> str:
+        """What the task's labels are, for a comparison row's `target` (regression: the column)."""
+        return self.target
+
+    @property
+    def transform_kind(self) -> str:
+        """The target transform a row's metrics were measured under (`none` but for regression)."""
+        return "none"
+
+    def reported(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Recorded metrics as `pipe evaluate` and `pipe report` compare them: on the original
+        target scale under the task's metric names, any other scale in its own `_scaled` names."""
+        return dict(metrics)
 
     def describe(self) -> dict[str, Any]:
         """What config.json records about the task."""

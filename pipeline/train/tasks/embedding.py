@@ -22,7 +22,9 @@ with none of the vocabulary tags, which such a head leaves out of training.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,8 @@ from pipeline.train.data import HeadData
 from pipeline.train.metrics import CROSS_MODAL_K, EMBEDDING, cross_modal_precision, embedding_metrics
 from pipeline.train.tasks import register
 from pipeline.train.tasks.base import Parts, Task
+
+PREDICTION_ROWS = 4096  # posts per predictions.parquet chunk (row group): bounds the memory of writing it
 
 
 @dataclass
@@ -125,6 +129,7 @@ class Embedding(Task):
     ALIASES = ("tags",)
     plots = "labels"
     searchable = True
+    constant_predictor = "the label prior"
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
@@ -157,6 +162,27 @@ class Embedding(Task):
         import torch.nn.functional as F
 
         return F.binary_cross_entropy_with_logits(pred, batch["labels"])
+
+    @property
+    def judged_on(self) -> str:
+        return "labels"
+
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        if "labels" in posts.columns and bool((posts["labels"].list.len().fill_null(0) > 0).any()):
+            return
+        raise self.wrong_data(head, dataset, "has no posts column `labels`" if "labels" not in posts.columns
+                              else "has no post with a label", "posts with `labels` (a list of classes per post)",
+                              "make one with `pipe synth --task embedding`, or ingest posts with a `labels` column "
+                              "(`pipe ingest POSTS --name NAME`)")
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """mAP of the label prior (one confidence per label for every post: a random order
+        within each label): each label's expected AP is its share of the valid posts, over
+        the training labels with a valid positive."""
+        truth = multi_hot(valid.posts, label_vocabulary(train.posts))
+        share = truth.mean(axis=0) if len(truth) else np.zeros(0)
+        share = share[truth.any(axis=0)] if len(truth) else share
+        return float(share.mean()) if len(share) else None
 
     def check(self, out: Any, data: HeadData, head: str, what: str) -> EmbeddingOutput:
         if not isinstance(out, EmbeddingOutput):
@@ -200,6 +226,15 @@ class Embedding(Task):
                              "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
                              "embedding": _rows(out.vectors.astype(np.float32), pl.Float64)}).with_columns(
             every.to_struct("confidence"))  # every label's confidence, one struct field per label
+
+    def prediction_chunks(self, data: HeadData, out: EmbeddingOutput, part: str) -> Iterator[pl.DataFrame]:
+        """`predictions` PREDICTION_ROWS posts at a time: a row holds the post's vector and
+        every label's confidence as float64, so a whole part would be several copies of both."""
+        for i in range(0, max(len(data), 1), PREDICTION_ROWS):
+            rows = slice(i, i + PREDICTION_ROWS)
+            yield self.predictions(data.subset(rows), dataclasses.replace(
+                out, vectors=out.vectors[rows], confidence=out.confidence[rows],
+                tag_confidence=None if out.tag_confidence is None else out.tag_confidence[rows]), part)
 
     def scores(self, data: HeadData, out: EmbeddingOutput) -> pl.DataFrame:
         names, confs = self._top(out)

@@ -122,6 +122,7 @@ class Ranking(Task):
     Config = RankingConfig
     ALIASES = ("negatives",)
     plots = "precision_at_k"
+    constant_predictor = "a random ranking"
 
     def prepare(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], split: SplitSpec,
                 stores: dict[str, FeatureStore]) -> Parts:
@@ -158,6 +159,22 @@ class Ranking(Task):
         import torch
 
         return torch.relu(1.0 - pred[:, :1] + pred[:, 1:]).mean()  # (B, K) hinges, column 0 the positive
+
+    @property
+    def judged_on(self) -> str:
+        return "retweets"
+
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        events = side.get("interactions")
+        if events is None or events.height == 0:
+            raise self.wrong_data(head, dataset, "has none" if events is None else "has an empty one",
+                                  "retweet events (an interactions side table: user_id, post_id, at)",
+                                  "make one with `pipe synth --task ranking`, or ingest the events with `pipe ingest "
+                                  "POSTS --name NAME --interactions FILE [--follows FILE]`")
+
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """A constant score ties every pair: AUC 0.5 for every user, whatever the candidates."""
+        return 0.5
 
     def check(self, out: Any, data: HeadData, head: str, what: str) -> np.ndarray:
         n = data.examples.height if data.examples is not None else len(data)

@@ -64,6 +64,7 @@ class Regression(Task):
     plots = "targets"
     history = True
     ranks_posts = True
+    constant_predictor = "the training mean"
 
     def __init__(self, target: str = "score", config: RegressionConfig | None = None, transform: str = "none",
                  min_target: float | None = None) -> None:
@@ -71,6 +72,20 @@ class Regression(Task):
         self.transform = TargetTransform(transform)  # fitted on the training part by `prepare`
         self.min_target = min_target  # keep posts with target >= this (None: all)
         self.metrics_names = REGRESSION + (COUNTS if transform != "none" else ())
+
+    def check_data(self, posts: pl.DataFrame, side: dict[str, pl.DataFrame], head: str, dataset: str) -> None:
+        if self.target in posts.columns and posts.schema[self.target].is_numeric() \
+                and posts[self.target].cast(pl.Float64).is_finite().fill_null(False).any():
+            return
+        if self.target in posts.columns and posts.schema[self.target].is_numeric():
+            lacks = f"has no finite {self.target!r} value"
+        elif self.target in posts.columns:
+            return  # a non-numeric target column: `labelled` names its type
+        else:
+            lacks = f"has no column {self.target!r}"
+        raise self.wrong_data(head, dataset, lacks, f"a numeric posts column to learn (--target, here {self.target!r})",
+                              "make one with `pipe synth --task regression` (or --task sequence), or ingest posts "
+                              "with that column (`pipe ingest POSTS --name NAME`, without --unlabelled)")
 
     def labelled(self, posts: pl.DataFrame, dataset: str = "") -> tuple[pl.DataFrame, int]:
         """Posts with a finite target, and how many were left out."""
@@ -160,6 +175,13 @@ class Regression(Task):
 
         return mse_criterion(y).value
 
+    def constant_criterion(self, train: HeadData, valid: HeadData) -> float | None:
+        """Validation MSE of the training mean, on the learned scale (as the criterion)."""
+        y_train, y_valid = self._y(train), self._y(valid)
+        if not len(y_train) or not len(y_valid):
+            return None
+        return float(np.mean((y_valid - y_train.mean()) ** 2))
+
     def fitted_meta(self, y_train: np.ndarray | None) -> dict[str, Any]:
         """The training mean, where regression models start their output bias."""
         return {"y_mean": float(y_train.mean()) if y_train is not None and len(y_train) else 0.0}
@@ -195,6 +217,20 @@ class Regression(Task):
 
     def scores(self, data: HeadData, out: np.ndarray) -> pl.DataFrame:
         return pl.DataFrame({"post_id": data.ids, "score": self.transform.inverse(out)})
+
+    @property
+    def transform_kind(self) -> str:
+        return self.transform.kind
+
+    def reported(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Under a transform, the `_counts` metrics (original scale) become the plain names and
+        the learned-scale ones `<name>_scaled`: hybrid_cnn's max-scaled MSE never sits beside raw MSEs."""
+        if not any(k in metrics for k in COUNTS):
+            return dict(metrics)
+        out = {m: metrics.get(f"{m}_counts") for m in REGRESSION}
+        out.update({f"{m}_scaled": metrics.get(m) for m in REGRESSION})
+        out.update({k: v for k, v in metrics.items() if k not in out and k not in COUNTS and k not in REGRESSION})
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "metrics": list(self.metrics_names), "transform": self.transform.to_json(),
