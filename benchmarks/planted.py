@@ -6,7 +6,10 @@ tokens; extraction is resumable, so a second run only trains):
 - `default`: synth's default text (4-7 filler words from ~60, one lucky word per user), 12 users;
 - `wordy`: 6-16 filler words from a 330-word vocabulary and a user-conditional topic word
   (`--text-words 6-16 --vocab 330 --text-signal topic`), 10 users: the data of issue 9,
-  where a text encoder that memorizes word combinations loses to its own ablation.
+  where a text encoder that memorizes word combinations loses to its own ablation;
+- `modality` (only when asked: `--variants modality`): `--modality-signal mixed`, 12 users,
+  half with their signal in the image only, half in the text only (issue 19): where UHAN's
+  per-user inter-modal attention should beat its fixed-average ablation (`UHAN w/o inter`).
 
 Every regression head and UHAN ablation trains at its DEFAULTS (no --set but `threads`:
 the data-aware defaults pick the small-data regime), on the default chronological split;
@@ -16,7 +19,10 @@ paired difference of UHAN's test MSE to every other row seed by seed (95 % inter
 lines check the issue's bar on each: UHAN's mean test MSE below 0.8x HisAve's and below
 UHAN without user, without visual and without text.
 
-    python benchmarks/planted.py [--posts 1500] [--image-size 224] [--variants default wordy] [--seeds 5] [--workdir benchmarks/out/planted]
+    python benchmarks/planted.py [--posts 1500] [--image-size 224] [--variants default wordy] [--seeds 5]
+        [--set max_steps=200] [--only "UHAN" "UHAN w/o inter"] [--workdir benchmarks/out/planted]
+
+`--set` adds a setting to every torch row (a step cap for a quick look: then not the defaults).
 """
 from __future__ import annotations
 
@@ -40,7 +46,9 @@ from _seeds import add_seeds_flag, comparison_lines, per_seed
 VARIANTS = {
     "default": SynthConfig(users=12),
     "wordy": SynthConfig(users=10, text_words=(6, 16), vocab=330, text_signal="topic"),
+    "modality": SynthConfig(users=12, modality_signal="mixed"),
 }
+DEFAULT_VARIANTS = ["default", "wordy"]
 TORCH = ["threads=1"]  # a run setting only: the model settings are the heads' defaults
 RUNS: list[tuple[str, str, list[str], list[str]]] = [  # (label, head, ablations, sets)
     ("HisAve", "hisave", [], []),
@@ -93,7 +101,8 @@ def main() -> None:
     ap.add_argument("--posts", type=int, default=1500)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], help="KEY=VALUE added to every torch row")
     add_seeds_flag(ap)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "planted")
     ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all; none: extract only)")
@@ -110,6 +119,7 @@ def main() -> None:
             if a.only is not None and label not in a.only:
                 continue
             t = time.perf_counter()
+            sets = sets + a.sets if sets is TORCH else sets
             run_dir = train(TrainOptions(dataset=dataset, head=head, stores=roles, sets=parse_sets(sets), ablate=ablate,
                                          repeats=a.seeds, runs=runs, cache=cache))
             m = load_run(run_dir).metrics or {}
@@ -130,8 +140,8 @@ def main() -> None:
         print("\n".join(comparison_lines(res["rows"], "UHAN", "mse", higher_is_better=False)))
         for k, ok in res["checks"].items():
             print(f"{'PASS' if ok else 'FAIL'} {variant} {k}")
-    out = w / ("planted.json" if a.variants == list(VARIANTS) else f"planted-{'-'.join(a.variants)}.json")
-    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seeds": a.seeds, "torch_sets": TORCH,
+    out = w / ("planted.json" if a.variants == DEFAULT_VARIANTS else f"planted-{'-'.join(a.variants)}.json")
+    out.write_text(json.dumps({"posts": a.posts, "image_size": a.image_size, "seeds": a.seeds, "torch_sets": TORCH + a.sets,
                                "extract_seconds": t_extract, "total_seconds": time.perf_counter() - t0,
                                "variants": results}, indent=1, default=list))
     print(f"wrote {out}")

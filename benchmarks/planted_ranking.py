@@ -14,7 +14,11 @@ CPU-sized: AMNL at dim 64 (paper 400) and text_dim 64, lr 0.001 and beta 0.01 (a
 paper's lr 0.01 and a smaller beta the model memorizes the 480 tweets: train AUC > 0.93,
 test < 0.6), every torch head capped at `--steps` batches.
 
-    python benchmarks/planted_ranking.py [--posts 480] [--steps 300] [--seeds 5] [--only LABEL ...] [--workdir ...]
+`--shape followee` runs the second shape (`pipe synth --task ranking --shape followee`: 300
+users, 60 accounts, 1,500 tweets, tastes driven by the influential followee; not yet measured
+here), in its own folder under the workdir.
+
+    python benchmarks/planted_ranking.py [--shape default|followee] [--posts 480] [--steps 300] [--seeds 5] [--only LABEL ...] [--workdir ...]
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 from pipeline import api
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import parse_split
-from pipeline.data.synth_ranking import synth
+from pipeline.data.synth_ranking import SHAPES, synth
 from pipeline.train import tasks
 
 from _seeds import add_seeds_flag, comparison_lines, per_seed, summary
@@ -65,18 +69,21 @@ def ceiling(dataset: str, cache: Path, signals: dict) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posts", type=int, default=480)
+    ap.add_argument("--shape", default="default", choices=list(SHAPES), help="the synth's shape (synth_ranking.SHAPES)")
+    ap.add_argument("--posts", type=int, help="tweets (default: the shape's, 480 / 1,500)")
     ap.add_argument("--steps", type=int, default=300, help="max_steps of every torch head")
     ap.add_argument("--workdir", type=Path, default=Path("benchmarks/out/planted_ranking"))
     ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
     ap.add_argument("--full", default="AMNL", help="the row every paired difference is taken from")
     add_seeds_flag(ap)
     a = ap.parse_args()
-    w = a.workdir
+    config, posts = SHAPES[a.shape]
+    a.posts = a.posts or posts
+    w = a.workdir if a.shape == "default" else a.workdir / a.shape
     cache, runs, data = w / "cache", w / "runs", w / "data"
     t0 = time.perf_counter()
     if not (data / "posts.parquet").exists():
-        synth(data, a.posts, image_size=64, seed=0)
+        synth(data, a.posts, image_size=64, seed=0, config=config)
     api.ingest(data / "posts.parquet", "ranking", cache=cache, interactions=data / "interactions.parquet",
                follows=data / "follows.parquet")
     visual = api.extract("ranking", "vgg16", layer="fc7", image_size=64, weights="random", cache=cache, quiet=True)
@@ -100,7 +107,7 @@ def main() -> None:
     print("\n".join(comparison_lines(rows, a.full, "auc")))
     top = ceiling("ranking", cache, json.loads((data / "signals.json").read_text()))
     print(f"{'planted score (ceiling)':22s} P@1 {top['p@1']:.3f}  P@3 {top['p@3']:.3f}  AUC {top['auc']:.3f}")
-    out = {"posts": a.posts, "steps": a.steps, "seeds": a.seeds, "amnl_config": AMNL, "prepare_seconds": round(prep_s, 1),
+    out = {"shape": a.shape, "posts": a.posts, "steps": a.steps, "seeds": a.seeds, "amnl_config": AMNL, "prepare_seconds": round(prep_s, 1),
            "rows": rows, "ceiling": {k: round(v, 4) for k, v in top.items()}}
     path = w / "planted_ranking.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ groups: B/|T| of it per batch of B groups out of |T| (per pass: mean hinges + be
 i.e. the paper's summed objective with beta times the pairs per batch); `penalty=batch` adds it
 to every batch (before issue 19: ~|T|/B times stronger). The history logs `train_hinge` and
 `train_penalty` apart. Adam at the paper's learning rate 0.01 by default; the paper's
-"SGD with AdaGrad" is `--set optimizer=adagrad`. Negatives, split and candidates
+"SGD with AdaGrad" is `--set optimizer=adagrad`; `--set regime=paper` sets all of the paper's
+(fusion=product, optimizer=adagrad, lr=0.01, penalty=pass; an explicit --set still wins). Negatives, split and candidates
 are the ranking task's (2 per positive, `--task-set negatives=N`; followees' earlier tweets not
 retweeted in training).
 
@@ -216,6 +217,8 @@ class AMNL(RankingHead, VisualTextHead):
     __doc__ = __doc__
     name = "amnl"
     Config = AMNLConfig
+    # `--set regime=paper`: the paper's product score, "SGD with AdaGrad" at .01, beta once per pass
+    paper_settings = {"fusion": "product", "optimizer": "adagrad", "lr": 0.01, "penalty": "pass"}
     ABLATIONS = ABLATIONS
     visual_role = Role(("vector",), "vgg16-fc7", modality="image")
     text_role = Role(("tokens",), "tokens", modality="text")

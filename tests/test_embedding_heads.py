@@ -178,3 +178,64 @@ def test_synth_embedding_writes_ingestible_posts(tmp_path):
     assert rep.rows == 40
     with pytest.raises(PipeError, match="unknown option"):
         synth(tmp_path / "u", 10, colours=3)
+
+
+def _fit_with(cache: Path, extra: list[str]):
+    head = heads.get("dman")(build_config("dman", DMANConfig, parse_sets(SMALL + extra)))
+    head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
+    parts = _parts(cache, _labelled_posts(cache))
+    head.fit(parts["train"], parts["valid"])
+    return head, parts
+
+
+@pytest.mark.slow
+def test_stop_on_classifier_watches_the_reported_classifiers_valid_map(cache):
+    """Issue 19: with stop_on=classifier the early-stopping criterion is the valid mAP of the
+    classifier fitted on the probe posts' embeddings; a tiny valid part doubles the patience."""
+    from heads.dman import SMALL_VALID, sized_patience
+    from pipeline.train.tasks.embedding import embedding_metrics
+
+    head, parts = _fit_with(cache, ["stop_on=classifier"])
+    assert len(parts["valid"]) < SMALL_VALID and head.config.patience == 4 == sized_patience(2, len(parts["valid"]))
+    assert any("patience doubled to 4" in n for n in head.fit_notes())
+    best = max(h["valid_map"] for h in head.history if h["valid_map"] is not None)
+    assert head.train_info["best_valid"] == pytest.approx(best)
+    # the best weights are restored: the classifier criterion recomputed on them gives the best value
+    train = parts["train"].subset(np.flatnonzero(head.usable(parts["train"])[0]))
+    rows = np.sort(np.random.default_rng(head.config.seed).permutation(len(train))[: head.config.probe_posts])
+    ref, emb = head.embed(train.subset(rows)), head.embed(parts["valid"])
+    conf = head._probe_classifier(ref, head.targets(train.subset(rows)), emb, parts["valid"])
+    assert embedding_metrics(head.targets(parts["valid"]), conf)["map"] == pytest.approx(best, abs=1e-6)
+    probe, _ = _fit_with(cache, [])
+    assert probe.config.patience == 2 and not any("patience" in n for n in probe.fit_notes())
+    assert [h["valid_map"] for h in probe.history] != [h["valid_map"] for h in head.history]
+    with pytest.raises(PipeError, match="stop_on"):
+        heads.get("dman")(build_config("dman", DMANConfig, parse_sets(["stop_on=never"]))).check_config()
+
+
+@pytest.mark.slow
+def test_dead_tag_outputs_go_to_the_notes(cache, monkeypatch):
+    import heads.dman as dman
+
+    monkeypatch.setattr(dman, "dead_outputs", lambda outputs, tol=1e-6: 3)
+    head, _ = _fit_with(cache, [])
+    assert head.train_info["dead_tag_outputs"] == 3
+    assert any(n.startswith(f"3 of {len(head.meta['tags'])} tag outputs are constant") for n in head.fit_notes())
+
+
+def test_synth_embedding_noisy_shape_more_classes_noisier_tags(tmp_path):
+    """Issue 19: `--shape noisy`: 12 classes, up to 4 per image, fewer true tags and more false ones."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "n"), "--task", "embedding", "--shape", "noisy",
+                                   "--posts", "300", "--image-size", "16"])
+    assert res.exit_code == 0, res.output
+    posts = pl.read_parquet(tmp_path / "n" / "posts.parquet")
+    truth = pl.read_parquet(tmp_path / "n" / "truth.parquet")
+    assert len({x for r in posts["labels"].to_list() for x in r}) == 12 and posts["labels"].list.len().max() == 4
+    shown = truth["classes"].list.len().sum()
+    recall = 1 - truth["tags_dropped"].list.len().sum() / shown
+    assert 0.5 < recall < 0.7 and 0.2 < (truth["tags_false"].list.len() > 0).mean() < 0.4

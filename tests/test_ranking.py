@@ -190,3 +190,19 @@ def test_score_ranks_new_posts_for_followers_or_given_users(tmp_path):
               users=["r0", "stranger"])
     s2 = pl.read_parquet(tmp_path / "s2.parquet").sort("user_id", "rank")
     assert s2.height == 6 and s2.filter(pl.col("user_id") == "r0")["rank"].to_list() == [1, 2, 3]
+
+
+def test_synth_ranking_followee_shape_has_more_users_and_followee_driven_tastes(tmp_path):
+    """Issue 19: `--shape followee` (300 users, 1,500 tweets by default): tastes follow the influencer."""
+    from pipeline.data.synth_ranking import SHAPES
+
+    out = tmp_path / "f"
+    r = CliRunner().invoke(cli.app, ["synth", str(out), "--task", "ranking", "--shape", "followee", "--posts", "120",
+                                     "--image-size", "8"])
+    assert r.exit_code == 0, r.output
+    sig = json.loads((out / "signals.json").read_text())
+    assert len(sig["users"]) == 300 and len(sig["accounts"]) == 60 and SHAPES["followee"][1] == 1500
+    topic = {a: v["topic"] for a, v in sig["accounts"].items()}
+    assert np.mean([v["taste"] == topic[v["influencer"]] for v in sig["users"].values()]) > 0.9  # 0.95 + chance
+    r = CliRunner().invoke(cli.app, ["synth", str(tmp_path / "x"), "--task", "ranking", "--shape", "noisy"])
+    assert r.exit_code == 2 and "default, followee" in r.output

@@ -169,3 +169,49 @@ def test_cli_synth_variant_flags(tmp_path):
     assert (cfg["text_words"], cfg["vocab"], cfg["text_signal"]) == ([6, 16], 100, "topic")
     res = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--posts", "40", "--text-words", "many"])
     assert res.exit_code == 2 and "LOW-HIGH" in res.output
+
+
+def test_modality_signal_mixed_plants_image_only_and_text_only_users(tmp_path, data):
+    """Issue 19: with --modality-signal mixed half the users' signal is in the image only, half in
+    the text only; the posts are the default's, only the scores differ."""
+    out, default_df, _, _ = data
+    cfg = SynthConfig(modality_signal="mixed")
+    df = pl.read_parquet(synth(tmp_path / "m", posts=400, image_size=32, seed=7, config=cfg))
+    truth = pl.read_parquet(tmp_path / "m" / "truth.parquet")
+    users = json.loads((tmp_path / "m" / "signals.json").read_text())["users"]
+    assert Counter(u["carrier"] for u in users.values()) == {"image": 5, "text": 5}
+    same = [c for c in df.columns if c not in ("score", "views")]
+    assert df.select(same).equals(default_df.select(same))
+    t = df.join(truth, on="post_id").with_columns(
+        carrier=pl.col("user_id").replace_strict({k: v["carrier"] for k, v in users.items()}))
+    total = cfg.object_effect + cfg.word_effect
+    rest = t["base"] + t["trend"] + t["category_effect"] + t["noise"]
+    img = (t["carrier"] == "image").cast(pl.Float64)
+    want = rest + total * (img * t["object_hit"].cast(pl.Float64) + (1 - img) * t["word_hit"].cast(pl.Float64))
+    np.testing.assert_allclose(t["score"].to_numpy(), want.to_numpy(), atol=1e-9)
+    # the planted signal, recovered from the data alone: within a user, the score gap between
+    # posts with and without the lucky object (word) is ~3 for image (text) users, ~0 otherwise
+    t = t.with_columns(resid=pl.col("score") - pl.col("base") - pl.col("trend") - pl.col("category_effect"))
+    for carrier, hit, other in (("image", "object_hit", "word_hit"), ("text", "word_hit", "object_hit")):
+        g = t.filter(pl.col("carrier") == carrier)
+        gap = lambda col: g.filter(pl.col(col))["resid"].mean() - g.filter(~pl.col(col))["resid"].mean()  # noqa: E731
+        assert gap(hit) == pytest.approx(total, abs=0.4) and abs(gap(other)) < 0.4
+    with pytest.raises(PipeError, match="modality-signal"):
+        synth(tmp_path / "bad", posts=20, image_size=8, config=SynthConfig(modality_signal="image"))
+
+
+def test_cli_modality_signal_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), "--posts", "40", "--image-size", "8", "--users", "4",
+                                   "--modality-signal", "mixed"])
+    assert res.exit_code == 0, res.output
+    signals = json.loads((tmp_path / "w" / "signals.json").read_text())
+    assert signals["config"]["modality_signal"] == "mixed"
+    assert sorted(u["carrier"] for u in signals["users"].values()) == ["image", "image", "text", "text"]
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--posts", "40", "--task", "ranking",
+                                   "--modality-signal", "mixed"])
+    assert res.exit_code == 2 and "--modality-signal" in res.output

@@ -189,3 +189,25 @@ def test_build_optimizer_names_and_checks():
             build_optimizer(w, bad)
     with pytest.raises(PipeError, match="optimizer"):
         Trainer(TrainConfig(optimizer="lbfgs"))
+
+
+@pytest.mark.slow
+def test_what_a_fit_finds_goes_to_the_runs_notes(tmp_path, monkeypatch):
+    """Issue 19: a head's fit_notes (DMAN: dead tag outputs, the sized patience) reach config.json's notes."""
+    import json
+
+    import heads
+    from pipeline.run.train import TrainOptions, train
+    from tests import _tiny_data as tiny
+
+    tiny.make_dataset(tmp_path, n=40, seed=1)
+    cls = heads.get("hisave")
+    monkeypatch.setattr(cls, "fit_notes", lambda self: ["3 of 9 outputs ended constant"], raising=False)
+    said: list[str] = []
+    run = train(TrainOptions(dataset="tiny", head="hisave", repeats=2, runs=tmp_path / "runs", cache=tmp_path), say=said.append)
+    assert json.loads((run / "config.json").read_text())["notes"][-1] == "3 of 9 outputs ended constant"
+    assert [n for n in said if "ended constant" in n] == ["repeat 1: 3 of 9 outputs ended constant",
+                                                          "repeat 2: 3 of 9 outputs ended constant"]
+    from pipeline.head.base import Head
+
+    assert Head.fit_notes(cls.__new__(cls)) == []  # the base default: nothing to say

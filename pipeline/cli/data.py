@@ -27,6 +27,12 @@ def synth_cmd(
                                         show_default="~15 uses per word, at most 60"),
     text_signal: Optional[str] = typer.Option(None, "--text-signal", help="word: one lucky word per user; topic: "
                                               "any of the 4 words of a lucky topic.", show_default="word"),
+    modality_signal: Optional[str] = typer.Option(None, "--modality-signal", help="both: a user's lucky object "
+                                                  "and word both count; mixed: half the users' signal is in the "
+                                                  "image only, half in the text only.", show_default="both"),
+    shape: Optional[str] = typer.Option(None, "--shape", help="ranking: default or followee (more users and "
+                                        "tweets, followee-driven tastes); embedding: default or noisy (noisier "
+                                        "tags, 12 classes).", show_default="default"),
     task: str = typer.Option("regression", "--task", help="regression (posts with a score), ranking (tweets, "
                              "interactions.parquet, follows.parquet: pipeline/data/synth_ranking.py), embedding "
                              "(posts with labels and tags: pipeline/data/synth_embedding.py) or sequence (scores "
@@ -35,11 +41,12 @@ def synth_cmd(
     """Write a synthetic dataset with planted signals (see pipeline/data/synth.py for the design)."""
     from pipeline.data.synth_kinds import synth_kind
 
-    text = {"text_words": text_words, "vocab": vocab, "text_signal": text_signal}
+    text = {"text_words": text_words, "vocab": vocab, "text_signal": text_signal, "modality_signal": modality_signal,
+            "shape": shape}
     kind = synth_kind(task, users, text)
     kw = {k: v for k, v in {"image_size": image_size, "seed": seed}.items() if v is not None}
     t0 = time.perf_counter()
-    path, holds = kind.make(out, posts if posts is not None else kind.posts, users, kw, text)
+    path, holds = kind.make(out, posts if posts is not None else kind.default_posts(shape), users, kw, text)
     console.print(f"wrote {path} ({holds}, images under {out / 'images'}) in {time.perf_counter() - t0:.1f}s; "
                   f"planted signals: {out / 'signals.json'}", highlight=False, soft_wrap=True)
 

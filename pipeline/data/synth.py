@@ -32,6 +32,13 @@ Planted score of a post by user u at time t (default `SynthConfig`):
   where a user's lucky signal is a topic (`TOPICS`, 4 words each) named by any one of its
   words, so a model must tie four rarer words to one effect among many fillers (a text
   model that memorizes word combinations overfits here: issue 9).
+- `modality_signal="mixed"` (`pipe synth --modality-signal mixed`, issue 19): users differ
+  in which modality carries their signal. Half the users (`carrier` "image" in
+  `signals.json`, drawn by a generator of its own so the rest of the data is the default's)
+  get `object_effect + word_effect` from their lucky object and nothing from their lucky
+  word; the other half ("text") the reverse. Posts still show an object and a signal word
+  as above; only the score differs. A per-user choice of modality (UHAN's inter-attention,
+  eqs 16-19) should help here; a fixed average of the two halves the carrying modality.
 - Three-level categories (5 categories x 3 subcategories x 2 concepts); a user posts in
   a favourite category 70 % of the time. Tags: 2-4 of the concept's tags.
 - `user_followers`: the user's follower count at posting time, log10 ~ 2 + 0.5 (base - 6),
@@ -49,7 +56,8 @@ decay 0.01, lr 3e-3): unregularised it overfits the 49x512 grids (test 1.13).
 
 Files written: `OUT/posts.parquet` (image paths relative to it), `OUT/images/*.jpg`,
 `OUT/truth.parquet` (per post: base, shown object, lucky flags, trend, noise) and
-`OUT/signals.json` (the design, `n_users` made, and each user's lucky object and word).
+`OUT/signals.json` (the design, `n_users` made, and each user's lucky object and word, which
+modality carries its signal and the effects of each).
 """
 from __future__ import annotations
 
@@ -98,6 +106,7 @@ TOPICS = [["sunset", "dusk", "twilight", "sundown"], ["puppy", "pup", "doggy", "
           ["coffee", "espresso", "cappuccino", "brew"], ["wedding", "bride", "groom", "vows"],
           ["ocean", "sea", "waves", "surf"], ["guitar", "chords", "strings", "riff"]]
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70: pseudo-words beyond FILLER_WORDS
+MODALITY_SIGNALS = ("both", "mixed")
 START = datetime(2023, 1, 1, tzinfo=timezone.utc)
 YEAR_S = 365 * 86400
 
@@ -118,6 +127,7 @@ class SynthConfig:
     text_words: tuple[int, int] = (4, 7)  # filler words per post, drawn uniformly in [low, high]
     vocab: int | None = None  # filler vocabulary size; None: sized for ~15 uses per word, at most 60 words
     text_signal: str = "word"  # word: one fixed lucky word per user | topic: any of its lucky topic's 4 words
+    modality_signal: str = "both"  # both: object and word count for every user | mixed: one of them per user
 
 
 def _texture(kind: str, size: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -223,6 +233,24 @@ def check_config(cfg: SynthConfig) -> None:
         raise PipeError(f"synth --text-words needs 0 <= low <= high (got {low}-{high})")
     if cfg.text_signal not in ("word", "topic"):
         raise PipeError(f"synth --text-signal takes word or topic (got {cfg.text_signal!r})")
+    if cfg.modality_signal not in MODALITY_SIGNALS:
+        raise PipeError(f"synth --modality-signal takes {' or '.join(MODALITY_SIGNALS)} (got {cfg.modality_signal!r})")
+
+
+def carriers(n_users: int, seed: int, cfg: SynthConfig) -> list[str]:
+    """Which modality carries each user's signal: "both" everywhere by default; for
+    `mixed`, half "image" and half "text" in random order, from a generator of its own
+    (so every other draw, and so the posts, are the default's)."""
+    if cfg.modality_signal == "both":
+        return ["both"] * n_users
+    order = np.random.default_rng([seed, 2]).permutation(n_users)
+    return ["image" if k % 2 == 0 else "text" for k in np.argsort(order)]
+
+
+def effects(carrier: str, cfg: SynthConfig) -> tuple[float, float]:
+    """(object effect, word effect) of a user whose signal `carrier` carries."""
+    total = cfg.object_effect + cfg.word_effect
+    return {"both": (cfg.object_effect, cfg.word_effect), "image": (total, 0.0), "text": (0.0, total)}[carrier]
 
 
 def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: SynthConfig | None = None) -> Path:
@@ -244,6 +272,7 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     favourite = rng.integers(len(cats), size=n_users)
     cat_effect = np.linspace(-cfg.category_effect, cfg.category_effect, len(cats))
     fillers = filler_vocab(posts, cfg)
+    carrier = carriers(n_users, seed, cfg)
 
     users = _every_user_posts(rng.choice(n_users, size=posts, p=activity / activity.sum()), n_users)
     seconds = np.sort(rng.uniform(0, YEAR_S, posts))
@@ -291,9 +320,10 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     for i, (r, tr) in enumerate(zip(rows, truth)):
         year = min(r["t"], YEAR_S) / YEAR_S
         tr["trend"] = cfg.trend_per_year * year
-        score = (tr["base"] + cfg.object_effect * tr["object_hit"] + cfg.word_effect * tr["word_hit"]
-                 + tr["trend"] + tr["category_effect"] + tr["noise"])
         u = int(r["user_id"][1:])
+        obj_effect, word_effect = effects(carrier[u], cfg)
+        score = (tr["base"] + obj_effect * tr["object_hit"] + word_effect * tr["word_hit"]
+                 + tr["trend"] + tr["category_effect"] + tr["noise"])
         days = (crawl - r["t"]) / 86400
         r.update(score=score, days=days, views=float(round((2 ** score - 1) * days)),
                  user_followers=float(round(followers0[u] * (1 + cfg.follower_growth * year))))
@@ -308,7 +338,8 @@ def synth(out: Path, posts: int, image_size: int = 64, seed: int = 0, config: Sy
     pl.DataFrame(truth, infer_schema_length=None).write_parquet(out / "truth.parquet")
     design = {"config": asdict(cfg), "posts": posts, "image_size": image_size, "seed": seed, "n_users": n_users, "users": {
         f"u{u:02d}": {"base": round(float(base[u]), 4), "lucky_object": OBJECTS[lucky_obj[u]][0],
-                      "lucky_word": SIGNAL_WORDS[lucky_word[u]],
+                      "lucky_word": SIGNAL_WORDS[lucky_word[u]], "carrier": carrier[u],
+                      "object_effect": effects(carrier[u], cfg)[0], "word_effect": effects(carrier[u], cfg)[1],
                       **({"lucky_topic": TOPICS[lucky_word[u]]} if cfg.text_signal == "topic" else {})}
         for u in range(n_users)}}
     (out / "signals.json").write_text(json.dumps(design, indent=2) + "\n")

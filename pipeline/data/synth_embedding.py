@@ -27,6 +27,9 @@ links (posts sharing a label) pull images with a common class together; DMAN_Tri
 (`--ablate tags`) has only the links. Cross-modal search: every class slug is also a tag,
 so each label is a query.
 
+Shapes (`--shape`, `SHAPES`): `default` as above; `noisy`: 12 classes (4 objects beyond the
+regression synth's), 1-4 per image, tag recall .6, a false slug on 30 % of posts, 2-5 noise tags.
+
 Files written: `OUT/posts.parquet` (image paths relative to it), `OUT/images/*.jpg`,
 `OUT/truth.parquet` (per post: classes, their quadrants, tags dropped / added) and
 `OUT/signals.json` (the design).
@@ -49,9 +52,18 @@ NOISE_TAGS = ("canon", "nikon", "iphone", "bokeh", "hdr", "film", "explore", "ph
               "macro", "light", "focus", "random")
 
 
+# Classes beyond the regression synth's 8 objects (`classes` up to 12; the default 8 are unchanged).
+CLASS_OBJECTS = OBJECTS + [
+    ("purple striped disc", (150, 40, 210), "disc", "hstripes"),
+    ("brown square", (140, 80, 30), "square", "solid"),
+    ("pink checkered triangle", (250, 150, 190), "triangle", "checker"),
+    ("lime striped diamond", (170, 250, 40), "diamond", "vstripes"),
+]
+
+
 @dataclass(frozen=True)
 class EmbeddingSynthConfig:
-    classes: int = 8  # object classes (at most the 8 objects of the regression synth)
+    classes: int = 8  # object classes (at most 12: the regression synth's 8 objects, then CLASS_OBJECTS)
     objects: tuple[float, ...] = (0.4, 0.35, 0.25)  # probability of showing 1, 2, 3 ... objects
     tag_recall: float = 0.8  # probability that a shown class's slug is among the tags
     tag_false: float = 0.1  # probability that a post also carries the slug of a class it does not show
@@ -59,13 +71,23 @@ class EmbeddingSynthConfig:
     users: int = 10  # users posting (the embedding heads ignore users)
 
 
+# `pipe synth --task embedding --shape NAME`: (options, posts when --posts is not given). `noisy`
+# (issue 19): 12 classes, up to 4 per image, tags with recall .6, a false class slug on 30 % of
+# posts and 2-5 noise tags: a tag output is a noisier label and there are more of them.
+SHAPES: dict[str, tuple[dict[str, object], int]] = {
+    "default": ({}, 1500),
+    "noisy": ({"classes": 12, "objects": (0.3, 0.3, 0.25, 0.15), "tag_recall": 0.6, "tag_false": 0.3,
+               "noise_tags": (2, 5)}, 600),
+}
+
+
 def class_names(n: int) -> list[str]:
-    return [name.replace(" ", "-") for name, *_ in OBJECTS[:n]]
+    return [name.replace(" ", "-") for name, *_ in CLASS_OBJECTS[:n]]
 
 
 def _check(cfg: EmbeddingSynthConfig) -> None:
-    if not 1 <= cfg.classes <= len(OBJECTS):
-        raise PipeError(f"synth --task embedding: classes must be 1..{len(OBJECTS)} (got {cfg.classes})")
+    if not 1 <= cfg.classes <= len(CLASS_OBJECTS):
+        raise PipeError(f"synth --task embedding: classes must be 1..{len(CLASS_OBJECTS)} (got {cfg.classes})")
     if not 1 <= len(cfg.objects) <= min(4, cfg.classes) or abs(sum(cfg.objects) - 1) > 1e-6:
         raise PipeError(f"synth --task embedding: objects {cfg.objects} must be probabilities of showing "
                         f"1..{min(4, cfg.classes)} objects that sum to 1")
@@ -85,7 +107,7 @@ def render_scene(shown: list[int], quadrants: list[int], size: int, rng: np.rand
         _shape(draw, ("disc", "square", "triangle", "diamond")[rng.integers(4)], (x, y, x + s, y + s), (g, g, g))
     half = size // 2
     for obj, q in zip(shown, quadrants):
-        _, colour, shape, texture = OBJECTS[obj]
+        _, colour, shape, texture = CLASS_OBJECTS[obj]
         s = max(int(rng.uniform(0.32, 0.45) * size), 4)
         x0, y0 = (q % 2) * half, (q // 2) * half
         x, y = x0 + int(rng.integers(0, max(half - s, 0) + 1)), y0 + int(rng.integers(0, max(half - s, 0) + 1))

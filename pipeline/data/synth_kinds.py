@@ -6,6 +6,7 @@ in `KINDS`; a new kind is one entry here, never a branch in the CLI.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,22 +21,23 @@ def _posts(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[
     from pipeline.data.synth import SynthConfig, n_users_for, parse_text_words, synth
 
     variant = {"text_words": parse_text_words(text["text_words"]) if text.get("text_words") is not None else None,
-               "vocab": text.get("vocab"), "text_signal": text.get("text_signal")}
+               "vocab": text.get("vocab"), "text_signal": text.get("text_signal"),
+               "modality_signal": text.get("modality_signal")}
     path = synth(out, n, config=SynthConfig(users=users, **{k: v for k, v in variant.items() if v is not None}), **kw)
     return path, f"{n} posts by {n_users_for(n, users)} users"
 
 
 def _ranking(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
-    from pipeline.data.synth_ranking import RankingSynthConfig, synth
+    from pipeline.data.synth_ranking import SHAPES, synth
 
-    cfg = RankingSynthConfig(**({"users": users} if users is not None else {}))
+    cfg = dataclasses.replace(SHAPES[text.get("shape") or "default"][0], **({"users": users} if users is not None else {}))
     return synth(out, n, config=cfg, **kw), "interactions.parquet, follows.parquet"
 
 
 def _embedding(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
-    from pipeline.data.synth_embedding import synth
+    from pipeline.data.synth_embedding import SHAPES, synth
 
-    return synth(out, n, **kw), "labels and tags in the posts"
+    return synth(out, n, **kw, **SHAPES[text.get("shape") or "default"][0]), "labels and tags in the posts"
 
 
 def _sequence(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
@@ -44,18 +46,34 @@ def _sequence(out: Path, n: int, users: int | None, kw: dict[str, Any], text: di
     return synth(out, n, config=SequenceSynthConfig(users=users), **kw), "scores with a planted temporal context effect"
 
 
+def _ranking_shapes() -> dict[str, int]:
+    from pipeline.data.synth_ranking import SHAPES
+
+    return {k: posts for k, (_, posts) in SHAPES.items()}
+
+
+def _embedding_shapes() -> dict[str, int]:
+    from pipeline.data.synth_embedding import SHAPES
+
+    return {k: posts for k, (_, posts) in SHAPES.items()}
+
+
 @dataclass(frozen=True)
 class SynthKind:
     make: Make  # (out, posts, users, {image_size, seed}, text options) -> (posts file, what it holds)
     posts: int  # --posts when none is given
     users: bool = True  # takes --users
-    text: bool = False  # takes --text-words / --vocab / --text-signal
+    text: bool = False  # takes --text-words / --vocab / --text-signal / --modality-signal
+    shapes: Callable[[], dict[str, int]] = dict  # --shape names it takes -> their posts when --posts is not given
+
+    def default_posts(self, shape: str | None) -> int:
+        return self.shapes().get(shape or "default", self.posts)
 
 
 KINDS: dict[str, SynthKind] = {
     "regression": SynthKind(_posts, DEFAULT_POSTS, text=True),  # posts with a score (pipeline/data/synth.py)
-    "ranking": SynthKind(_ranking, 480),  # tweets, retweets and follows (synth_ranking.py)
-    "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False),  # posts with labels and tags (synth_embedding.py)
+    "ranking": SynthKind(_ranking, 480, shapes=_ranking_shapes),  # tweets, retweets and follows (synth_ranking.py)
+    "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False, shapes=_embedding_shapes),  # posts with labels and tags (synth_embedding.py)
     "sequence": SynthKind(_sequence, DEFAULT_POSTS),  # scores that depend on the posts just before (synth_sequence.py)
 }
 
@@ -65,7 +83,10 @@ def synth_kind(name: str, users: int | None, text: dict[str, Any]) -> SynthKind:
     if name not in KINDS:
         raise PipeError(f"--task {name!r}: choose {', '.join(KINDS)}")
     kind = KINDS[name]
-    given = [f"--{k.replace('_', '-')}" for k, v in text.items() if v is not None]
+    shape = text.get("shape")
+    if shape is not None and shape not in kind.shapes():
+        raise PipeError(f"--shape {shape!r}: --task {name} takes " + (", ".join(kind.shapes()) or "no --shape"))
+    given = [f"--{k.replace('_', '-')}" for k, v in text.items() if v is not None and k != "shape"]
     if given and not kind.text:
         raise PipeError(f"{', '.join(given)}: options of the regression synth, not of --task {name}")
     if users is not None and not kind.users:

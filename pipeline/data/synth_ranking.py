@@ -27,6 +27,10 @@ text together (AMNL_i / `--ablate text`: image only, AMNL_d / `--ablate visual`:
 only, each noisier); the followee attention can carry an influencer's taste to a follower
 with few training retweets (`--ablate followees` removes it).
 
+Shapes (`--shape`, `SHAPES`): `default` as above; `followee`: 300 users, 60 accounts, 12
+influencers, 1,500 tweets, tastes shared with the influencer with probability .95, an
+influencer tweeting its own topic 80 % of the time, 2-4 other followees.
+
 Files: `OUT/posts.parquet` (posts contract; score = log2(retweets + 1), `retweets`),
 `OUT/images/*.jpg`, `OUT/interactions.parquet` (user_id, post_id, at),
 `OUT/follows.parquet` (user_id, followee_id) and `OUT/signals.json` (the design, each
@@ -61,6 +65,16 @@ class RankingSynthConfig:
     taste_effect: float = 3.0  # retweet logit for a tweet of the user's taste
     popularity_sd: float = 0.7  # sd of the per-account popularity logit
     days: int = 60  # tweets are posted over this many days
+
+
+# `pipe synth --task ranking --shape NAME`: (config, posts when --posts is not given). `followee`
+# (issue 19, shaped like the hidden dataset AMNL lost on): more users and tweets, and tastes
+# driven by the influential followee (shared with probability .95; influencers tweet their topic 80 %).
+SHAPES: dict[str, tuple[RankingSynthConfig, int]] = {
+    "default": (RankingSynthConfig(), 480),
+    "followee": (RankingSynthConfig(users=300, accounts=60, influencers=12, follows=(2, 4), taste_share=0.95,
+                                    own_topic=0.8), 1500),
+}
 
 
 def _check(cfg: RankingSynthConfig, posts: int) -> None:

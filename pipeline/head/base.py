@@ -10,8 +10,13 @@ saved config. Task settings (a ranking task's negatives, a sequence head's windo
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 
 Everything the rest of the code asks a head is declared here with a default (as
+<<<<<<< HEAD
+scikit-learn's estimator tags): `search_space`, `small_data`, `paper_settings`, `target_transform`,
+`on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
+=======
 scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
 `on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, `restored_step`, the config's
+>>>>>>> main
 `ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
 callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
 (tests/test_head_contract.py scans for it).
@@ -68,6 +73,7 @@ class Head(ABC):
     task_defaults: ClassVar[dict[str, Any]] = {}  # task settings it needs a value of, unless given (DSN: window)
     search_space: ClassVar[dict[str, tuple]] = {}  # `pipe tune`: name -> ("log"|"float"|"int", lo, hi) | ("cat", [...])
     small_data: ClassVar[dict[str, Any]] = {}  # config values of the small-data regime (pipeline/train/regime.py)
+    paper_settings: ClassVar[dict[str, Any]] = {}  # config values `--set regime=paper` sets where the defaults left the paper
     target_transform: ClassVar[str] = "none"  # regression target scale unless --target-transform says (targets.py)
     on_dask: ClassVar[bool] = False  # trains on a dask cluster when --scheduler / --dask-workers are given
 
@@ -154,6 +160,11 @@ class Head(ABC):
         in training; None for a head that keeps no users (`pipe score` then judges from the
         run's training posts)."""
         return None
+
+    def fit_notes(self) -> list[str]:
+        """What the last fit found that a user should read (e.g. outputs that ended constant);
+        `pipe train` says them and keeps repeat 0's in the run's notes. None by default."""
+        return []
 
     def explain(self, data: HeadData) -> list[Explanation] | None:
         """One Explanation per post of `data`, in order; None for a head without attention.

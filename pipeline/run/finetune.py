@@ -240,10 +240,8 @@ class Finetune(ModelWrapper):
                          "they were trained on as posts without an image")
         if k == 0:  # the run's record: the role's store is the fine-tuned one
             doc = json.loads((run.dir / "config.json").read_text())
-            doc["stores"] = {**doc.get("stores", {}), **describe_stores({self.role: store})}
-            doc["finetune"] = {**doc.get("finetune", {}), "backbone_file": str(path), "store": store.extractor_id}
-            doc["notes"] = doc.get("notes", []) + notes
-            run.write_config(doc)
+            run.add_notes(notes, stores={**doc.get("stores", {}), **describe_stores({self.role: store})},
+                          finetune={**doc.get("finetune", {}), "backbone_file": str(path), "store": store.extractor_id})
         return notes
 
     def close(self) -> None:

@@ -147,6 +147,11 @@ class RunWriter:
         """config.json with `changes` merged in (what the run learned while fitting: never improved)."""
         _write_json(self.dir / CONFIG, {**json.loads((self.dir / CONFIG).read_bytes()), **changes})
 
+    def add_notes(self, notes: list[str], **updates: Any) -> None:
+        """Append `notes` to config.json's notes (found during training), with other top-level updates."""
+        doc = json.loads((self.dir / CONFIG).read_bytes())
+        self.update_config({**updates, "notes": doc.get("notes", []) + list(notes)})
+
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
         append_line(self.dir / TRAIN_LOG, json.dumps(json_safe({"time": now_utc(), **event}), allow_nan=False))

@@ -317,6 +317,11 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
     if plan.finetune:  # predictions come from a store extracted with the fine-tuned backbone
         for n in plan.finetune.finish(head, k, run, data, opts.dataset, opts.cache):
             say(n)
+    found = head.fit_notes()
+    for n in found:
+        say(f"repeat {k + 1}: {n}" if opts.repeats > 1 else n)
+    if k == 0 and found:
+        run.add_notes(found)
     if not reported:  # a head that evaluates only at the end (lightgbm, svr): its curve now
         for h in _history_lines(head):
             run.log({"event": "valid", "repeat": k, "seed": seed, **h})
@@ -375,7 +380,7 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
         test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
         untrained = never_improved_note(plan, repeats)
         if untrained:  # kept, but said: in the notes, config.json, metrics.json and at the end of `pipe train`
-            run.update_config({"notes": plan.notes + [untrained], "never_improved": True})
+            run.add_notes([untrained], never_improved=True)  # after the notes a fit added (fit_notes, finetune)
             say(untrained)
         run.write_metrics({"valid": valid_mean, "test": test_mean,
                            "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,

@@ -10,7 +10,10 @@ and `pipe tune`):
 
 - `auto` (default): `small` when the training part has fewer than `SMALL_DATA` (20,000)
   examples, else `paper`;
-- `paper`: the config's own defaults, the paper's settings exactly;
+- `paper`: the config's own defaults; asked for explicitly (`--set regime=paper`), also the
+  head's declared `paper_settings`, where a default was changed away from the paper's by a
+  measurement (AMNL: fusion, optimizer), so the paper's settings exactly. `auto` above
+  SMALL_DATA keeps the measured defaults;
 - `small`: the head's `small_data` values (declared next to its Config: smaller dims,
   dropout, weight decay, text regularization) plus a schedule scaled to the training
   part: evaluate about twice an epoch (`eval_every` = epoch/2 batches, 4..64), stop after
@@ -69,7 +72,10 @@ def resolve_regime(head_cls: type, config: Any, n_train: int, explicit: set[str]
     info: dict[str, Any] = {"regime": use, "asked": asked, "train_examples": n_train,
                             "rule": f"small below {SMALL_DATA:,} training examples", "applied": {}}
     if use == "paper":
-        return dataclasses.replace(config, regime="paper"), info
+        names = {f.name for f in dataclasses.fields(config)}
+        paper = head_cls.paper_settings if asked == "paper" else {}
+        info["applied"] = {k: v for k, v in paper.items() if k in names and k not in explicit}
+        return dataclasses.replace(config, regime="paper", **info["applied"]), info
     names = {f.name for f in dataclasses.fields(config)}
     values = dict(head_cls.small_data)
     bs = config.batch_size if "batch_size" in explicit else values.get("batch_size", config.batch_size)
@@ -85,7 +91,9 @@ def describe(info: dict[str, Any] | None) -> str | None:
         return None
     n = info["train_examples"]
     if info["regime"] == "paper":
-        return f"regime paper ({n:,} training examples): the paper's settings"
+        paper = ", ".join(f"{k}={v}" for k, v in info["applied"].items())
+        return (f"regime paper ({n:,} training examples): the config's defaults"
+                + (f", with the paper's {paper}" if paper else ""))
     vals = ", ".join(f"{k}={v}" for k, v in info["applied"].items()) or "nothing (all given with --set)"
     return (f"regime small ({n:,} training examples, {info['rule']}): set {vals}; "
             "--set regime=paper for the paper's settings, --set key=value to change one")
