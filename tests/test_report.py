@@ -177,3 +177,17 @@ def test_fifty_runs_stay_readable(world, tmp_path):
     assert page.tables == 1 and sum(f'href="#run-hisave-{k:02d}"' in text for k in range(50)) == 50
     assert "<details open>" not in text  # sections start folded
     assert len(text) < 20_000_000
+
+
+def test_a_curve_without_a_finite_value_is_a_note_not_empty_axes(tmp_path):
+    """A head fitted in one go logs evaluations without the criterion (svr): the report said so with
+    a plot of empty axes; now it says so in words and draws no such plot."""
+    from pipeline.evaluate.report import validation_curves
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "r", "head": "svr", "task": {"name": "regression",
+                                                                                       "criterion": "mse"}}))
+    (run / "train_log.jsonl").write_text(json.dumps({"event": "valid", "repeat": 0, "step": 0, "value": 1.0}) + "\n"
+                                         + json.dumps({"event": "valid", "repeat": 1, "step": 3, "valid_mse": 0.5}) + "\n")
+    assert list(validation_curves(load_run(run))) == ["repeat 1"]

@@ -190,7 +190,7 @@ def validation_curves(run: Run) -> dict[str, tuple[list[float], list[float | Non
             x, y = series.setdefault(f"repeat {e.get('repeat', 0)}", ([], []))
             x.append(e["step"])
             y.append(e.get(f"valid_{crit}"))
-    return series
+    return {k: (x, y) for k, (x, y) in series.items() if any(v is not None for v in y)}  # no empty axes
 
 
 def _error_by_activity(test: pl.DataFrame, stats: pl.DataFrame) -> bytes | None:
@@ -308,7 +308,7 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
         crit = tasks.get(run.task).criterion
         figs.append(img(plots.curves(curves, "step", f"valid {crit}", "validation curve"), f"{run.name}: validation"))
     else:
-        parts.append(note("no validation curve in train_log.jsonl (a head fitted in one go)"))
+        parts.append(note("no validation curve in train_log.jsonl (a head fitted in one go, or no finite value)"))
     if run.status != "done":
         parts.append(note(f"the run is {run.status}: no predictions to plot"))
     else:
