@@ -44,6 +44,27 @@ def _shard_ids(store: Path) -> list[str]:
     return ids
 
 
+def _wait_for_lock_release(store: Path, seconds: float = 30) -> None:
+    """Until the store's lock is free: the DataLoader worker inherited the lock's open file, and
+    the kernel frees the lock when the last process holding it has exited (a moment after SIGKILL
+    on a loaded machine; `p.wait()` reaps the CLI only)."""
+    import fcntl
+
+    deadline = time.monotonic() + seconds
+    fd = os.open(store / ".lock", os.O_RDONLY)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"the store lock is still held {seconds} s after SIGKILL"
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+
+
 def test_sigkill_mid_run_then_rerun_resumes(tmp_path, weights):
     cache = tmp_path / "cache"
     rows = image_posts(cache, "d", 24)
@@ -60,6 +81,7 @@ def test_sigkill_mid_run_then_rerun_resumes(tmp_path, weights):
     p.wait()
     assert p.returncode == -signal.SIGKILL
     store = next(features.iterdir())
+    _wait_for_lock_release(store)
     kept = {f.name: f.read_bytes() for f in store.glob("shard-*.h5")}  # complete by construction (renamed)
     assert 1 <= len(kept) < 12, "the kill came too late to test a resume"
 
