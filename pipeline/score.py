@@ -207,8 +207,9 @@ class RunContext:
 
 
 def run_context(run: Run, cache: str | Path | None) -> RunContext:
-    task = tasks.get(run.task)(run.task_described.get("target", "score"))
-    task.restore(run.task_described)  # its config, the fitted target transform: scores come back in counts
+    described = run.task_described  # built from config.json on each access: once here
+    task = tasks.get(run.task)(described.get("target", "score"))
+    task.restore(described)  # its config, the fitted target transform: scores come back in counts
     ctx = RunContext(task, load_side_tables(run.config["dataset"], run.config.get("cache") or cache))
     if task.history:
         root = run.config.get("cache") or cache

@@ -144,12 +144,16 @@ def test_amnl_score_is_f_times_followee_attention():
         torch.testing.assert_close(out[0], (z[0] @ u[1]) * h)
 
 
+def _synth_ranking(out, *options: str) -> dict:
+    """`pipe synth OUT --task ranking OPTIONS`, checked to succeed; its signals.json."""
+    r = CliRunner().invoke(cli.app, ["synth", str(out), "--task", "ranking", *options])
+    assert r.exit_code == 0, r.output
+    return json.loads((out / "signals.json").read_text())
+
+
 def test_synth_ranking_cli_writes_ingestable_files(tmp_path):
     out = tmp_path / "syn"
-    r = CliRunner().invoke(cli.app, ["synth", str(out), "--task", "ranking", "--posts", "60", "--users", "40",
-                                     "--image-size", "32"])
-    assert r.exit_code == 0, r.output
-    sig = json.loads((out / "signals.json").read_text())
+    sig = _synth_ranking(out, "--posts", "60", "--users", "40", "--image-size", "32")
     assert sig["task"] == "ranking" and len(sig["users"]) == 40 and sig["n_events"] > 0
     rep = ingest(out / "posts.parquet", "syn", cache=tmp_path / "c", interactions=out / "interactions.parquet",
                  follows=out / "follows.parquet")
@@ -196,11 +200,7 @@ def test_synth_ranking_followee_shape_has_more_users_and_followee_driven_tastes(
     """Issue 19: `--shape followee` (300 users, 1,500 tweets by default): tastes follow the influencer."""
     from pipeline.data.synth_ranking import SHAPES
 
-    out = tmp_path / "f"
-    r = CliRunner().invoke(cli.app, ["synth", str(out), "--task", "ranking", "--shape", "followee", "--posts", "120",
-                                     "--image-size", "8"])
-    assert r.exit_code == 0, r.output
-    sig = json.loads((out / "signals.json").read_text())
+    sig = _synth_ranking(tmp_path / "f", "--shape", "followee", "--posts", "120", "--image-size", "8")
     assert len(sig["users"]) == 300 and len(sig["accounts"]) == 60 and SHAPES["followee"][1] == 1500
     topic = {a: v["topic"] for a, v in sig["accounts"].items()}
     assert np.mean([v["taste"] == topic[v["influencer"]] for v in sig["users"].values()]) > 0.9  # 0.95 + chance
