@@ -21,15 +21,14 @@ import polars as pl
 import pytest
 from tests._end_to_end import TINY, synth_runs
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from pipeline import api  # noqa: E402
-from pipeline.data.contract import load_posts  # noqa: E402
-from pipeline.serve.app import create_app  # noqa: E402
-from pipeline.serve.batching import MicroBatcher  # noqa: E402
-from pipeline.serve.engine import Engine  # noqa: E402
-from pipeline.serve.uploads import Limits, Uploads  # noqa: E402
+from pipeline import api
+from pipeline.data.contract import load_posts
+from pipeline.serve.app import create_app
+from pipeline.serve.batching import MicroBatcher
+from pipeline.serve.engine import Engine
+from pipeline.serve.uploads import Limits, Uploads
 
 pytestmark = pytest.mark.slow  # builds runs on synth data and starts servers
 
