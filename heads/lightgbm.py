@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from pipeline.head.tabular import TabularHead
+from pipeline.head.tabular import CHUNK, TableRows, TabularHead
 from pipeline.head.base import HeadData, Progress
 from pipeline.core.errors import PipeError
 
@@ -66,12 +66,25 @@ class LightGBMHead(TabularHead):
         self.users: dict[str, int] = {}  # training user -> category code
         self.booster: lgb.Booster | None = None
 
+    def _code(self, data: HeadData) -> np.ndarray | None:
+        """(N, 1) user category codes (unseen -> missing), or None without `user_categorical`."""
+        if not self.config.user_categorical:
+            return None
+        users = data.posts["user_id"].cast(pl.Utf8).to_list()
+        return np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]
+
     def _table(self, data: HeadData, leave_one_out: bool = False) -> np.ndarray:
-        code = None
-        if self.config.user_categorical:
-            users = data.posts["user_id"].cast(pl.Utf8).to_list()
-            code = np.array([self.users.get(u, np.nan) for u in users], dtype=np.float32)[:, None]  # unseen -> missing
-        return self.features.transform(data, leave_one_out, extra=code)  # one (N, F) float32 allocation
+        return self.features.transform(data, leave_one_out, extra=self._code(data))  # one (N, F) float32 allocation
+
+    def _dataset(self, data: HeadData, params: dict, train: bool) -> lgb.Dataset:
+        """LightGBM's Dataset read from the stores in batches (`StoreDataset`): no (N, F) table.
+        As LGBMRegressor builds them: the valid set takes names, categories and bins from the
+        training set (lightgbm.train sets it as the reference)."""
+        rows = TableSequence(self.features.rows(data, leave_one_out=train, extra=self._code(data)))
+        if not train:
+            return StoreDataset(rows, label=data.y, categorical_feature="auto", params=params)
+        return StoreDataset(rows, label=data.y, feature_name=self._names(),
+                            categorical_feature=self._categorical() or "auto", params=params)
 
     def _names(self) -> list[str]:
         return self.features.names + (["user_id"] if self.config.user_categorical else [])
@@ -106,14 +119,14 @@ class LightGBMHead(TabularHead):
         if self.settings.on_dask:
             return self._fit_dask(train, valid)
         self._fit_features(train)
-        xt, xv = self._table(train, leave_one_out=True), self._table(valid)
-        model = lgb.LGBMRegressor(**self._params())
-        model.fit(
-            xt, train.y, eval_X=(xv,), eval_y=(valid.y,), eval_names=["valid"], eval_metric="l2",
-            feature_name=self._names(), categorical_feature=self._categorical() or "auto",
-            callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
-        )
-        self._keep_best(model.booster_, model.evals_result_["valid"]["l2"])  # the patience rounds stay in the history
+        # LGBMRegressor's parameters, as its fit passes them to lightgbm.train
+        params = {k: v for k, v in self._params().items() if k not in ("n_estimators", "n_jobs")}
+        params.update(objective="regression", metric=["l2"], num_threads=_threads(c.n_jobs))
+        dtrain, dvalid = self._dataset(train, params, train=True), self._dataset(valid, params, train=False)
+        curves: dict = {}
+        booster = lgb.train(params, dtrain, c.n_estimators, valid_sets=[dvalid], valid_names=["valid"], callbacks=[
+            lgb.early_stopping(c.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves)])
+        self._keep_best(booster, curves["valid"]["l2"])  # the patience rounds stay in the history
         return self
 
     # -- on dask ------------------------------------------------------------------------
@@ -180,6 +193,76 @@ class LightGBMHead(TabularHead):
         head.users = {u: i for i, u in enumerate(state["users"])}
         head.booster = lgb.Booster(model_file=str(Path(directory) / "lightgbm.txt"))
         return head
+
+
+def _threads(n_jobs: int | None) -> int:
+    """`n_jobs` as LGBMRegressor reads it: None -> the physical cores; negative -> joblib's
+    convention (cores + 1 + n_jobs)."""
+    from joblib import cpu_count
+
+    if n_jobs is None:
+        return cpu_count(only_physical_cores=True)
+    return max(cpu_count() + 1 + n_jobs, 1) if n_jobs < 0 else n_jobs
+
+
+class TableSequence(lgb.Sequence):
+    """The feature table (`TableRows`) as LightGBM's batched row access: CHUNK rows a batch."""
+
+    batch_size = CHUNK
+
+    def __init__(self, rows: TableRows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx):  # int, slice or list of ints -> 1-D / 2-D float32
+        return self.rows[idx]
+
+
+class StoreDataset(lgb.Dataset):
+    """`lgb.Dataset` over one `TableSequence`, with LightGBM's bin sample taken in CHUNK-row
+    blocks (issue 21: bounded memory).
+
+    LightGBM's own Sequence path stacks every sampled row into one dense float64 matrix
+    (200K rows x F: 4 GB for F = 2580) before keeping each column's non-zeros; here the
+    sampled rows are read CHUNK at a time and only the non-zeros kept, so the sample costs
+    what LightGBM keeps of it (the values it bins), and it is freed once the bins exist,
+    before the rows are pushed batch by batch. The sample is the one `lgb.Dataset(matrix)`
+    takes (the same row indices from LightGBM, the same test for a zero as its C++
+    `kZeroThreshold`, a float literal), so the bins and trees are the matrix path's
+    (tests/test_scale_equality.py).
+
+    `get_params` gives LightGBM every parameter, as the matrix path passes them to its C API:
+    lightgbm's Sequence path keeps only the "dataset" ones, so its bin sample would ignore
+    `seed` (another sample of rows) and `min_data_in_leaf` (other features pre-filtered).
+    """
+
+    def get_params(self) -> dict:
+        return dict(self.params or {})
+
+    def _Dataset__sample(self, *, seqs: list[TableSequence], total_nrow: int):  # overrides lgb.Dataset.__sample
+        (seq,) = seqs
+        indices = self._create_sample_indices(total_nrow=total_nrow)  # LightGBM's draw, ascending
+        values: list = [[] for _ in range(seq.rows.width)]
+        where: list = [[] for _ in range(seq.rows.width)]
+        for s in range(0, len(indices), CHUNK):
+            block = seq.rows[indices[s : s + CHUNK]].T  # (F, k) float32
+            col, row = np.nonzero((np.abs(block) > np.float32(1e-35)) | np.isnan(block))  # column-major order
+            cuts = np.cumsum(np.bincount(col, minlength=len(block)))[:-1]
+            for j, (v, r) in enumerate(zip(np.split(block[col, row].astype(np.float64), cuts),
+                                           np.split((row + s).astype(np.int32), cuts))):
+                values[j].append(v)
+                where[j].append(r)
+        for j in range(len(values)):  # one column at a time: the pieces go as the column is joined
+            values[j], where[j] = np.concatenate(values[j]), np.concatenate(where[j])
+        return values, where
+
+    def _init_from_sample(self, sample_data, sample_indices, sample_cnt, total_nrow):
+        super()._init_from_sample(sample_data, sample_indices, sample_cnt, total_nrow)
+        sample_data.clear()  # the bins are built: the sample is not needed while the rows are pushed
+        sample_indices.clear()
+        return self
 
 
 def _leaf_values(booster: lgb.Booster) -> list[np.ndarray]:

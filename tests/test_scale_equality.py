@@ -353,3 +353,73 @@ def test_embedding_predictions_streamed_equal_the_concatenated_file(tmp_path, mo
     new = pl.read_parquet(tmp_path / "predictions.parquet")
     assert new.schema == old.schema and new.equals(old)
     assert [p.name for p in tmp_path.iterdir()] == ["predictions.parquet"]  # no temp file left
+
+
+def _old_lightgbm_fit(head, train, valid):
+    """LightGBMHead.fit before issue 21's Sequence path: the whole table as one float32
+    matrix per part, trained through LGBMRegressor. Returns (model text, valid l2 curve)."""
+    import lightgbm as lgb
+
+    head._fit_features(train)
+    xt, xv = head._table(train, leave_one_out=True), head._table(valid)
+    model = lgb.LGBMRegressor(**head._params())
+    model.fit(xt, train.y, eval_X=(xv,), eval_y=(valid.y,), eval_names=["valid"], eval_metric="l2",
+              feature_name=head._names(), categorical_feature=head._categorical() or "auto",
+              callbacks=[lgb.early_stopping(head.config.early_stopping_rounds, verbose=False)])
+    return model.booster_.model_to_string(), model.evals_result_["valid"]["l2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text,options", [("tokens", {}), ("vector", {"categories": True, "n_jobs": 1}),
+                                          ("vector", {"user_categorical": False, "ablate": ("visual",)})])
+def test_lightgbm_from_the_stores_equals_the_matrix_fit(tmp_path, monkeypatch, text, options):
+    """The head's Dataset read through `lgb.Sequence` in batches (its bin sample in chunks)
+    grows the same trees, byte for byte, as LGBMRegressor on the whole matrix."""
+    from heads import lightgbm as head_module
+    from pipeline.head import tabular
+    from tests import _tiny_data as tiny
+
+    for module in (tabular, head_module):
+        monkeypatch.setattr(module, "CHUNK", 7)  # several batches and sample blocks, the last one short
+    monkeypatch.setattr(head_module.TableSequence, "batch_size", 7)
+    parts = tiny.split_parts(tmp_path, 160, 5, tiny.GRID, tiny.TOKENS if text == "tokens" else tiny.TEXTVEC)
+    cfg = head_module.LightGBMHead.Config(n_estimators=40, early_stopping_rounds=5, min_child_samples=3, **options)
+    old_text, old_curve = _old_lightgbm_fit(head_module.LightGBMHead(cfg), parts["train"], parts["valid"])
+    head = head_module.LightGBMHead(cfg).fit(parts["train"], parts["valid"])
+    assert [h["valid_mse"] for h in head.history] == old_curve
+    best = int(np.argmin(old_curve)) + 1
+    assert head.booster.model_to_string() == head_module.lgb.Booster(model_str=old_text).model_to_string(num_iteration=best)
+
+
+@pytest.mark.parametrize("rows,sample", [(300, 200_000), (300, 50)])
+def test_lightgbm_chunked_bin_sample_equals_the_matrix_bins(monkeypatch, rows, sample):
+    """StoreDataset's sample (chunked, zeros dropped) bins a table as `lgb.Dataset(matrix)`
+    does, also when LightGBM samples fewer rows than it has; zeros, tiny values and NaN included."""
+    import lightgbm as lgb
+
+    from heads import lightgbm as head_module
+
+    monkeypatch.setattr(head_module, "CHUNK", 16)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(rows, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0.0
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[:, 2] = np.where(rng.random(rows) < 0.5, np.float32(1e-35), np.float32(2e-35))  # either side of LightGBM's zero
+    x[:, 5] = rng.integers(0, 4, rows)
+    y = rng.normal(size=rows)
+
+    class Rows:
+        width = x.shape[1]
+
+        def __len__(self):
+            return rows
+
+        def __getitem__(self, idx):
+            return x[idx]
+
+    params = {"bin_construct_sample_cnt": sample, "min_data_in_leaf": 3, "seed": 7, "verbose": -1, "deterministic": True,
+              "force_row_wise": True, "num_threads": 1}
+    sets = [lgb.Dataset(x, y, params=params, categorical_feature=[5]),
+            head_module.StoreDataset(head_module.TableSequence(Rows()), y, params=params, categorical_feature=[5])]
+    models = [lgb.train(params, d, 15).model_to_string() for d in sets]
+    assert models[0] == models[1]

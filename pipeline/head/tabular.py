@@ -117,9 +117,7 @@ class TabularFeatures:
         kind, shape = self.roles[role]["kind"], self.roles[role]["shape"]
         return shape[-1] if kind == "grid" else 2 + self.text_buckets if kind == "tokens" else int(np.prod(shape))
 
-    def _fill_role(self, data: HeadData, role: str, out: np.ndarray) -> list[str]:
-        """Writes the role's columns and its missing flag into `out` (N, width + 1), CHUNK posts
-        at a time from the store: nothing of the size of the whole block is ever allocated."""
+    def _check_role(self, data: HeadData, role: str) -> None:
         want = self.roles[role]
         if role not in data.stores:
             raise PipeError(f"the model was fitted with a {role} store ({want['kind']}); none was given to predict")
@@ -127,20 +125,24 @@ class TabularFeatures:
         if spec.kind != want["kind"] or list(spec.shape) != want["shape"]:
             raise PipeError(f"{role} store {data.stores[role].extractor_id} is {spec.kind} {spec.shape}, "
                             f"the model was fitted on {want['kind']} {tuple(want['shape'])}")
-        ids = data.ids
-        for i in range(0, len(ids), CHUNK):
-            rows, ok = data.features(role, ids[i : i + CHUNK])
-            if spec.kind == "grid":
-                rows = rows.astype(np.float32).mean(axis=1)  # (n, R, D) -> (n, D)
-            elif spec.kind == "tokens":
-                rows = token_stats(rows, self.text_buckets)  # (n, L) -> (n, 2 + buckets)
-            out[i : i + len(rows), :-1] = rows.reshape(len(rows), -1)
-            out[i : i + len(rows), -1] = ~ok
-        if spec.kind == "tokens":
+
+    def _role_names(self, role: str) -> list[str]:
+        if self.roles[role]["kind"] == "tokens":
             names = ["n_tokens", "unk_frac", *[f"tok_{b}" for b in range(self.text_buckets)]]
         else:
-            names = [f"{role}_{j}" for j in range(out.shape[1] - 1)]
+            names = [f"{role}_{j}" for j in range(self._role_width(role))]
         return [*names, f"{role}_missing"]
+
+    def _fill_role(self, data: HeadData, role: str, ids: list[str], out: np.ndarray) -> None:
+        """Writes the role's columns and its missing flag for `ids` into `out` (len(ids), width + 1)."""
+        rows, ok = data.features(role, ids)
+        kind = self.roles[role]["kind"]
+        if kind == "grid":
+            rows = rows.astype(np.float32).mean(axis=1)  # (n, R, D) -> (n, D)
+        elif kind == "tokens":
+            rows = token_stats(rows, self.text_buckets)  # (n, L) -> (n, 2 + buckets)
+        out[:, :-1] = rows.reshape(len(rows), -1)
+        out[:, -1] = ~ok
 
     def _user_block(self, data: HeadData, leave_one_out: bool) -> tuple[np.ndarray, list[str]]:
         posts = data.posts
@@ -186,38 +188,18 @@ class TabularFeatures:
         x = np.column_stack([np.where(count > 0, mean, self.global_mean), count]) if len(data) else np.zeros((0, 2))
         return x.astype(np.float32), ["hist_mean", "hist_count"]
 
+    def rows(self, data: HeadData, leave_one_out: bool = False, extra: np.ndarray | None = None) -> "TableRows":
+        """The table of `data` read on demand (`TableRows`); sets `names` and `blocks`."""
+        return TableRows(self, data, leave_one_out, extra)
+
     def transform(self, data: HeadData, leave_one_out: bool = False, extra: np.ndarray | None = None) -> np.ndarray:
         """(N, F) float32 table; `leave_one_out` only for the training rows themselves; `extra`
         (N, k) columns appended as they are (LightGBM's user code). The table is allocated once
-        and the store blocks written into it chunk by chunk: no intermediate copy (issue 21)."""
-        narrow = []  # (block, x, names): the few-column blocks, computed whole
-        if self.use_user:
-            narrow.append(("user", *self._user_block(data, leave_one_out)))
-        for block, on, make in (("category", self.categories, self._category_block),
-                                ("history", self.user_history > 0, self._history_block),
-                                ("context", bool(self.context), self._context_block)):
-            if on:
-                narrow.append((block, *make(data)))
-        roles = [r for r in ("visual", "text") if r in self.roles]
-        if not roles and not narrow:
-            raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
-        widths = [self._role_width(r) + 1 for r in roles] + [x.shape[1] for _, x, _ in narrow]
-        k = 0 if extra is None else extra.shape[1]
-        out = np.empty((len(data), sum(widths) + k), np.float32)
-        names, of, col = [], [], 0
-        for role, w in zip(roles, widths):
-            nm = self._fill_role(data, role, out[:, col : col + w])
-            names += nm
-            of += [role] * len(nm)
-            col += w
-        for block, x, nm in narrow:
-            out[:, col : col + x.shape[1]] = x
-            names += nm
-            of += [block] * len(nm)
-            col += x.shape[1]
-        if extra is not None:
-            out[:, col:] = extra
-        self.names, self.blocks = names, of
+        and filled CHUNK rows at a time from the stores: no intermediate copy (issue 21)."""
+        rows = self.rows(data, leave_one_out, extra)
+        out = np.empty((len(rows), rows.width), np.float32)
+        for i in range(0, len(rows), CHUNK):
+            rows.fill(slice(i, i + CHUNK), out[i : i + CHUNK])
         return out
 
     def block_weights(self) -> np.ndarray:
@@ -236,6 +218,64 @@ class TabularFeatures:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TabularFeatures":
         return cls(**d)
+
+
+class TableRows:
+    """The feature table of one part, row by row: the few-column blocks (user, categories,
+    history, context, `extra`) computed whole, the store blocks read only for the rows asked.
+    `rows[idx]` (a slice, an int or an int array) is a (k, F) float32 block; so a whole table
+    never has to exist (LightGBM's Dataset reads it in batches: heads/lightgbm.py)."""
+
+    def __init__(self, features: TabularFeatures, data: HeadData, leave_one_out: bool = False,
+                 extra: np.ndarray | None = None) -> None:
+        f = self.features = features
+        self.data, self.ids = data, data.ids
+        narrow = []  # (block, x, names): the few-column blocks, computed whole
+        if f.use_user:
+            narrow.append(("user", *f._user_block(data, leave_one_out)))
+        for block, on, make in (("category", f.categories, f._category_block),
+                                ("history", f.user_history > 0, f._history_block),
+                                ("context", bool(f.context), f._context_block)):
+            if on:
+                narrow.append((block, *make(data)))
+        self.roles = [r for r in ("visual", "text") if r in f.roles]
+        if not self.roles and not narrow:
+            raise PipeError("no features left: every block (visual, text, user) is ablated or has no store")
+        for role in self.roles:
+            f._check_role(data, role)
+        names, blocks = [], []
+        for role in self.roles:
+            nm = f._role_names(role)
+            names, blocks = names + nm, blocks + [role] * len(nm)
+        self.store_width = len(names)
+        for block, _, nm in narrow:
+            names, blocks = names + nm, blocks + [block] * len(nm)
+        cols = [x for _, x, _ in narrow] + ([] if extra is None else [np.asarray(extra, np.float32)])
+        self.narrow = np.column_stack(cols).astype(np.float32) if cols else np.zeros((len(data), 0), np.float32)
+        self.width = len(names) + (0 if extra is None else extra.shape[1])
+        f.names, f.blocks = names, blocks
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fill(self, idx: slice | np.ndarray, out: np.ndarray) -> None:
+        """Rows `idx` into `out` (k, F)."""
+        ids = self.ids[idx] if isinstance(idx, slice) else [self.ids[i] for i in idx]
+        col = 0
+        for role in self.roles:
+            w = self.features._role_width(role) + 1
+            self.features._fill_role(self.data, role, ids, out[:, col : col + w])
+            col += w
+        out[:, col:] = self.narrow[idx]
+
+    def __getitem__(self, idx: int | slice | np.ndarray) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self[np.array([idx])][0]
+        idx = idx if isinstance(idx, slice) else np.asarray(idx, np.int64)
+        k = len(range(*idx.indices(len(self)))) if isinstance(idx, slice) else len(idx)
+        out = np.empty((k, self.width), np.float32)
+        self.fill(idx, out)
+        return out
 
 
 ABLATIONS = ("visual", "text", "user")
