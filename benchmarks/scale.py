@@ -221,15 +221,20 @@ LGB_ROUNDS = 10  # fixed boosting rounds (no early stop): the table and the Data
 
 
 def _lightgbm(inputs, which):
-    """new: the head's fit (its table, then LightGBM). baseline: the same rows read whole
-    into one float32 matrix with numpy, then `lightgbm.train` with the head's parameters."""
+    """new: the head's fit (its Dataset read from the stores in batches through lgb.Sequence).
+    old: the head's fit before (its whole float32 table, then LGBMRegressor). baseline: the
+    same rows read whole into one float32 matrix with numpy, then `lightgbm.train` with the
+    head's parameters."""
     import lightgbm as lgb
     from heads.lightgbm import LightGBMHead
+    from tests.test_scale_equality import _old_lightgbm_fit
 
     train, valid = inputs
     cfg = LightGBMHead.Config(n_estimators=LGB_ROUNDS, early_stopping_rounds=LGB_ROUNDS, n_jobs=2)
     if which == "new":
         return LightGBMHead(cfg).fit(train, valid)
+    if which == "old":
+        return _old_lightgbm_fit(LightGBMHead(cfg), train, valid)
     params = {k: v for k, v in LightGBMHead(cfg)._params().items() if k != "n_estimators"}
     sets = []
     for d in (train, valid):
@@ -250,7 +255,7 @@ STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
     "fc7_stats": (_fc7_setup, _fc7, ("new", "old"), 160_000),
     "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "whole", "old"), 40_000),
     "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
-    "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "baseline"), 486_000),
+    "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "old", "baseline"), 486_000),
 }
 
 

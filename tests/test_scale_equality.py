@@ -423,3 +423,63 @@ def test_lightgbm_chunked_bin_sample_equals_the_matrix_bins(monkeypatch, rows, s
             head_module.StoreDataset(head_module.TableSequence(Rows()), y, params=params, categorical_feature=[5])]
     models = [lgb.train(params, d, 15).model_to_string() for d in sets]
     assert models[0] == models[1]
+
+
+_OLD_MAPS: dict = {}
+
+
+def _old_store_read(store, post_ids):
+    """FeatureStore.read before issue 21: a (shard, row) per id in Python, runs of consecutive
+    rows copied as one np.memmap slice, every other row as a slice of its own."""
+    if id(store) not in _OLD_MAPS:  # opened once per store, as the old reader cached its maps
+        _OLD_MAPS[id(store)] = [np.memmap(path, dtype=store._dtype, mode="r", offset=offset,
+                                          shape=(rows, *store.spec.shape)) for path, offset, rows in store._shards]
+    maps = _OLD_MAPS[id(store)]
+    starts = store._starts.tolist()
+    loc = []
+    for p in post_ids:
+        g = store._index[p]
+        si = bisect.bisect_right(starts, g) - 1
+        loc.append((si, g - starts[si]))
+    out, n, k = np.empty((len(post_ids), *store.spec.shape), store._dtype), len(post_ids), 0
+    while k < n:
+        si, row = loc[k]
+        end = k + 1
+        while end < n and loc[end] == (si, row + end - k):
+            end += 1
+        out[k:end] = maps[si][row : row + end - k]
+        k = end
+    return out
+
+
+@pytest.mark.parametrize("shape,dtype", [((3,), np.float32), ((70, 64), np.float16)])  # below / above ROW_LOOP
+def test_store_read_equals_the_old_loop(tmp_path, shape, dtype):
+    """Runs, scattered rows, repeats, one shard or many, a newer shard overriding an older
+    row, an `out` that is a strided view, and the per-shard store a test helper reads."""
+    from pipeline.core.specs import FeatureSpec
+    from pipeline.store import FeatureStore, StoreWriter
+
+    rng = np.random.default_rng(0)
+    spec = FeatureSpec("grid" if len(shape) == 2 else "vector", shape, np.dtype(dtype).name)
+    with StoreWriter(tmp_path / "s", "x-00000000", "x", spec, {}) as w:
+        for s in range(0, 50, 8):  # 7 shards, the last one short
+            k = min(8, 50 - s)
+            w.write_shard([f"p{i}" for i in range(s, s + k)], rng.normal(size=(k, *shape)).astype(dtype), [""] * k)
+        w.write_shard(["p3", "p40"], rng.normal(size=(2, *shape)).astype(dtype), ["", ""])  # newer rows win
+    store = FeatureStore(tmp_path / "s")
+    ids = store.ids
+    cases = [ids, ids[5:30], [ids[i] for i in rng.permutation(len(ids))], [ids[i] for i in rng.integers(0, 50, 80)],
+             ["p3", "p40", "p2", "p3"], ids[10:12] + ids[3:9] + ids[20:21], [], ["p1"], [f"p{i}" for i in range(8)],
+             ["p5", "p1", "p7", "p0", "p6"]]  # the last: scattered rows of one shard
+    for case in cases:
+        new = store.read(case)
+        assert new.dtype == np.dtype(dtype) and np.array_equal(new, _old_store_read(store, case)), case
+    big = np.zeros((80, 2, *shape), dtype)
+    view, case = big[:, 1], cases[3]
+    assert store.read(case, out=view) is view and not view.flags.c_contiguous
+    assert np.array_equal(view, _old_store_read(store, case)) and not big[:, 0].any()
+    for chunk, rows in store.iter_batches(9, shuffle=True, seed=2):  # rows located once, read batch by batch
+        assert np.array_equal(rows, _old_store_read(store, chunk))
+    assert np.array_equal(store.contains(["p1", "zz", "p49"]), [True, False, True])
+    with pytest.raises(KeyError, match="1 post ids not in"):
+        store.read(["p1", "nope"])

@@ -103,9 +103,10 @@ class HeadData:
         """(rows, present): rows for ids (zeros where the store has none) and a bool mask."""
         store = self.stores[role]
         ids = self.ids if ids is None else ids
-        present = np.array([p in store for p in ids], dtype=bool)
+        present = store.contains(ids)
+        if present.all():  # read straight into the result
+            return store.read(ids), present
         out = np.zeros((len(ids), *store.spec.shape), np.dtype(store.spec.dtype))
         if present.any():
-            have = [p for p, ok in zip(ids, present) if ok]
-            out[present] = store.read(have)
+            out[present] = store.read([p for p, ok in zip(ids, present) if ok])
         return out, present
