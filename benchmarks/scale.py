@@ -5,24 +5,30 @@ plain-library baseline (`baseline`: polars group-by / window expressions) on the
 Synthetic posts (authors ~ N/40, users ~ N/10 following 10 authors each, one retweet event
 per post, labels, tags) at 10K / 40K / 160K posts (486K with --full); no image extraction.
 Every (stage, variant, size) runs in its own subprocess, so its peak RSS (ru_maxrss) is
-its own; `setup_mb` is the RSS after building the inputs, `peak_mb` the high-water mark.
+its own; `setup_mb` is the RSS after building the inputs, `peak_mb` the high-water mark
+(which counts the pages of the stores' memory maps the stage touched), `peak_anon_mb` the
+largest RssAnon sampled every 10 ms during the stage (the process's own memory).
 Prints a table (seconds, peak MiB, ratios old/new and baseline/new, the growth exponent of
 each variant fitted over the sizes and between the two largest) and writes JSON.
 
     python benchmarks/scale.py [--sizes 10000 40000 160000] [--full] [--stages ranking windows ...]
                                [--out benchmarks/out/scale.json]
 
-Stages not here yet (issue 21 item 6): ingest, tokens, tfidf, lightgbm, torch heads, score,
-evaluate, report.
+The end-to-end stages (ingest, tokens, tfidf, a torch head's epoch, score, evaluate, report:
+benchmarks/_scale_pipeline.py) run through the API `pipe` calls, on a world built once per size
+in its own process (so its building is not in a stage's peak); by default at 10K and 40K
+posts only (--full: every size), so the default run stays around ten minutes on 2 cores.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +38,9 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package and the reference loops of tests/
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _scale_pipeline as e2e  # noqa: E402
 
 
 def posts_and_side(n: int, seed: int = 0) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
@@ -256,21 +265,41 @@ STAGES = {  # name: (setup, run, variants, largest size the old loop is run at)
     "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "whole", "old"), 40_000),
     "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
     "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "old", "baseline"), 486_000),
+    **{name: (e2e.world, lambda w, _, name=name: e2e.run(w, name), ("new",), 0) for name in e2e.STAGES},
 }
+DEFAULT_MAX = {name: 40_000 for name in e2e.STAGES}  # largest size of a stage without --full
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _anon_mb() -> float:
+    """The process's own memory (RssAnon): RSS less the file pages it maps (the stores' memory
+    maps, which the kernel may drop at any time and which ru_maxrss also counts)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+
+def _watch_anon(peak: dict) -> None:
+    """Samples RssAnon every 10 ms into peak["anon"] (a spike shorter than that can be missed)."""
+    def loop() -> None:
+        while True:
+            peak["anon"] = max(peak["anon"], _anon_mb())
+            time.sleep(0.01)
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def one(stage: str, variant: str, n: int) -> dict:
     setup, run, _, _ = STAGES[stage]
     run(setup(1000), variant)  # the imports, before timing (a tiny input: not the peak)
     inputs = setup(n)
-    before = _rss_mb()
+    before, peak = _rss_mb(), {"anon": _anon_mb()}
+    _watch_anon(peak)
     t = time.perf_counter()
     run(inputs, variant)
-    return {"seconds": time.perf_counter() - t, "setup_mb": before, "peak_mb": _rss_mb()}
+    seconds = time.perf_counter() - t
+    return {"seconds": seconds, "setup_mb": before, "peak_mb": _rss_mb(), "peak_anon_mb": max(peak["anon"], _anon_mb())}
 
 
 def exponent(ns: list[int], ts: list[float]) -> float | None:
@@ -284,19 +313,27 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/scale.json")
     ap.add_argument("--one", nargs=3, metavar=("STAGE", "VARIANT", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--world", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]))))
         return
+    if a.world:
+        e2e.world(a.world)
+        return
     sizes = sorted(set(a.sizes + ([486_000] if a.full else [])))
-    result: dict = {"sizes": sizes, "stages": {}}
+    result: dict = {"sizes": sizes, "load_average_before": os.getloadavg(), "stages": {}}
     for stage in a.stages:
         _, _, variants, old_max = STAGES[stage]
+        largest = float("inf") if a.full else DEFAULT_MAX.get(stage, float("inf"))
+        if stage in e2e.STAGES:  # the world of each size (and of the warm-up's 1000) built in a process of its own
+            for n in [1000] + [n for n in sizes if n <= largest]:
+                subprocess.run([sys.executable, __file__, "--world", str(n)], check=True)
         rows: dict = {}
         for v in variants:
             rows[v] = {}
             for n in sizes:
-                if v == "old" and n > old_max:
+                if (v == "old" and n > old_max) or n > largest:
                     continue
                 p = subprocess.run([sys.executable, __file__, "--one", stage, v, str(n)], capture_output=True, text=True)
                 if p.returncode:
@@ -311,16 +348,19 @@ def main() -> None:
         ratios = {f"{v}/new": {n: ok[v][n]["seconds"] / ok["new"][n]["seconds"] for n in ok[v] if n in ok["new"]}
                   for v in ok if v != "new"}
         result["stages"][stage] = {"runs": rows, "exponent": fit, "ratios": ratios}
+    result["load_average_after"] = os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\n{'stage':22} {'variant':9} " + " ".join(f"{n // 1000:>5}K s / MiB  " for n in sizes) + " exp(all, last2)")
+    print(f"\n{'stage':22} {'variant':9} " + " ".join(f"{n // 1000:>5}K s / MiB / anon " for n in sizes)
+          + " exp(all, last2)")
     for stage, r in result["stages"].items():
         for v, runs in r["runs"].items():
-            cells = " ".join(f"{runs[n]['seconds']:7.2f} /{runs[n]['peak_mb']:6.0f}" if "seconds" in runs.get(n, {})
-                             else f"{'-':>15}" for n in sizes)
+            cells = " ".join(f"{runs[n]['seconds']:7.2f} /{runs[n]['peak_mb']:6.0f} /{runs[n]['peak_anon_mb']:5.0f}"
+                             if "seconds" in runs.get(n, {}) else f"{'-':>21}" for n in sizes)
             e = r["exponent"][v]
             print(f"{stage:22} {v:9} {cells}  {e['all'] or float('nan'):.2f} {e['last_two'] or float('nan'):.2f}")
-    print(f"\nwrote {a.out}")
+    print(f"\nload average before {result['load_average_before']}, after {result['load_average_after']}")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

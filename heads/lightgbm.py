@@ -226,9 +226,9 @@ class StoreDataset(lgb.Dataset):
 
     LightGBM's own Sequence path stacks every sampled row into one dense float64 matrix
     (200K rows x F: 4 GB for F = 2580) before keeping each column's non-zeros; here the
-    sampled rows are read CHUNK at a time and only the non-zeros kept, so the sample costs
-    what LightGBM keeps of it (the values it bins), and it is freed once the bins exist,
-    before the rows are pushed batch by batch. The sample is the one `lgb.Dataset(matrix)`
+    sampled rows are read CHUNK at a time, twice (the non-zeros counted, then copied into
+    arrays allocated once), so the sample costs only what LightGBM keeps of it (the values
+    it bins), and it is freed once the bins exist, before the rows are pushed batch by batch. The sample is the one `lgb.Dataset(matrix)`
     takes (the same row indices from LightGBM, the same test for a zero as its C++
     `kZeroThreshold`, a float literal), so the bins and trees are the matrix path's
     (tests/test_scale_equality.py).
@@ -244,18 +244,28 @@ class StoreDataset(lgb.Dataset):
     def _Dataset__sample(self, *, seqs: list[TableSequence], total_nrow: int):  # overrides lgb.Dataset.__sample
         (seq,) = seqs
         indices = self._create_sample_indices(total_nrow=total_nrow)  # LightGBM's draw, ascending
-        values: list = [[] for _ in range(seq.rows.width)]
-        where: list = [[] for _ in range(seq.rows.width)]
-        for s in range(0, len(indices), CHUNK):
-            block = seq.rows[indices[s : s + CHUNK]].T  # (F, k) float32
-            col, row = np.nonzero((np.abs(block) > np.float32(1e-35)) | np.isnan(block))  # column-major order
-            cuts = np.cumsum(np.bincount(col, minlength=len(block)))[:-1]
-            for j, (v, r) in enumerate(zip(np.split(block[col, row].astype(np.float64), cuts),
-                                           np.split((row + s).astype(np.int32), cuts))):
-                values[j].append(v)
-                where[j].append(r)
-        for j in range(len(values)):  # one column at a time: the pieces go as the column is joined
-            values[j], where[j] = np.concatenate(values[j]), np.concatenate(where[j])
+
+        def blocks():  # (first sample row, (F, k) block, its non-zeros as LightGBM's C++ tests them)
+            for s in range(0, len(indices), CHUNK):
+                block = seq.rows[indices[s : s + CHUNK]].T
+                yield s, block, (np.abs(block) > np.float32(1e-35)) | np.isnan(block)
+
+        counts = np.zeros(seq.rows.width, np.int64)
+        for _, _, keep in blocks():  # pass 1: the size of each column's sample
+            counts += keep.sum(axis=1)
+        values = [np.empty(c, np.float64) for c in counts.tolist()]  # allocated once: no pieces to join
+        where = [np.empty(c, np.int32) for c in counts.tolist()]
+        filled = np.zeros_like(counts)
+        for s, block, keep in blocks():  # pass 2: the rows read again, each column's non-zeros copied in place
+            col, row = np.nonzero(keep)  # column-major: rows ascending within a column
+            per = np.bincount(col, minlength=len(counts))
+            ends = np.cumsum(per)
+            vals = block[col, row]
+            for j in np.flatnonzero(per).tolist():
+                a, b, f = ends[j] - per[j], ends[j], filled[j]
+                values[j][f : f + b - a] = vals[a:b]
+                where[j][f : f + b - a] = row[a:b] + s
+            filled += per
         return values, where
 
     def _init_from_sample(self, sample_data, sample_indices, sample_cnt, total_nrow):

@@ -318,6 +318,7 @@ def test_tabular_table_in_chunks_equals_the_stacked_blocks(tmp_path, monkeypatch
     from tests import _tiny_data as tiny
 
     monkeypatch.setattr(tabular, "CHUNK", 7)  # several chunks, the last one short
+    monkeypatch.setattr(tabular, "RELEASE_ROWS", 10)  # the stores unmapped and mapped again as the table is read
     parts = tiny.split_parts(tmp_path, 120, 3, tiny.GRID, tiny.TOKENS if text == "tokens" else tiny.TEXTVEC)
     f = tabular.TabularFeatures(True, True, True, 8, categories=True, context=("user_followers",)).fit(parts["train"])
     for name, loo in (("train", True), ("test", False)):
@@ -382,6 +383,7 @@ def test_lightgbm_from_the_stores_equals_the_matrix_fit(tmp_path, monkeypatch, t
     for module in (tabular, head_module):
         monkeypatch.setattr(module, "CHUNK", 7)  # several batches and sample blocks, the last one short
     monkeypatch.setattr(head_module.TableSequence, "batch_size", 7)
+    monkeypatch.setattr(tabular, "RELEASE_ROWS", 10)
     parts = tiny.split_parts(tmp_path, 160, 5, tiny.GRID, tiny.TOKENS if text == "tokens" else tiny.TEXTVEC)
     cfg = head_module.LightGBMHead.Config(n_estimators=40, early_stopping_rounds=5, min_child_samples=3, **options)
     old_text, old_curve = _old_lightgbm_fit(head_module.LightGBMHead(cfg), parts["train"], parts["valid"])

@@ -48,6 +48,7 @@ def category_vocabulary(posts: pl.DataFrame) -> dict[str, list[str]]:
 
 
 CHUNK = 2048  # posts read from a store at a time: bounds memory for 196x512 grids
+RELEASE_ROWS = 65536  # TableRows unmaps its stores after reading this many rows (their pages leave the RSS)
 
 
 def token_stats(ids: np.ndarray, buckets: int) -> np.ndarray:
@@ -254,6 +255,7 @@ class TableRows:
         self.narrow = np.column_stack(cols).astype(np.float32) if cols else np.zeros((len(data), 0), np.float32)
         self.width = len(names) + (0 if extra is None else extra.shape[1])
         f.names, f.blocks = names, blocks
+        self.read_since_release = 0  # rows read since the stores were last unmapped
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -267,6 +269,11 @@ class TableRows:
             self.features._fill_role(self.data, role, ids, out[:, col : col + w])
             col += w
         out[:, col:] = self.narrow[idx]
+        self.read_since_release += len(ids)
+        if self.read_since_release >= RELEASE_ROWS:  # the stores' mapped pages read so far leave the RSS
+            self.read_since_release = 0
+            for role in self.roles:
+                self.data.stores[role].release()
 
     def __getitem__(self, idx: int | slice | np.ndarray) -> np.ndarray:
         if isinstance(idx, (int, np.integer)):

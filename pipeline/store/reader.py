@@ -121,6 +121,12 @@ class FeatureStore:
             self._maps = maps
         return self._maps
 
+    def release(self) -> None:
+        """Unmaps the shards: the file pages read so far leave this process's resident memory
+        (they stay in the page cache); the next read maps them again. For a pass over a
+        store larger than the memory one wants to hold (LightGBM's Dataset, heads/lightgbm.py)."""
+        self._maps = None
+
     def locate(self, post_ids: Sequence[str]) -> np.ndarray:
         """(n,) int64 store rows of `post_ids` (for `read_rows`); KeyError naming the first few missing ids."""
         try:

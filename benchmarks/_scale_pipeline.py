@@ -1,0 +1,128 @@
+"""The end-to-end stages of benchmarks/scale.py (issue 21, item 6): ingest, tokens, tfidf, a
+torch head, score, evaluate and report, each through the Python API that `pipe` calls, on
+synthetic posts without images to extract.
+
+Per size N, built once under $TMPDIR/pipe-scale-e2e-N and reused by every stage: a posts
+file of N posts (titles of Zipf-drawn words, 90 % with an image path that is never opened),
+the dataset `scale` ingested with its tokens and tfidf stores, a 64-d visual vector store
+written through the project's writer (as an fc7 store would be; no image is decoded), a DMF
+run (one epoch) and a LightGBM run on the tfidf text (20 rounds). Each stage then times its
+own step on a fresh target:
+  ingest    the N-post file into an empty cache
+  tokens    / tfidf: extraction of the N posts (the posts table copied into a fresh dataset)
+  torch     DMF (visual vector + tokens, dim 16, batch 256): one epoch, then its predictions
+  score     `pipe score` of N/4 new posts with the LightGBM run (ingest, tfidf, predict, write)
+  evaluate  the comparison rows of the two runs
+  report    the HTML report of the two runs
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+VISUAL = "vgg16-fc7-64-5ca1e000"  # the synthetic visual store (extractor "vgg16", as the test stores)
+BATCH = 256  # DMF's batch: one epoch is ceil(train posts / BATCH) steps
+QUIET = dict(quiet=True, device="cpu", num_workers=0)
+
+
+def posts_file(path: Path, n: int, seed: int, labelled: bool = True, prefix: str = "p") -> Path:
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"w{i}" for i in range(5000)])
+    lengths = rng.integers(3, 16, n)
+    words = vocab[rng.zipf(1.2, lengths.sum()) % len(vocab)]
+    titles = [" ".join(w) for w in np.split(words, np.cumsum(lengths)[:-1])]
+    t0 = int(datetime(2020, 1, 1, tzinfo=timezone.utc).timestamp() * 1e6)
+    frame = {
+        "post_id": [f"{prefix}{i}" for i in range(n)],
+        "user_id": [f"u{u}" for u in rng.integers(0, max(20, n // 40), n)],
+        "posted_at": pl.Series(t0 + rng.integers(0, 365 * 86400 * 10**6, n)).cast(pl.Datetime("us", "UTC")),
+        "image": [f"img/{prefix}{i}.jpg" if labelled and i % 10 else None for i in range(n)],
+        "title": titles,
+        "user_followers": rng.integers(1, 10**5, n).astype(np.float64),
+    }
+    if labelled:
+        frame["score"] = rng.normal(size=n) + 0.1 * lengths
+    pl.DataFrame(frame).write_parquet(path)
+    return path
+
+
+def world(n: int) -> dict:
+    """The size's cache, runs and files, built once (a `done` marker) and reused."""
+    from pipeline import api
+    from pipeline.core import paths
+    from pipeline.core.specs import FeatureSpec
+    from pipeline.store import StoreWriter
+
+    root = Path(tempfile.gettempdir()) / f"pipe-scale-e2e-{n}"
+    w = {"root": root, "n": n, "cache": root / "cache", "runs": root / "runs", "posts": root / "posts.parquet",
+         "new": root / "new.parquet", "dmf": root / "runs" / "dmf", "gbm": root / "runs" / "gbm"}
+    if (root / "done").exists():
+        return w
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    posts_file(w["posts"], n, 0)
+    posts_file(w["new"], max(n // 4, 10), 1, labelled=False, prefix="new")
+    api.ingest(w["posts"], "scale", cache=w["cache"])
+    for backbone in ("tokens", "tfidf"):
+        api.extract("scale", backbone, cache=w["cache"], **QUIET)
+    ids = [p for p, img in pl.read_parquet(w["posts"]).select("post_id", "image").iter_rows() if img]
+    spec = FeatureSpec("vector", (64,), "float16")
+    with StoreWriter(paths.features_dir("scale", w["cache"]) / VISUAL, VISUAL, "vgg16", spec, {"bench": "scale"}) as sw:
+        for s in range(0, len(ids), 16384):
+            part = ids[s : s + 16384]
+            sw.write_shard(part, np.random.default_rng(s).random((len(part), 64), dtype=np.float32).astype(np.float16),
+                           ["x"] * len(part))
+    train_dmf(w, "dmf")
+    api.train("scale", "lightgbm", text="tfidf", ablate="visual", name="gbm", cache=w["cache"], runs=w["runs"],
+              config={"n_estimators": 20, "early_stopping_rounds": 20})
+    (root / "done").touch()
+    return w
+
+
+def train_dmf(w: dict, name: str):
+    from pipeline import api
+
+    steps = -(-int(pl.read_parquet(w["posts"])["score"].is_not_null().sum() * 0.7) // BATCH)  # ~ one epoch of the train part
+    return api.train("scale", "dmf", visual=VISUAL, text="tokens", name=name, cache=w["cache"], runs=w["runs"],
+                     config={"max_steps": steps, "eval_every": steps, "batch_size": BATCH, "dim": 16, "device": "cpu"})
+
+
+def _fresh_dataset(w: dict, name: str) -> Path:
+    """A new dataset `name` in a fresh cache holding only the size's posts table."""
+    from pipeline.core import paths
+
+    cache = Path(tempfile.mkdtemp(prefix="pipe-scale-"))
+    dest = paths.posts_path(name, cache)
+    dest.parent.mkdir(parents=True)
+    shutil.copy(paths.posts_path("scale", w["cache"]), dest)
+    return cache
+
+
+def run(w: dict, stage: str) -> None:
+    from pipeline import api
+
+    if stage == "ingest":
+        api.ingest(w["posts"], "fresh", cache=Path(tempfile.mkdtemp(prefix="pipe-scale-")))
+    elif stage in ("tokens", "tfidf"):
+        api.extract("fresh", stage, cache=_fresh_dataset(w, "fresh"), **QUIET)
+    elif stage == "torch":
+        train_dmf(w, f"dmf-{datetime.now().strftime('%H%M%S%f')}")
+    elif stage == "score":
+        out = Path(tempfile.mkdtemp(prefix="pipe-scale-")) / "scores.parquet"
+        api.score(w["gbm"], w["new"], out, dataset=f"new-{datetime.now().strftime('%H%M%S%f')}", cache=w["cache"],
+                  **QUIET)
+    elif stage == "evaluate":
+        api.evaluate([w["dmf"], w["gbm"]])
+    elif stage == "report":
+        api.report([w["dmf"], w["gbm"]], out=Path(tempfile.mkdtemp(prefix="pipe-scale-")) / "report.html",
+                   cache=w["cache"])
+    else:
+        raise ValueError(stage)
+
+
+STAGES = ("ingest", "tokens", "tfidf", "torch", "score", "evaluate", "report")
