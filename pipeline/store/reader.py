@@ -161,7 +161,10 @@ class FeatureStore:
         if len(cut) < n // 4 or self._row_bytes >= ROW_LOOP:  # mostly runs, or rows whose copy dwarfs a step
             bounds, sh, rw = [0, *cut.tolist(), n], shard.tolist(), row.tolist()
             for a, b in zip(bounds, bounds[1:]):
-                out[a:b] = maps[sh[a]][rw[a] : rw[a] + b - a]
+                if b - a == 1:  # a row on its own: integer indexing is the cheaper view
+                    out[a] = maps[sh[a]][rw[a]]
+                else:
+                    out[a:b] = maps[sh[a]][rw[a] : rw[a] + b - a]
             return out
         order = np.argsort(pos, kind="stable")  # small scattered rows: gathered shard by shard in row order
         sh, rw = shard[order], row[order]
