@@ -26,10 +26,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pipeline.core.errors import PipeError
 from pipeline.train.data import HeadData, Role, RunSettings
+
+if TYPE_CHECKING:  # torch only where a head trains
+    from pipeline.train.checkpoint import Checkpoint
 
 __all__ = ["Explanation", "Head", "HeadData", "Progress", "Role", "RunSettings", "check_ablations"]
 
@@ -80,6 +83,7 @@ class Head(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
         self.settings = RunSettings()  # how to run (device, threads, dask); set by train and score
+        self.checkpoint: Checkpoint | None = None  # where a torch head's trainer keeps resumable state (set by train)
         self.model: Any = None  # the fitted model (None until fit or load)
         self.history: list[dict[str, Any]] = []  # validation curve, one entry per evaluation (logged by the run)
         check_ablations(self.name, self.ablate, self.ABLATIONS)
