@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 PathLike = str | Path
 Say = Callable[[str], None]
 
-__all__ = ["Run", "evaluate", "explain", "extract", "ingest", "load_run", "open_store", "rank", "report", "score",
-           "train"]
+__all__ = ["Run", "evaluate", "explain", "extract", "ingest", "load_run", "open_store", "rank", "report", "resume",
+           "score", "train"]
 
 
 def _quiet(_: str) -> None:
@@ -176,6 +176,37 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
                                         task_sets=dict(task_config or {}), **opts),
                            say=say, watch=watch)
     return Run.load(run_dir)
+
+
+def resume(run: PathLike, *, runs: PathLike | None = None, say: Say = _quiet,
+           watch: Callable[[dict[str, Any]], None] | None = None) -> Run:
+    """Continue a stopped `train` run (Ctrl-C, SIGTERM, a killed process) from its last
+    checkpoint to the result an uninterrupted run reaches; the run, finished."""
+    from pipeline.run.resume import resume as resume_run
+
+    return Run.load(resume_run(run, runs, say=say, watch=watch))
+
+
+def dry_run(dataset: str, head: str, *, say: Say = _quiet, **opts: Any) -> list[str]:
+    """`pipe train --dry-run`: prepare, fit one batch (a torch head), validate, predict, save,
+    reload and evaluate in a temporary folder that is removed; one line per thing checked.
+    Keywords are `train`'s TrainOptions fields (stores, split, sets, task_sets, cache, ...)."""
+    from pipeline.evaluate.compare import comparison_rows
+    from pipeline.run.dryrun import dry_run_fit
+    from pipeline.run.train import TrainOptions
+
+    with tempfile.TemporaryDirectory(prefix="pipe-dry-run-") as tmp:
+        run_dir, checked = dry_run_fit(TrainOptions(dataset=dataset, head=head, runs=tmp, name="dry-run", **opts), say)
+        run = Run.load(run_dir)
+        run.load_head()
+        checked.append(f"loaded the saved model back ({run.head})")
+        row = comparison_rows([run])[0]
+        c = run.config["task"]["criterion"] if isinstance(run.config.get("task"), dict) else None
+        shown = {k: row[k] for k in row if k == c or k == f"test_{c}"} if c else {}
+        checked.append(f"evaluated the run: a {row['task']} row on {row['dataset']}"
+                       + (f" ({', '.join(f'{k} {v:.4f}' for k, v in shown.items() if isinstance(v, float))})"
+                          if shown else ""))
+    return checked
 
 
 def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = None, out: PathLike | None = None,

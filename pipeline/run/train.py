@@ -44,6 +44,8 @@ from pipeline.store.coverage import check_coverage
 from pipeline.run import finetune
 from pipeline.train import tasks
 from pipeline.train.data import HeadData, RunSettings
+from pipeline.train.checkpoint import Checkpoint
+from pipeline.train.loggers import MetricLogger, open_logger
 from pipeline.train.loop import TrainConfig
 from pipeline.train.metrics import mean_std
 from pipeline.train.tasks.base import Parts
@@ -78,6 +80,7 @@ class TrainOptions:
     finetune: str | None = None  # fill the head's visual role with this backbone trained end to end (finetune.py)
     weights: str | None = None  # --finetune: imagenet | random | PATH (default imagenet)
     image_size: int | None = None  # --finetune: input side in pixels (default: the extractor's)
+    logger: str | None = None  # tensorboard | mlflow: each evaluation logged there too (pipeline/train/loggers.py)
 
 
 @dataclass
@@ -202,6 +205,7 @@ def open_run(plan: RunPlan, say: Callable[[str], None]) -> RunWriter:
         "posts": parts.counts, "repeats": opts.repeats, "seeds": plan.seeds,
         "notes": plan.notes, "regime": plan.regime, "versions": library_versions(), "git": git_revision(),
         **({"finetune": plan.finetune.describe()} if plan.finetune else {}),
+        "options": options_to_json(opts),  # what `pipe train --resume` plans the run again from
     })
     for name, frame in parts.files.items():
         run.write_table(name, frame)
@@ -289,16 +293,25 @@ def check_stores(plan: RunPlan) -> None:
 
 
 def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, say: Callable[[str], None],
-            watch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens), evaluate it on
-    valid and test; repeat 0 also saves the model and the predictions. Returns the repeat's metrics."""
+            watch: Callable[[dict[str, Any]], None] | None = None, logger: MetricLogger | None = None
+            ) -> dict[str, Any]:
+    """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens, to `logger` too),
+    evaluate it on valid and test; repeat 0 also saves the model and the predictions. A torch
+    head checkpoints at every evaluation and continues from the checkpoint a stopped fit left
+    (`pipe train --resume`). Returns the repeat's metrics."""
     opts, task, data = plan.options, plan.task, plan.data
     head = plan.head_cls(with_seed(plan.config, seed))
     head.settings = plan.settings
+    head.checkpoint = Checkpoint(run.checkpoint_path(k))
     fitting.head = head
     if plan.finetune:
         plan.finetune.begin(head, data)
     reported: list[int] = []
+
+    def record(entry: dict[str, Any]) -> None:  # train_log.jsonl and --logger
+        run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+        if logger is not None:
+            logger.log(entry, k)
 
     fitting.repeat, fitting.last = k, None
 
@@ -306,7 +319,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         check_stores(plan)
         reported.append(entry["step"])
         fitting.last = entry
-        run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+        record(entry)
         if watch is not None:
             watch({"repeat": k, "repeats": opts.repeats, **entry})
 
@@ -324,21 +337,22 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         run.add_notes(found)
     if not reported:  # a head that evaluates only at the end (lightgbm, svr): its curve now
         for h in _history_lines(head):
-            run.log({"event": "valid", "repeat": k, "seed": seed, **h})
+            record(h)
     wanted = PARTS if k == 0 else ("valid", "test")
     outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
     res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
            **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
     res["restored_step"] = head.restored_step
     res["never_improved"] = head.restored_step == 0 or not task.improves(res["valid"][task.criterion], plan.constant)
-    fitting.done += 1
-    run.log({"event": "repeat_end", **res})
-    c = task.criterion
-    say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
-        f"test {c} {res['test'][c]:.4f}")
     if k == 0:
         run.save_model(head)  # atomic: a full disk never leaves a truncated model
         run.write_predictions(chunk for p in PARTS for chunk in task.prediction_chunks(data[p], outs[p], p))
+    run.log({"event": "repeat_end", **res})  # last: a resumed run counts the repeat as done from here on
+    head.checkpoint.remove()
+    fitting.done += 1
+    c = task.criterion
+    say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
+        f"test {c} {res['test'][c]:.4f}")
     return res
 
 
@@ -369,12 +383,23 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     if opts.repeats < 1:
         raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
     plan = plan_run(opts)
+    logger = open_logger(opts.logger)  # a missing package refuses before the run folder
     for n in plan.notes:
         say(n)
-    run = open_run(plan, say)
+    return complete(plan, open_run(plan, say), {}, say, watch, logger)
+
+
+def complete(plan: RunPlan, run: RunWriter, done: dict[int, dict[str, Any]], say: Callable[[str], None],
+             watch: Callable[[dict[str, Any]], None] | None = None, logger: MetricLogger | None = None) -> Path:
+    """Fit every repeat not in `done` (repeat -> its metrics, from a resumed run's log), then
+    write metrics.json; the run folder is released in any case."""
     try:
+        if logger is not None:
+            logger.start(run.dir, plan.options.repeats, config_to_dict(plan.config))
         with interruption(run, plan, say) as fitting:
-            repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
+            fitting.done = len(done)
+            repeats = [done[k] if k in done else fit_one(plan, k, seed, run, fitting, say, watch, logger)
+                       for k, seed in enumerate(plan.seeds)]
         task = plan.task
         valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
         test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
@@ -386,6 +411,14 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
                            "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
                            "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
         run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+        run.remove_checkpoints()
     finally:
+        if logger is not None:
+            logger.close()
         run.close()  # a run that died without metrics or interrupted.json now reads as failed
     return run.dir
+
+
+def options_to_json(opts: TrainOptions) -> dict[str, Any]:
+    """TrainOptions as config.json keeps them (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()}
