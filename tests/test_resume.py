@@ -129,8 +129,10 @@ def test_a_stopped_head_fitted_in_one_go_resumes_by_fitting_again(tmp_path):
     tiny.make_dataset(cache, n=60, stores=(tiny.FC,))
     whole = api.train("tiny", "svr", cache=cache, runs=runs, name="whole")
     _stop_svr(cache, runs, "cut")
-    resumed = api.resume("cut", runs=runs)
-    assert resumed.metrics["test"] == whole.metrics["test"]
+    r = CliRunner().invoke(app, ["train", "--resume", "cut", "--runs", str(runs)])
+    assert r.exit_code == 0, r.output
+    assert "resuming run" in r.stderr and "repeat 1/1 from the start of the repeat" in r.stderr
+    assert api.load_run(runs / "cut").metrics["test"] == whole.metrics["test"]
 
 
 def test_resume_refuses_a_run_whose_data_changed(tmp_path):
