@@ -18,6 +18,7 @@ imported by the functions that need them, so `from pipeline import api` is quick
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -103,12 +104,23 @@ def extract(dataset: str, backbone: str, *, config: Mapping[str, Any] | None = N
     `quiet`, `decode`, `amp`, `dask_workers`, `scheduler`) say how to run; every other keyword
     (and `config`) is an extractor setting (`layer`, `image_size`, `weights`, `max_features`,
     ...) and changes the extractor id."""
+    from pipeline.data.contract import load_posts
     from pipeline.extract import RunOptions, build_extractor, run_extract
+    from pipeline.extract import noop
 
     run_keys = {f.name for f in dataclasses.fields(RunOptions)}
     settings = {**(config or {}), **{k: v for k, v in opts.items() if k not in run_keys}}
-    ex = build_extractor(backbone, **settings)
-    return run_extract(dataset, ex, cache=cache, **{k: v for k, v in opts.items() if k in run_keys})
+    run_opts = {k: v for k, v in opts.items() if k in run_keys}
+    posts = functools.cache(lambda: load_posts(dataset, cache))  # read once, and only when needed
+    key = noop.request_key(backbone, settings)  # nothing new to extract: done without the extractor (torch)
+    done = noop.nothing_new(dataset, backbone, key, cache, RunOptions(**{k: v for k, v in run_opts.items()
+                                                                         if v is not None}), posts)
+    if done is not None:
+        return done
+    ex = build_extractor(backbone, **settings)  # a bad setting is said before a missing dataset
+    report = run_extract(dataset, ex, cache=cache, posts=posts(), **run_opts)
+    noop.remember(dataset, cache, key, ex, report.extractor_id)
+    return report
 
 
 class Run(_RunFolder):
