@@ -9,24 +9,22 @@ each with the task's metrics on valid and test, and writes the run (see
 so statistics they compute in `fit` come from the training part. Run settings (device,
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
-Ctrl-C, SIGTERM or an error is marked `interrupted` (Ctrl-C and SIGTERM raise `Interrupted`,
-a KeyboardInterrupt whose one line says where it stopped and the best so far: the CLI prints
-it and exits 130 / 143).
+Ctrl-C, SIGTERM or an error is marked `interrupted` (pipeline/run/interrupt.py) and a torch
+head's fit checkpoints at every evaluation, so `pipe train --resume` (resume.py) continues it.
 
 `plan_run` decides everything before fitting (a `RunPlan`, shared with `pipe tune`); `train`
-opens the run folder and calls `fit_one` per repeat inside one interruption context.
+opens the run folder and `complete` calls `fit_one` per repeat inside one interruption context
+(a resumed run: the repeats not yet done).
 `--set` arrives parsed (`TrainOptions.sets`, {key: value}) and is split here once into run
 settings, fine-tuning settings and the head's config.
 """
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import polars as pl
 
@@ -36,7 +34,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.head.base import Head
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, with_seed
-from pipeline.core.errors import Interrupted, PipeError
+from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import SplitSpec, parse_split
 from pipeline.extract.build import reads_images
@@ -49,6 +47,7 @@ from pipeline.train.loggers import MetricLogger, open_logger
 from pipeline.train.loop import TrainConfig
 from pipeline.train.metrics import mean_std
 from pipeline.train.tasks.base import Parts
+from pipeline.run.interrupt import Fitting, interruption
 from pipeline.run.roles import describe_stores, resolve_roles
 from pipeline.run.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
 
@@ -215,64 +214,6 @@ def open_run(plan: RunPlan, say: Callable[[str], None]) -> RunWriter:
                                             for p, d in plan.data.items()))
     run.log({"event": "start", "repeats": opts.repeats, "seeds": plan.seeds})
     return run
-
-
-@dataclass
-class Fitting:
-    """The repeat in progress, as the interruption context sees it."""
-
-    head: Head | None = None  # the head being fitted (--keep-interrupted saves it)
-    done: int = 0  # repeats finished
-    repeat: int = 0  # the repeat in progress
-    last: dict[str, Any] | None = None  # its latest validation evaluation (step, best, best_step), None before one
-
-    def stopped_at(self, how: str, criterion: str, repeats: int) -> str:
-        """The one line said and recorded when the run is stopped: where, and the best so far."""
-        e = self.last or {}
-        where = f"repeat {self.repeat + 1}/{repeats}, " if repeats > 1 else ""
-        line = f"interrupted ({how}) at {where}step {e.get('step', 0):,}"
-        if e.get("best") is not None:
-            return line + f"; best so far: valid {criterion} {e['best']:.4f} at step {e.get('best_step', 0):,}"
-        return line + "; no validation evaluation yet"
-
-
-@contextmanager
-def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> Iterator[Fitting]:
-    """SIGTERM raised like Ctrl-C while the block runs; an interrupted or failed run is marked
-    `interrupted` (with --keep-interrupted, a first repeat's best model so far is kept); the
-    fine-tuning image feeds are closed in any case."""
-    old_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Interrupted("SIGTERM", 143)
-
-    fitting = Fitting()
-    try:
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        yield fitting
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM raised as Interrupted by the handler above
-        how, code = ("SIGTERM", 143) if isinstance(e, Interrupted) and e.exit_code == 143 else ("Ctrl-C", 130)
-        line = fitting.stopped_at(how, plan.task.criterion, plan.options.repeats)
-        run.mark_interrupted(line)
-        head = fitting.head
-        kept = ""
-        if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
-            run.save_model(head)  # the trainer left the best weights so far in the model
-            kept = f"; that model is kept in {run.model_dir}"
-        raise Interrupted(f"{line}{kept}; run {run.dir} marked interrupted", code) from None
-    except Exception as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if plan.finetune:
-            plan.finetune.close()
-        try:
-            signal.signal(signal.SIGTERM, old_term)
-        except ValueError:
-            pass
 
 
 def check_stores(plan: RunPlan) -> None:
