@@ -223,7 +223,8 @@ class Embedding(Task):
         names, confs = self._top(out)
         every = pl.DataFrame(out.confidence.astype(np.float64), schema=list(out.labels), orient="row")
         return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
-                             "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
+                             "user_id": data.posts["user_id"].cast(pl.Utf8), "labels": data.posts["labels"],
+                             "top_labels": names, "top_confidence": confs,
                              "embedding": _rows(out.vectors.astype(np.float32), pl.Float64)}).with_columns(
             every.to_struct("confidence"))  # every label's confidence, one struct field per label
 

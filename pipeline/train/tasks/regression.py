@@ -210,7 +210,8 @@ class Regression(Task):
 
     def predictions(self, data: HeadData, out: np.ndarray, part: str) -> pl.DataFrame:
         y, t = self._y(data), self.transform
-        cols = {"post_id": data.ids, "split": [part] * len(data), "y": t.inverse(y), "yhat": t.inverse(out)}
+        cols = {"post_id": data.ids, "split": [part] * len(data), "user_id": data.posts["user_id"].cast(pl.Utf8),
+                "y": t.inverse(y), "yhat": t.inverse(out)}  # user_id: `pipe report`'s per-user errors
         if t.kind != "none":  # what the head learned and predicted, on its own scale
             cols.update(y_scaled=y, yhat_scaled=np.asarray(out, np.float64))
         return pl.DataFrame(cols)
