@@ -18,6 +18,7 @@ is summed over partitions on the workers (`_valid_sq_errors`).
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from pipeline.head.tabular import TabularHead
+from pipeline.head.tabular import IMPORTANCES, TabularHead
 from pipeline.head.base import HeadData, Progress
 from pipeline.core.errors import PipeError
 
@@ -172,7 +173,16 @@ class LightGBMHead(TabularHead):
     def save(self, directory: Path) -> None:
         if self.booster is None:
             raise self.not_fitted()
-        self.booster.save_model(self.save_state(directory, users=list(self.users)) / "lightgbm.txt")
+        folder = self.save_state(directory, users=list(self.users))
+        self.booster.save_model(folder / "lightgbm.txt")
+        (folder / IMPORTANCES).write_text(json.dumps({"kind": "gain", "features": self.importances()}))
+
+    def importances(self) -> list[tuple[str, float]]:
+        """(column, total gain of its splits) for every column, largest first (ties by name)."""
+        if self.booster is None:
+            raise self.not_fitted()
+        gain = self.booster.feature_importance(importance_type="gain")
+        return sorted(zip(self.booster.feature_name(), map(float, gain)), key=lambda t: (-t[1], t[0]))
 
     @classmethod
     def load(cls, directory: Path) -> "LightGBMHead":
