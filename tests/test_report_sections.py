@@ -240,3 +240,37 @@ def test_predictions_keep_the_posts_user(tmp_path):
     r = task.predictions(test, np.zeros(len(test)), "test")
     assert r.columns == ["post_id", "split", "user_id", "y", "yhat"]
     assert r["user_id"].to_list() == test.posts["user_id"].cast(pl.Utf8).to_list()
+
+
+@pytest.mark.slow
+def test_trained_runs_save_what_the_report_draws(tmp_path, drawn, one_thread):
+    """Real runs: lightgbm saves its importances with the model (the booster's gain per column),
+    a torch head logs its train loss and restored step, predictions keep user_id; the report of
+    both draws the importances, the marked curve and the per-user tables."""
+    from pipeline.run.train import TrainOptions, train
+
+    cache = tmp_path / "cache"
+    tiny.make_dataset(cache, n=120, seed=2, stores=(tiny.GRID, tiny.TOKENS))
+    common = dict(dataset="tiny", runs=tmp_path / "runs", cache=cache, split="0.6,0.2,0.2")
+    lgb = load_run(train(TrainOptions(head="lightgbm", stores={"visual": tiny.GRID, "text": "tokens"},
+                                      sets={"n_estimators": 30, "n_jobs": 1, "min_child_samples": 5}, **common)))
+    uhan = load_run(train(TrainOptions(head="uhan", stores={"visual": tiny.GRID, "text": "tokens"},
+                                       sets={"max_steps": 6, "eval_every": 3, "batch_size": 16, "dim": 16,
+                                             "device": "cpu"}, **common)))
+    saved = json.loads((lgb.dir / "model" / IMPORTANCES).read_text())
+    head = lgb.load_head()
+    gain = dict(zip(head.booster.feature_name(), head.booster.feature_importance(importance_type="gain")))
+    assert saved["kind"] == "gain" and [n for n, _ in saved["features"]] == sorted(gain, key=lambda n: (-gain[n], n))
+    assert all(v == pytest.approx(gain[n]) for n, v in saved["features"])
+    assert {"user_id", "visual_missing"} <= set(gain)
+    log = curves.read_log(uhan)[0]
+    assert log.has_train and log.restored in log.steps
+    for run in (lgb, uhan):
+        assert run.predictions(["user_id"])["user_id"].null_count() == 0
+    text = build_report([uhan, lgb])
+    alts = re.findall(r'alt="([^"]+)"', text)
+    assert f"{lgb.name}: feature importances" in alts and f"{uhan.name}: feature importances" not in alts
+    assert f"{uhan.name}: validation" in alts and text.count('<table class="users">') == 4
+    assert any(str(ln.get_label()) == f"restored step {log.restored}" for f in drawn for ax in f.get_axes()
+               for ln in ax.get_lines())
+    assert_no_empty_axes(drawn)
