@@ -158,24 +158,27 @@ def test_lightgbm_importances_drawn_from_the_saved_file_without_lightgbm(world, 
     assert_no_empty_axes(drawn)
 
 
-def test_per_user_errors_hand_checked(world):
+def test_per_user_errors_hand_checked(world, monkeypatch):
     preds = world["torch"].predictions()
     assert "user_id" in preds.columns
-    top, worst = _tables(breakdown.user_errors(preds))
-    assert top[0] == ["user", "test posts", "train posts", "MAE", "MSE"]
+    (every,) = _tables(text := breakdown.user_errors(preds))  # 3 users: one table lists them all
+    assert every[0] == ["user", "test posts", "train posts", "MAE", "MSE"] and "all users" in text
     # c: errors 2, 2, -2 -> MAE 2, MSE 4; a: 1, -3 -> MAE 2, MSE 5; b: 0.5 -> MAE 0.5, MSE 0.25
-    assert top[1:] == [["c", "3", "1", "2.0000", "4.0000"], ["a", "2", "4", "2.0000", "5.0000"],
-                       ["b", "1", "0", "0.5000", "0.2500"]]
-    assert worst[1:] == [["c", "3", "1", "2.0000", "4.0000"]]  # only c has the 3 test posts to be called worst
+    assert every[1:] == [["c", "3", "1", "2.0000", "4.0000"], ["a", "2", "4", "2.0000", "5.0000"],
+                         ["b", "1", "0", "0.5000", "0.2500"]]
+    monkeypatch.setattr(breakdown, "TOP_USERS", 1)
+    monkeypatch.setattr(breakdown, "MIN_ROWS", 2)
+    top, worst = _tables(text := breakdown.user_errors(preds))
+    assert top[1:] == [["c", "3", "1", "2.0000", "4.0000"]] and "(of 3)" in text
+    assert worst[1:] == [["a", "2", "4", "2.0000", "5.0000"], ["c", "3", "1", "2.0000", "4.0000"]]  # b: too few
     old = breakdown.user_errors(preds.drop("user_id"))
     assert "no user_id" in old and "<table" not in old
 
 
 def test_per_user_auc_hand_checked(world):
-    top, worst = _tables(breakdown.user_aucs(world["amnl"].predictions()))
+    (every,) = _tables(breakdown.user_aucs(world["amnl"].predictions()))
     # x ranks its positive first (1.0), y last (0.0), z ties it with its negative (0.5)
-    assert top[1:] == [["x", "3", "1", "1.0000"], ["y", "3", "1", "0.0000"], ["z", "2", "1", "0.5000"]]
-    assert worst[1][0] == "y"
+    assert every[1:] == [["x", "3", "1", "1.0000"], ["y", "3", "1", "0.0000"], ["z", "2", "1", "0.5000"]]
 
 
 def test_embedding_run_gets_pr_curves_per_label_with_ap(world, drawn):
@@ -221,7 +224,7 @@ def test_each_section_only_where_it_applies_and_no_empty_axes(world, drawn, monk
     assert [a for a in alts if a.endswith("feature importances")] == ["lightgbm-1: feature importances"]
     assert [a for a in alts if a.endswith("PR curves")] == ["dman-1: PR curves"]
     assert [a for a in alts if a.startswith("overlay")] == ["overlay: d score"]
-    assert text.count('<table class="users">') == 2 * 3 + 2  # 3 regression runs, 1 ranking run
+    assert text.count('<table class="users">') == 4  # 3 regression runs, 1 ranking run, one table each (3 users)
     assert "fitted in one go" in text
     assert asked and all(c is not None and "embedding" not in c for c in asked)  # narrow reads only
     assert_no_empty_axes(drawn)
@@ -270,7 +273,7 @@ def test_trained_runs_save_what_the_report_draws(tmp_path, drawn, one_thread):
     text = build_report([uhan, lgb])
     alts = re.findall(r'alt="([^"]+)"', text)
     assert f"{lgb.name}: feature importances" in alts and f"{uhan.name}: feature importances" not in alts
-    assert f"{uhan.name}: validation" in alts and text.count('<table class="users">') == 4
+    assert f"{uhan.name}: validation" in alts and text.count('<div class="users">') == 2
     assert any(str(ln.get_label()) == f"restored step {log.restored}" for f in drawn for ax in f.get_axes()
                for ln in ax.get_lines())
     assert_no_empty_axes(drawn)

@@ -54,10 +54,19 @@ def user_errors(preds: pl.DataFrame) -> str:
     pool, who = _worst_pool(g, "test posts")
     worst = pool.sort(["MAE", "user_id"], descending=[True, False]).head(WORST_USERS).select(cols)
     head = ["user", "test posts", "train posts", "MAE", "MSE"]
-    return ('<div class="users">'
-            + table(head, top.rows(), f"test errors of the {top.height} users with the most test posts "
-                                      f"(of {g.height})", cls="users")
-            + table(head, worst.rows(), f"the {worst.height} worst users by MAE ({who})", cls="users") + "</div>")
+    return _two_tables(head, top, worst, g.height, "test errors of the {n} users with the most test posts{of}",
+                       f"the {worst.height} worst users by MAE ({who})")
+
+
+def _two_tables(head: list[str], top: pl.DataFrame, worst: pl.DataFrame, users: int, top_caption: str,
+                worst_caption: str) -> str:
+    """The top users' table, and the worst users' when the top one does not already list every user."""
+    every = top.height == users
+    caption = top_caption.format(n="all" if every else top.height, of="" if every else f" (of {users})")
+    out = table(head, top.rows(), caption, cls="users")
+    if not every:
+        out += table(head, worst.rows(), worst_caption, cls="users")
+    return f'<div class="users">{out}</div>'
 
 
 def user_aucs(preds: pl.DataFrame) -> str:
@@ -78,10 +87,8 @@ def user_aucs(preds: pl.DataFrame) -> str:
     pool, who = _worst_pool(g.drop_nulls("AUC"), "candidates")
     worst = pool.sort(["AUC", "user_id"]).head(WORST_USERS)
     head = ["user", "candidates", "positives", "AUC"]
-    return ('<div class="users">'
-            + table(head, top.rows(), f"test AUC of the {top.height} users with the most candidates (of {g.height}; "
-                                      "— : no positive or no negative)", cls="users")
-            + table(head, worst.rows(), f"the {worst.height} worst users by AUC ({who})", cls="users") + "</div>")
+    return _two_tables(head, top, worst, g.height, "test AUC of the {n} users with the most candidates{of} "
+                       "(—: no positive or no negative)", f"the {worst.height} worst users by AUC ({who})")
 
 
 def pr_curves(run: Run, test: pl.DataFrame) -> list[str]:

@@ -298,7 +298,8 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
             parts.append(note(str(e)))
         if preds is not None:
             figs += plotting.draw(run, preds, posts)
-    body = "".join(parts) + '<div class="plots">' + "".join(figs) + "</div>"
+    shown = [f for f in figs if f.startswith("<img")]  # figures side by side; tables and notes below them
+    body = "".join(parts) + '<div class="plots">' + "".join(shown) + "</div>" + "".join(f for f in figs if f not in shown)
     return (f'<section id="run-{html.escape(run.name)}"><details{" open" if open_ else ""}><summary>'
             f"{html.escape(run.name)}</summary>{body}</details></section>")
 
