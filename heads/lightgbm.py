@@ -7,7 +7,8 @@ and `user_history=k` (the user's last k earlier training scores: mean and count)
 A user unseen in training gets a missing category (LightGBM's missing-value branch) and
 the global training mean as `user_mean`; `unseen_users` flags them. The model is saved
 with `Booster.save_model` (text, truncated at the best iteration), the feature statistics
-and config as JSON: nothing is unpickled on load.
+and config as JSON: nothing is unpickled on load. Its feature importances (total gain per
+column) are saved beside it (`importances.json`), which `pipe report` draws without lightgbm.
 
 With `scheduler` (or `dask_workers`) the table never sits on one machine: the statistics
 are fitted on the driver from the posts table, each partition of `partition_rows` posts

@@ -1,18 +1,23 @@
 """`pipe report`: one self-contained HTML page to look at runs rather than read their JSON.
 
 At the top, one sentence per task and dataset saying which run is best, by how much, and
-whether that is beyond seed noise (when the runs have repeats). Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
-repeats, on the original target scale), the best value of each column among the runs of the
-same dataset, split and target marked and each ablation's change against its
-full model (same head, dataset, stores, split and target, no ablation, among the runs
-given). Per run: the validation curve of each repeat (train_log.jsonl), and from
-predictions.parquet, on the test part: predicted vs true and the error by user activity
-(the user's posts in the training part) and by posting time (regression), P@k for
-k = 1..10 (ranking), AP per label and cross-modal P@k (embedding): the plot set the run's
-task names (`Task.plots`, a key of `PLOT_SETS`). Plots are inline PNGs
-(pipeline/evaluate/plots.py); the page has no script and no network reference, so it
-opens from disk anywhere. What cannot be drawn (no posts table left in the cache, a run
-still running) is said in place of the plot.
+whether that is beyond seed noise (when the runs have repeats). Per task, the comparison
+table of `pipe evaluate` with every test metric (mean ± std over repeats, on the original
+target scale), the best value of each column among the runs of the same dataset, split and
+target marked and each ablation's change against its full model (same head, dataset,
+stores, split and target, no ablation, among the runs given); then, per dataset, split and
+target with two runs or more that log a curve, their validation curves overlaid
+(pipeline/evaluate/curves.py). Per run: train loss and validation criterion by step with the
+restored step marked (a note for a head fitted in one go), a tree head's feature
+importances, and from predictions.parquet (only the columns the plot set names), on the
+test part: predicted vs true, errors per user, and the error by user activity (the user's
+posts in the training part) and by posting time (regression); P@k for k = 1..10 and AUC
+per user (ranking); AP per label, precision-recall curves per label and cross-modal P@k
+(embedding) (pipeline/evaluate/breakdown.py): the plot set the run's task names
+(`Task.plots`, a key of `PLOT_SETS`). Plots are inline PNGs (pipeline/evaluate/plots.py);
+the page has no script and no network reference, so it opens from disk anywhere. What
+cannot be drawn (no posts table left in the cache, a run still running, a run from before
+predictions kept `user_id`) is said in place of the plot; no figure has empty axes.
 """
 from __future__ import annotations
 
