@@ -162,7 +162,7 @@ def test_per_user_errors_hand_checked(world, monkeypatch):
     preds = world["torch"].predictions()
     assert "user_id" in preds.columns
     (every,) = _tables(text := breakdown.user_errors(preds))  # 3 users: one table lists them all
-    assert every[0] == ["user", "test posts", "train posts", "MAE", "MSE"] and "all users" in text
+    assert every[0] == ["user", "test posts", "train posts", "MAE", "MSE"] and "test errors of all 3 users" in text
     # c: errors 2, 2, -2 -> MAE 2, MSE 4; a: 1, -3 -> MAE 2, MSE 5; b: 0.5 -> MAE 0.5, MSE 0.25
     assert every[1:] == [["c", "3", "1", "2.0000", "4.0000"], ["a", "2", "4", "2.0000", "5.0000"],
                          ["b", "1", "0", "0.5000", "0.2500"]]

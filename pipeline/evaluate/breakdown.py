@@ -54,15 +54,16 @@ def user_errors(preds: pl.DataFrame) -> str:
     pool, who = _worst_pool(g, "test posts")
     worst = pool.sort(["MAE", "user_id"], descending=[True, False]).head(WORST_USERS).select(cols)
     head = ["user", "test posts", "train posts", "MAE", "MSE"]
-    return _two_tables(head, top, worst, g.height, "test errors of the {n} users with the most test posts{of}",
+    return _two_tables(head, top, worst, g.height, "test errors", "test posts",
                        f"the {worst.height} worst users by MAE ({who})")
 
 
-def _two_tables(head: list[str], top: pl.DataFrame, worst: pl.DataFrame, users: int, top_caption: str,
+def _two_tables(head: list[str], top: pl.DataFrame, worst: pl.DataFrame, users: int, what: str, most: str,
                 worst_caption: str) -> str:
     """The top users' table, and the worst users' when the top one does not already list every user."""
     every = top.height == users
-    caption = top_caption.format(n="all" if every else top.height, of="" if every else f" (of {users})")
+    caption = (f"{what} of all {users} users" if every
+               else f"{what} of the {top.height} users with the most {most} (of {users})")
     out = table(head, top.rows(), caption, cls="users")
     if not every:
         out += table(head, worst.rows(), worst_caption, cls="users")
@@ -86,9 +87,9 @@ def user_aucs(preds: pl.DataFrame) -> str:
     top = g.sort(["candidates", "user_id"], descending=[True, False]).head(TOP_USERS)
     pool, who = _worst_pool(g.drop_nulls("AUC"), "candidates")
     worst = pool.sort(["AUC", "user_id"]).head(WORST_USERS)
-    head = ["user", "candidates", "positives", "AUC"]
-    return _two_tables(head, top, worst, g.height, "test AUC of the {n} users with the most candidates{of} "
-                       "(—: no positive or no negative)", f"the {worst.height} worst users by AUC ({who})")
+    head = ["user", "candidates", "positives", "AUC (—: one class only)"]
+    return _two_tables(head, top, worst, g.height, "test AUC", "candidates",
+                       f"the {worst.height} worst users by AUC ({who})")
 
 
 def pr_curves(run: Run, test: pl.DataFrame) -> list[str]:
