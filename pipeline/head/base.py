@@ -10,13 +10,8 @@ saved config. Task settings (a ranking task's negatives, a sequence head's windo
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 
 Everything the rest of the code asks a head is declared here with a default (as
-<<<<<<< HEAD
 scikit-learn's estimator tags): `search_space`, `small_data`, `paper_settings`, `target_transform`,
-`on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
-=======
-scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
 `on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, `restored_step`, the config's
->>>>>>> main
 `ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
 callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
 (tests/test_head_contract.py scans for it).

@@ -289,10 +289,16 @@ class Run:
             raise IntegrityError(f"{model}: cannot load the saved model ({files}: {type(e).__name__}: "
                                  f"{str(e)[:200]}); the file is damaged or truncated: train the run again") from None
 
-    def predictions(self) -> pl.DataFrame:
+    def predictions(self, columns: Iterable[str] | None = None) -> pl.DataFrame:
+        """predictions.parquet, or only those of `columns` it has (a report reads a few narrow
+        columns of what can be millions of wide rows)."""
         p = self.dir / PREDICTIONS
         try:
-            return pl.read_parquet(p)
+            if columns is None:
+                return pl.read_parquet(p)
+            lazy = pl.scan_parquet(p)
+            have = lazy.collect_schema().names()
+            return lazy.select([c for c in dict.fromkeys(columns) if c in have]).collect()
         except Exception as e:  # polars raises several types for a damaged file
             raise IntegrityError(f"{p}: unreadable ({type(e).__name__}); train the run again") from None
 
