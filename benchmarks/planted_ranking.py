@@ -10,15 +10,15 @@ Each row trains `--seeds` seeds (`--repeats`); one table of test P@1, P@3 and AU
 seed ("within noise" where the interval crosses zero; benchmarks/_seeds.py), written as
 JSON, with the planted ceiling (the true topic and popularity as the score) for scale.
 
-CPU-sized: AMNL at dim 64 (paper 400) and text_dim 64, lr 0.001 and beta 0.01 (at the
-paper's lr 0.01 and a smaller beta the model memorizes the 480 tweets: train AUC > 0.93,
-test < 0.6), every torch head capped at `--steps` batches.
+Every row at the head's defaults (no `--set` but the row's own): the training schedule is
+the data's (`regime=auto`: about two evaluations per epoch, patience 12), unless `--steps N`
+caps each torch head at N batches (evaluating every 30, patience 5) for a quick look.
 
 `--shape followee` runs the second shape (`pipe synth --task ranking --shape followee`: 300
 users, 60 accounts, 1,500 tweets, tastes driven by the influential followee; not yet measured
 here), in its own folder under the workdir.
 
-    python benchmarks/planted_ranking.py [--shape default|followee] [--posts 480] [--steps 300] [--seeds 5] [--only LABEL ...] [--workdir ...]
+    python benchmarks/planted_ranking.py [--shape default|followee] [--posts 480] [--steps N] [--seeds 5] [--only LABEL ...] [--workdir ...]
 """
 from __future__ import annotations
 
@@ -37,18 +37,16 @@ from pipeline.train import tasks
 
 from _seeds import add_seeds_flag, comparison_lines, per_seed, summary
 
-AMNL = {"dim": 64, "text_dim": 64, "lr": 0.001, "beta": 0.01}
+AMNL: dict = {}  # the head's defaults: `regime=auto` picks its small-data values here
 METRICS = ("p@1", "p@3", "auc")
 RUNS: list[tuple[str, str, list[str], dict]] = [  # (label, head, ablations, config)
     ("Popularity", "popularity", [], {}),
     ("BPR", "bpr", [], {}),
     ("VBPR", "vbpr", [], {}),
     ("AMNL", "amnl", [], AMNL),
+    ("AMNL (no author bias)", "amnl", [], {**AMNL, "author_bias": False}),
     ("AMNL (product)", "amnl", [], {**AMNL, "fusion": "product"}),
-    ("AMNL (sum)", "amnl", [], {**AMNL, "fusion": "sum"}),
-    ("AMNL (before issue 19)", "amnl", [], {**AMNL, "fusion": "product", "penalty": "batch", "optimizer": "adam"}),
-    ("AMNL (paper: AdaGrad)", "amnl", [], {**AMNL, "fusion": "product", "optimizer": "adagrad", "lr": 0.01}),
-    ("AMNL (sum, AdaGrad)", "amnl", [], {**AMNL, "fusion": "sum", "optimizer": "adagrad", "lr": 0.01}),
+    ("AMNL (paper settings)", "amnl", [], {"regime": "paper"}),
     ("AMNL_i (w/o text)", "amnl", ["text"], AMNL),
     ("AMNL_d (w/o visual)", "amnl", ["visual"], AMNL),
     ("AMNL w/o followees", "amnl", ["followees"], AMNL),
@@ -71,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="default", choices=list(SHAPES), help="the synth's shape (synth_ranking.SHAPES)")
     ap.add_argument("--posts", type=int, help="tweets (default: the shape's, 480 / 1,500)")
-    ap.add_argument("--steps", type=int, default=300, help="max_steps of every torch head")
+    ap.add_argument("--steps", type=int, help="cap every torch head at this many batches (default: the regime's schedule)")
     ap.add_argument("--workdir", type=Path, default=Path("benchmarks/out/planted_ranking"))
     ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
     ap.add_argument("--full", default="AMNL", help="the row every paired difference is taken from")
@@ -95,7 +93,8 @@ def main() -> None:
             continue
         t = time.perf_counter()
         torch = head != "popularity"
-        sets = {**config, **({"max_steps": a.steps, "eval_every": 30, "patience": 5, "threads": 1} if torch else {})}
+        cap = {"max_steps": a.steps, "eval_every": 30, "patience": 5} if a.steps else {}
+        sets = {**config, **({**cap, "threads": 1} if torch else {})}
         run = api.train("ranking", head, config=sets, ablate=ablate, cache=cache, runs=runs, repeats=a.seeds,
                         stores={"visual": visual.extractor_id, "text": text.extractor_id})
         seeds = {k: per_seed(run.dir, k) for k in METRICS}
@@ -103,11 +102,12 @@ def main() -> None:
                      "seeds": seeds, "seconds": round(time.perf_counter() - t, 1)})
         print(f"{label:24s} " + "  ".join(f"{k} {summary(v)}" for k, v in seeds.items()) + f"  ({rows[-1]['seconds']}s)",
               flush=True)
-    print(f"\n{a.seeds} seed(s), torch heads capped at {a.steps} steps; paired differences of test AUC:")
+    schedule = f"capped at {a.steps} steps" if a.steps else "on the regime's schedule"
+    print(f"\n{a.seeds} seed(s), torch heads {schedule}; paired differences of test AUC:")
     print("\n".join(comparison_lines(rows, a.full, "auc")))
     top = ceiling("ranking", cache, json.loads((data / "signals.json").read_text()))
     print(f"{'planted score (ceiling)':22s} P@1 {top['p@1']:.3f}  P@3 {top['p@3']:.3f}  AUC {top['auc']:.3f}")
-    out = {"shape": a.shape, "posts": a.posts, "steps": a.steps, "seeds": a.seeds, "amnl_config": AMNL, "prepare_seconds": round(prep_s, 1),
+    out = {"shape": a.shape, "posts": a.posts, "steps": a.steps, "seeds": a.seeds, "prepare_seconds": round(prep_s, 1),
            "rows": rows, "ceiling": {k: round(v, 4) for k, v in top.items()}}
     path = w / "planted_ranking.json"
     path.parent.mkdir(parents=True, exist_ok=True)

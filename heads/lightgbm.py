@@ -7,7 +7,8 @@ and `user_history=k` (the user's last k earlier training scores: mean and count)
 A user unseen in training gets a missing category (LightGBM's missing-value branch) and
 the global training mean as `user_mean`; `unseen_users` flags them. The model is saved
 with `Booster.save_model` (text, truncated at the best iteration), the feature statistics
-and config as JSON: nothing is unpickled on load.
+and config as JSON: nothing is unpickled on load. Its feature importances (total gain per
+column) are saved beside it (`importances.json`), which `pipe report` draws without lightgbm.
 
 With `scheduler` (or `dask_workers`) the table never sits on one machine: the statistics
 are fitted on the driver from the posts table, each partition of `partition_rows` posts
@@ -18,6 +19,7 @@ is summed over partitions on the workers (`_valid_sq_errors`).
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from heads import register
-from pipeline.head.tabular import CHUNK, TableRows, TabularHead
+from pipeline.head.tabular import CHUNK, IMPORTANCES, TableRows, TabularHead
 from pipeline.head.base import HeadData, Progress
 from pipeline.core.errors import PipeError
 
@@ -185,7 +187,16 @@ class LightGBMHead(TabularHead):
     def save(self, directory: Path) -> None:
         if self.booster is None:
             raise self.not_fitted()
-        self.booster.save_model(self.save_state(directory, users=list(self.users)) / "lightgbm.txt")
+        folder = self.save_state(directory, users=list(self.users))
+        self.booster.save_model(folder / "lightgbm.txt")
+        (folder / IMPORTANCES).write_text(json.dumps({"kind": "gain", "features": self.importances()}))
+
+    def importances(self) -> list[tuple[str, float]]:
+        """(column, total gain of its splits) for every column, largest first (ties by name)."""
+        if self.booster is None:
+            raise self.not_fitted()
+        gain = self.booster.feature_importance(importance_type="gain")
+        return sorted(zip(self.booster.feature_name(), map(float, gain)), key=lambda t: (-t[1], t[0]))
 
     @classmethod
     def load(cls, directory: Path) -> "LightGBMHead":

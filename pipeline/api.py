@@ -18,6 +18,7 @@ imported by the functions that need them, so `from pipeline import api` is quick
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 PathLike = str | Path
 Say = Callable[[str], None]
 
-__all__ = ["Run", "evaluate", "explain", "extract", "ingest", "load_run", "open_store", "rank", "report", "score",
-           "train"]
+__all__ = ["Run", "evaluate", "explain", "extract", "ingest", "load_run", "open_store", "rank", "report", "resume",
+           "score", "train"]
 
 
 def _quiet(_: str) -> None:
@@ -103,12 +104,23 @@ def extract(dataset: str, backbone: str, *, config: Mapping[str, Any] | None = N
     `quiet`, `decode`, `amp`, `dask_workers`, `scheduler`) say how to run; every other keyword
     (and `config`) is an extractor setting (`layer`, `image_size`, `weights`, `max_features`,
     ...) and changes the extractor id."""
+    from pipeline.data.contract import load_posts
     from pipeline.extract import RunOptions, build_extractor, run_extract
+    from pipeline.extract import noop
 
     run_keys = {f.name for f in dataclasses.fields(RunOptions)}
     settings = {**(config or {}), **{k: v for k, v in opts.items() if k not in run_keys}}
-    ex = build_extractor(backbone, **settings)
-    return run_extract(dataset, ex, cache=cache, **{k: v for k, v in opts.items() if k in run_keys})
+    run_opts = {k: v for k, v in opts.items() if k in run_keys}
+    posts = functools.cache(lambda: load_posts(dataset, cache))  # read once, and only when needed
+    key = noop.request_key(backbone, settings)  # nothing new to extract: done without the extractor (torch)
+    done = noop.nothing_new(dataset, backbone, key, cache, RunOptions(**{k: v for k, v in run_opts.items()
+                                                                         if v is not None}), posts)
+    if done is not None:
+        return done
+    ex = build_extractor(backbone, **settings)  # a bad setting is said before a missing dataset
+    report = run_extract(dataset, ex, cache=cache, posts=posts(), **run_opts)
+    noop.remember(dataset, cache, key, ex, report.extractor_id)
+    return report
 
 
 class Run(_RunFolder):
@@ -176,6 +188,37 @@ def train(dataset: str, head: str, *, config: Mapping[str, Any] | None = None, a
                                         task_sets=dict(task_config or {}), **opts),
                            say=say, watch=watch)
     return Run.load(run_dir)
+
+
+def resume(run: PathLike, *, runs: PathLike | None = None, say: Say = _quiet,
+           watch: Callable[[dict[str, Any]], None] | None = None) -> Run:
+    """Continue a stopped `train` run (Ctrl-C, SIGTERM, a killed process) from its last
+    checkpoint to the result an uninterrupted run reaches; the run, finished."""
+    from pipeline.run.resume import resume as resume_run
+
+    return Run.load(resume_run(run, runs, say=say, watch=watch))
+
+
+def dry_run(dataset: str, head: str, *, say: Say = _quiet, **opts: Any) -> list[str]:
+    """`pipe train --dry-run`: prepare, fit one batch (a torch head), validate, predict, save,
+    reload and evaluate in a temporary folder that is removed; one line per thing checked.
+    Keywords are `train`'s TrainOptions fields (stores, split, sets, task_sets, cache, ...)."""
+    from pipeline.evaluate.compare import comparison_rows
+    from pipeline.run.dryrun import dry_run_fit
+    from pipeline.run.train import TrainOptions
+
+    with tempfile.TemporaryDirectory(prefix="pipe-dry-run-") as tmp:
+        run_dir, checked = dry_run_fit(TrainOptions(dataset=dataset, head=head, runs=tmp, name="dry-run", **opts), say)
+        run = Run.load(run_dir)
+        run.load_head()
+        checked.append(f"loaded the saved model back ({run.head})")
+        row = comparison_rows([run])[0]
+        c = run.config["task"]["criterion"] if isinstance(run.config.get("task"), dict) else None
+        shown = {k: row[k] for k in row if k == c or k == f"test_{c}"} if c else {}
+        checked.append(f"evaluated the run: a {row['task']} row on {row['dataset']}"
+                       + (f" ({', '.join(f'{k} {v:.4f}' for k, v in shown.items() if isinstance(v, float))})"
+                          if shown else ""))
+    return checked
 
 
 def evaluate(refs: Iterable[PathLike | _RunFolder], *, runs: PathLike | None = None, out: PathLike | None = None,

@@ -93,8 +93,30 @@ def test_regime_paper_selects_the_papers_settings_exactly():
     assert (c.fusion, c.optimizer) == ("sum", "adam")  # the measured defaults differ from the paper
     paper, info = resolve_regime(AMNL, AMNLConfig(regime="paper"), 100)
     assert (paper.fusion, paper.optimizer, paper.lr, paper.penalty, paper.regime) == ("product", "adagrad", 0.01, "pass", "paper")
+    assert (paper.author_bias, paper.dim, paper.beta) == (False, 400, 1e-3)  # no bias, the paper's sizes
     assert info["applied"] == AMNL.paper_settings
     mine, info = resolve_regime(AMNL, AMNLConfig(regime="paper", optimizer="sgd"), 100, {"optimizer"})
     assert (mine.fusion, mine.optimizer) == ("product", "sgd") and "optimizer" not in info["applied"]
     big, info = resolve_regime(AMNL, AMNLConfig(), SMALL_DATA)
     assert (big.regime, big.fusion, big.optimizer, info["applied"]) == ("paper", "sum", "adam", {})
+
+
+def test_small_data_regime_sets_the_measured_sizes():
+    from pipeline.train.regime import resolve_regime
+
+    small, _ = resolve_regime(AMNL, AMNLConfig(), 300)
+    assert (small.regime, small.dim, small.text_dim, small.lr, small.beta, small.author_bias) == ("small", 64, 64, 0.003, 0.3, True)
+
+
+def test_author_bias_adds_b_a_and_unseen_authors_score_zero():
+    """F + b_a: row 0 (an author unseen in training) adds nothing; without the bias the paper's F."""
+    torch.manual_seed(0)
+    kw = dict(n_users=3, dim=3, visual_dim=2, text=None, text_dim=1, followees=None, fusion="sum")
+    m, plain = AMNLModel(**kw, n_authors=3), AMNLModel(**kw)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("b_author")})
+    with torch.no_grad():
+        m.b_author.weight[:, 0] = torch.tensor([0.0, 2.0, -1.0])
+    b = {"user": torch.tensor([1, 2]), "visual": torch.randn(2, 3, 2), "visual_present": torch.ones(2, 3, dtype=torch.bool),
+         "author": torch.tensor([[1, 2, 0], [0, 0, 2]])}
+    with torch.no_grad():
+        torch.testing.assert_close(m(b) - plain(b), torch.tensor([[2.0, -1.0, 0.0], [0.0, 0.0, -1.0]]))

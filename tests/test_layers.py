@@ -7,6 +7,7 @@ import and a planted cycle."""
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,13 @@ def test_a_planted_cycle_fails(tmp_path):
     q = root / "pipeline" / "core" / "io.py"
     q.write_text(q.read_text() + "\n\nfrom pipeline.core import paths\n")
     assert any(x.startswith("cycle:") and "pipeline.core.paths" in x and "pipeline.core.io" in x for x in check(root))
+
+
+def test_no_merge_conflict_markers_are_committed():
+    """A merge left `<<<<<<< HEAD` in a docstring once, harmless at run time and easy to miss."""
+    root = Path(__file__).resolve().parents[1]
+    marker = re.compile(r"^(<{7} |={7}$|>{7} )", re.M)
+    hits = [str(p.relative_to(root)) for d in ("pipeline", "heads", "extractors", "benchmarks", "tests", "docs")
+            for p in (root / d).rglob("*") if p.suffix in (".py", ".md") and marker.search(p.read_text())]
+    hits += [n for n in ("README.md",) if marker.search((root / n).read_text())]
+    assert not hits, f"merge-conflict markers in {hits}"

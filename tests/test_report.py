@@ -99,7 +99,7 @@ class _Page(HTMLParser):
         a = dict(attrs)
         if tag == "img":
             self.images.append((a.get("src", ""), a.get("alt", "")))
-        self.tables += tag == "table"
+        self.tables += tag == "table" and a.get("class") == "cmp"  # comparison tables (not per-user ones)
         self.best += tag == "td" and a.get("class") == "best"
         self.links += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith(("#", "data:"))]
 

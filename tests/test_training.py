@@ -94,7 +94,7 @@ def test_train_writes_a_complete_run(cache, tmp_path):
         assert m[part]["mse"] == pytest.approx(sum(vals) / 2)
         assert m["std"][part]["mse"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
     p = pl.read_parquet(d / "predictions.parquet")
-    assert p.columns == ["post_id", "split", "y", "yhat"] and p.height == 120
+    assert p.columns == ["post_id", "split", "user_id", "y", "yhat"] and p.height == 120
     assert p["split"].value_counts().sort("split")["count"].to_list() == [24, 72, 24]  # test, train, valid
     test_p = p.filter(pl.col("split") == "test")
     first = m["repeats"][0]["test"]["mse"]

@@ -34,8 +34,10 @@ def _role_choices(visual: Optional[str], text: Optional[str], roles: Optional[li
 @app.command()
 @friendly
 def train(
-    dataset: str = typer.Option(..., "--dataset", help="Dataset name (its posts and stores under the cache)."),
-    head: str = typer.Option(..., "--head", help="Head to train: uhan, dualatt, dmf, hisave, svr, lightgbm, ..."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (its posts and stores under the cache).",
+                                          show_default="required, unless --resume"),
+    head: Optional[str] = typer.Option(None, "--head", help="Head to train: uhan, dualatt, dmf, hisave, svr, lightgbm, ...",
+                                       show_default="required, unless --resume"),
     visual: Optional[str] = typer.Option(None, "--visual", help="Store for the visual role: extractor id or unique prefix.",
                                          show_default="the paper's store, else the only one that fits"),
     text: Optional[str] = typer.Option(None, "--text", help="Store for the text role: extractor id or unique prefix.",
@@ -82,6 +84,15 @@ def train(
                                           "model so far in the run's model/ folder (the run stays marked interrupted)."),
     min_coverage: float = typer.Option(0.95, "--min-coverage", help="Refuse when a role's store has rows for a smaller "
                                        "fraction of the posts (posts without an image do not count against a visual store)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the stopped run RUN (Ctrl-C, SIGTERM, killed) "
+                                         "from its last checkpoint, with the options it was started with; the "
+                                         "result is the one an uninterrupted run reaches.", show_default="off"),
+    logger: Optional[str] = typer.Option(None, "--logger", help="Also log each evaluation to tensorboard "
+                                         "(<run>/tensorboard) or mlflow (MLflow's tracking URI); optional extras: "
+                                         "pip install 'pipe[tensorboard]' / 'pipe[mlflow]'.", show_default="off"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the whole path in seconds: prepare the data, train "
+                                 "one batch, validate, predict and evaluate, in a temporary folder that is removed; "
+                                 "prints what it checked, writes no run."),
     runs: Optional[Path] = RunsOpt,
     cache: Optional[Path] = CacheOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the run folder, its metrics and never_improved as one "
@@ -95,20 +106,33 @@ def train(
     from pipeline.core.config import read_config_file
 
     sets = {**(read_config_file(config_file) if config_file else {}), **parse_sets(set_)}  # flags win
+    if resume is not None:
+        given = [flag for flag, v in (("--dataset", dataset), ("--head", head), ("--set", set_), ("--config", config_file),
+                                      ("--name", name), ("--task-set", task_set), ("--logger", logger),
+                                      ("--dry-run", dry_run or None), ("--print-config", print_config or None)) if v]
+        if given:
+            raise PipeError(f"--resume continues a run with the options it was started with; drop {', '.join(given)}")
+    elif dataset is None or head is None:
+        raise PipeError("pipe train needs --dataset and --head (or --resume RUN to continue a stopped run)")
+    if dry_run:
+        return _dry_run(dict(dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split,
+                             sets=sets, task_sets=parse_sets(task_set, "--task-set"), ablate=list(ablate or []),
+                             cache=cache, target=target, target_transform=target_transform, min_target=min_target),
+                        quiet)
     if print_config:
         return _print_config(dict(dataset=dataset, head=head, stores=_role_choices(visual, text, role), split=split,
                                   sets=sets, task_sets=parse_sets(task_set, "--task-set"), ablate=list(ablate or []),
                                   cache=cache, target=target, target_transform=target_transform, min_target=min_target))
     watch = TrainWatch(quiet)
+    say = lambda m: console.print(m, highlight=False, markup=False)  # noqa: E731
     try:
-        run = api.train(
+        run = api.resume(resume, runs=runs, say=say, watch=watch) if resume is not None else api.train(
             dataset, head, stores=_role_choices(visual, text, role), split=split, config=sets,
             task_config=parse_sets(task_set, "--task-set"),
             ablate=list(ablate or []), repeats=repeats, name=name, runs=runs, cache=cache,
             scheduler=scheduler, dask_workers=dask_workers, min_coverage=min_coverage, target=target,
             target_transform=target_transform, min_target=min_target, finetune=finetune, weights=weights,
-            image_size=image_size, keep_interrupted=keep_interrupted, say=lambda m: console.print(m, highlight=False, markup=False),
-            watch=watch,
+            image_size=image_size, keep_interrupted=keep_interrupted, logger=logger, say=say, watch=watch,
         )
     finally:
         watch.close()
@@ -120,6 +144,18 @@ def train(
         for table in comparison_tables([run]):
             results_console().print(table)
     console.print(f"run written to {run.dir}", highlight=False)
+
+
+def _dry_run(options: dict[str, Any], quiet: bool) -> None:
+    """`--dry-run`: the whole path on one batch, nothing kept; what was checked, one line each."""
+    from pipeline import api
+
+    checked = api.dry_run(say=(lambda m: None) if quiet else (lambda m: console.print(m, highlight=False, markup=False)),
+                          **options)
+    out = results_console()
+    for line in checked:
+        out.print(f"ok  {line}", highlight=False, markup=False)
+    out.print("dry run passed; nothing was written", highlight=False)
 
 
 def _print_config(options: dict[str, Any]) -> None:

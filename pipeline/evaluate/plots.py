@@ -11,7 +11,7 @@ typeset). Escaping rather than rcParams keeps figures independent of global stat
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,25 +57,88 @@ def scatter(y: np.ndarray, yhat: np.ndarray, title: str) -> bytes:
     return png(fig)
 
 
-def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str) -> bytes:
-    """One line per series (e.g. one per repeat), markers at the points."""
+def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str,
+           marks: dict[str, float] | None = None) -> bytes:
+    """One line per series (e.g. one per repeat, or per run), markers at the points; `marks`
+    stars a series' point at that x (a run's restored step)."""
     fig = _figure()
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
-        ax.plot(x, [np.nan if v is None else v for v in y], marker="o", ms=3, lw=1.2, label=plain(label))
+        ys = [np.nan if v is None else v for v in y]
+        (line,) = ax.plot(x, ys, marker="o", ms=3, lw=1.2, label=plain(label))
+        at = (marks or {}).get(label)
+        if at is not None and at in list(x):
+            ax.plot([at], [ys[list(x).index(at)]], marker="*", ms=11, color=line.get_color(), ls="none")
     ax.set(xlabel=plain(xlabel), ylabel=plain(ylabel), title=plain(title))
     if len(series) > 1:
         ax.legend(fontsize=8)
     return png(fig)
 
 
+def train_valid(series: dict[str, Any], criterion: str, title: str) -> bytes:
+    """Per repeat (a `pipeline.evaluate.curves.Curve` each), the validation criterion (left axis, solid) and the training loss (right
+    axis, dashed; only when one was logged) against the step, and the restored step as a
+    dotted vertical line labelled with its step."""
+    fig = _figure(5.2, 3.6)
+    ax = fig.add_subplot()
+    right = ax.twinx() if any(c.has_train for c in series.values()) else None
+    handles = []
+    for k, (label, c) in enumerate(series.items()):
+        colour = f"C{k % 10}"
+        tag = f" ({plain(label)})" if len(series) > 1 else ""
+        handles += ax.plot(c.steps, _nan(c.valid), marker="o", ms=3, lw=1.2, color=colour,
+                           label=f"valid {plain(criterion)}{tag}")
+        if right is not None and c.has_train:
+            handles += right.plot(c.steps, _nan(c.train), ls="--", lw=1, color=colour, alpha=0.8,
+                                  label=f"train loss{tag}")
+        if c.restored is not None:
+            handles.append(ax.axvline(c.restored, color=colour, ls=":", lw=1.5, label=f"restored step {c.restored:,}{tag}"))
+            ax.annotate(f"restored\nstep {c.restored:,}", (c.restored, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -3), textcoords="offset points", va="top", fontsize=7, color=colour)
+    ax.set(xlabel="step", ylabel=f"valid {plain(criterion)}", title=plain(title))
+    if right is not None:
+        right.set_ylabel("train loss")
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    return png(fig)
+
+
+def _nan(values: Sequence[float | None]) -> list[float]:
+    return [np.nan if v is None else v for v in values]
+
+
+def pr_grid(panels: Sequence[tuple[str, np.ndarray, np.ndarray, float, int]], title: str) -> bytes:
+    """Small multiples, one precision-recall curve per label: (label, recall, precision, AP,
+    positives) each; AP and the positives in each panel's title, the label prior dotted."""
+    n = len(panels)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig = _figure(2.3 * cols + 0.4, 2.1 * rows + 0.5)
+    fig.suptitle(plain(title), fontsize=10)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.remove()  # no empty axes in the last row
+            continue
+        label, recall, precision, ap, positives = panels[k]
+        ax.step(recall, precision, where="post", lw=1.2, color="#3465a4")
+        ax.set_title(f"{plain(label)}: AP {ap:.3f} (n={positives})", fontsize=8)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.tick_params(labelsize=7)
+    for k in range(max(0, n - cols), n):  # the lowest panel of each column
+        axes.flat[k].set_xlabel("recall", fontsize=8)
+        axes.flat[k].xaxis.set_tick_params(labelbottom=True)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision", fontsize=8)
+    return png(fig)
+
+
 def bars(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
-         counts: Sequence[int] | None = None, xlabel: str = "") -> bytes:
-    """Vertical bars (horizontal past 12 labels, so long label sets stay readable); `counts`
-    are written on the bars (n per bin)."""
+         counts: Sequence[int] | None = None, xlabel: str = "", horizontal: bool | None = None) -> bytes:
+    """Vertical bars (horizontal past 12 labels, or when asked, so long label sets stay
+    readable); `counts` are written on the bars (n per bin)."""
     vals = np.array([np.nan if v is None else v for v in values], dtype=float)
     labels, title, ylabel, xlabel = [plain(t) for t in labels], plain(title), plain(ylabel), plain(xlabel)
-    many = len(labels) > 12
+    many = len(labels) > 12 if horizontal is None else horizontal
     fig = _figure(4.6, max(3.4, 0.22 * len(labels) + 1) if many else 3.4)
     ax = fig.add_subplot()
     pos = np.arange(len(labels))

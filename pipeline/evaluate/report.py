@@ -1,22 +1,26 @@
 """`pipe report`: one self-contained HTML page to look at runs rather than read their JSON.
 
 At the top, one sentence per task and dataset saying which run is best, by how much, and
-whether that is beyond seed noise (when the runs have repeats). Per task, the comparison table of `pipe evaluate` with every test metric (mean ± std over
-repeats, on the original target scale), the best value of each column among the runs of the
-same dataset, split and target marked and each ablation's change against its
-full model (same head, dataset, stores, split and target, no ablation, among the runs
-given). Per run: the validation curve of each repeat (train_log.jsonl), and from
-predictions.parquet, on the test part: predicted vs true and the error by user activity
-(the user's posts in the training part) and by posting time (regression), P@k for
-k = 1..10 (ranking), AP per label and cross-modal P@k (embedding): the plot set the run's
-task names (`Task.plots`, a key of `PLOT_SETS`). Plots are inline PNGs
-(pipeline/evaluate/plots.py); the page has no script and no network reference, so it
-opens from disk anywhere. What cannot be drawn (no posts table left in the cache, a run
-still running) is said in place of the plot.
+whether that is beyond seed noise (when the runs have repeats). Per task, the comparison
+table of `pipe evaluate` with every test metric (mean ± std over repeats, on the original
+target scale), the best value of each column among the runs of the same dataset, split and
+target marked and each ablation's change against its full model (same head, dataset,
+stores, split and target, no ablation, among the runs given); then, per dataset, split and
+target with two runs or more that log a curve, their validation curves overlaid
+(pipeline/evaluate/curves.py). Per run: train loss and validation criterion by step with the
+restored step marked (a note for a head fitted in one go), a tree head's feature
+importances, and from predictions.parquet (only the columns the plot set names), on the
+test part: predicted vs true, errors per user, and the error by user activity (the user's
+posts in the training part) and by posting time (regression); P@k for k = 1..10 and AUC
+per user (ranking); AP per label, precision-recall curves per label and cross-modal P@k
+(embedding) (pipeline/evaluate/breakdown.py): the plot set the run's task names
+(`Task.plots`, a key of `PLOT_SETS`). Plots are inline PNGs (pipeline/evaluate/plots.py);
+the page has no script and no network reference, so it opens from disk anywhere. What
+cannot be drawn (no posts table left in the cache, a run still running, a run from before
+predictions kept `user_id`) is said in place of the plot; no figure has empty axes.
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -31,11 +35,16 @@ import polars as pl
 from pipeline.core.errors import PipeError
 from pipeline.core.io import atomic_write_bytes
 from pipeline.data.contract import load_posts
-from pipeline.evaluate import plots
+from pipeline.evaluate import breakdown, plots
 from pipeline.evaluate.compare import ablate_text, comparable_key, comparison_rows, metric_value, target_text, verdicts
+from pipeline.evaluate.curves import overlaid, training_figure, validation_curves
+from pipeline.evaluate.markup import img, note
 from pipeline.train import tasks
 from pipeline.train.metrics import average_precision, precision_at_ks
-from pipeline.run.rundir import TRAIN_LOG, Run
+from pipeline.run.rundir import Run
+
+__all__ = ["build_report", "img", "note", "page", "run_posts", "user_training_stats", "validation_curves",
+           "write_report"]
 
 LOWER_IS_BETTER = frozenset({"mse", "mae", "medae"})  # every other metric: higher is better
 OPEN_BELOW = 10  # run sections start unfolded for fewer runs than this
@@ -52,6 +61,7 @@ td.l,th.l{text-align:left}
 td.best{font-weight:bold;background:#e6f4d7}
 .delta{display:block;font-size:11px}.better{color:#2e7d32}.worse{color:#c62828}
 .plots{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}.plots img{border:1px solid #ddd;height:auto;max-width:100%;object-fit:contain;flex:none}
+table.users{display:inline-table;vertical-align:top;margin:0 8px .5em 0}caption{font-size:12px;text-align:left}
 .verdict p{font-weight:600;margin:.3em 0}.note{color:#666;font-style:italic}section{margin-bottom:1em}summary{font-size:1.1em;cursor:pointer}
 </style></head><body>
 <h1>$title</h1>
@@ -67,14 +77,6 @@ UNTRAINED_TAG = ('<span class="delta worse" title="the model never beat its untr
 def page(title: str, body: str) -> str:
     """A whole HTML document around `body` (already escaped HTML)."""
     return PAGE.substitute(title=html.escape(title), body=body)
-
-
-def img(png: bytes, alt: str) -> str:
-    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}">'
-
-
-def note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
 
 
 def run_posts(run: Run, cache: str | Path | None, memo: dict[tuple[str, str], Any] | None = None
@@ -173,26 +175,6 @@ def comparison_table(task: str, runs: list[Run]) -> str:
 
 
 # -- per run --------------------------------------------------------------------------
-def validation_curves(run: Run) -> dict[str, tuple[list[float], list[float | None]]]:
-    """Per repeat: steps and the validation criterion, from train_log.jsonl (unreadable lines skipped)."""
-    crit = (run.config.get("task") or {}).get("criterion") or tasks.get(run.task).criterion
-    series: dict[str, tuple[list[float], list[float | None]]] = {}
-    try:
-        lines = (run.dir / TRAIN_LOG).read_text().splitlines()
-    except OSError:
-        return series
-    for line in lines:
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and e.get("event") == "valid" and "step" in e:
-            x, y = series.setdefault(f"repeat {e.get('repeat', 0)}", ([], []))
-            x.append(e["step"])
-            y.append(e.get(f"valid_{crit}"))
-    return {k: (x, y) for k, (x, y) in series.items() if any(v is not None for v in y)}  # no empty axes
-
-
 def _error_by_activity(test: pl.DataFrame, stats: pl.DataFrame) -> bytes | None:
     t = test.join(stats.select("user_id", "n_train"), on="user_id", how="left").with_columns(
         pl.col("n_train").fill_null(0), err=(pl.col("yhat") - pl.col("y")).abs())
@@ -224,11 +206,12 @@ def _target_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None) -> 
     if test.height == 0:
         return [note("no test predictions")]
     out = [img(plots.scatter(test["y"].to_numpy(), test["yhat"].to_numpy(), "test: predicted vs true"),
-               f"{run.name}: predicted vs true")]
+               f"{run.name}: predicted vs true"), breakdown.user_errors(preds)]
     if posts is None:
         return out + [note(f"the posts table of dataset {run.config.get('dataset')!r} is not in the cache: "
                            "no error by user activity or time")]
-    t = test.join(posts.select("post_id", "user_id", "posted_at"), on="post_id")
+    t = test.join(posts.select("post_id", "posted_at", *([] if "user_id" in test.columns else ["user_id"])),
+                  on="post_id")
     for fig, alt in ((_error_by_activity(t, user_training_stats(preds, posts)), "error by user activity"),
                      (_error_by_time(t), "error by time")):
         if fig is not None:
@@ -242,7 +225,7 @@ def _precision_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None =
         return [note("no test candidates")]
     p = precision_at_ks(test["user_id"].to_list(), test["label"].to_numpy(), test["score"].to_numpy())
     return [img(plots.bars([str(k) for k in p], list(p.values()), "test: P@k, mean over users", "precision",
-                           xlabel="k"), f"{run.name}: P@k")]
+                           xlabel="k"), f"{run.name}: P@k"), breakdown.user_aucs(preds)]
 
 
 def _label_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None = None) -> list[str]:
@@ -264,6 +247,7 @@ def _label_plots(run: Run, preds: pl.DataFrame, posts: pl.DataFrame | None = Non
         aps = {k: v for k, v in aps.items() if not math.isnan(v)}
         if aps:
             out.append(img(plots.bars(list(aps), list(aps.values()), title, "AP"), f"{run.name}: AP"))
+        out += breakdown.pr_curves(run, test)
     cm = {k: v for k, v in ((run.metrics or {}).get("test") or {}).items() if k.startswith("p@")}
     if cm:
         ks = sorted(cm, key=lambda k: int(k[2:]))
@@ -279,13 +263,16 @@ class PlotSet:
     """What `pipe report` draws from a run's predictions; a task names its set (`Task.plots`)."""
 
     draw: Callable[[Run, pl.DataFrame, pl.DataFrame | None], list[str]]  # (run, predictions, posts) -> HTML pieces
+    columns: tuple[str, ...]  # the predictions.parquet columns it reads (those a run lacks are left out)
     needs_posts: bool = False  # reads the dataset's posts table (user activity, posting time)
 
 
-PLOT_SETS = {
-    "targets": PlotSet(_target_plots, needs_posts=True),  # y vs yhat, error by user activity and by time
-    "precision_at_k": PlotSet(_precision_plots),  # P@k of users' candidate lists
-    "labels": PlotSet(_label_plots),  # AP per label, cross-modal P@k
+PLOT_SETS = {  # y vs yhat, per-user errors, error by user activity and by time
+    "targets": PlotSet(_target_plots, ("post_id", "split", "user_id", "y", "yhat"), needs_posts=True),
+    # P@k of users' candidate lists, per-user AUC
+    "precision_at_k": PlotSet(_precision_plots, ("split", "user_id", "label", "score")),
+    # AP per label, PR curves per label, cross-modal P@k
+    "labels": PlotSet(_label_plots, ("split", "labels", "confidence", "top_labels", "top_confidence")),
 }
 
 
@@ -302,25 +289,22 @@ def run_section(run: Run, posts: pl.DataFrame | None, open_: bool) -> str:
     if (run.metrics or {}).get("never_improved"):
         parts.append(note(next((n for n in reversed(c.get("notes") or []) if n.startswith("never improved")),
                                "never improved: the model did not beat its untrained start or a constant predictor")))
-    figs: list[str] = []
-    curves = validation_curves(run)
-    if curves:
-        crit = tasks.get(run.task).criterion
-        figs.append(img(plots.curves(curves, "step", f"valid {crit}", "validation curve"), f"{run.name}: validation"))
-    else:
-        parts.append(note("no validation curve in train_log.jsonl (a head fitted in one go, or no finite value)"))
+    figs, said = training_figure(run)
+    parts += said
+    figs += breakdown.importances(run)
+    plotting = plot_set(run)
     if run.status != "done":
         parts.append(note(f"the run is {run.status}: no predictions to plot"))
-    else:
+    elif plotting is not None:
         try:
-            preds = run.predictions()
+            preds = run.predictions(columns=plotting.columns)
         except PipeError as e:
             preds = None
             parts.append(note(str(e)))
-        plotting = plot_set(run)
-        if preds is not None and plotting is not None:
+        if preds is not None:
             figs += plotting.draw(run, preds, posts)
-    body = "".join(parts) + '<div class="plots">' + "".join(figs) + "</div>"
+    shown = [f for f in figs if f.startswith("<img")]  # figures side by side; tables and notes below them
+    body = "".join(parts) + '<div class="plots">' + "".join(shown) + "</div>" + "".join(f for f in figs if f not in shown)
     return (f'<section id="run-{html.escape(run.name)}"><details{" open" if open_ else ""}><summary>'
             f"{html.escape(run.name)}</summary>{body}</details></section>")
 
@@ -341,7 +325,7 @@ def build_report(runs: list[Run], cache: str | Path | None = None, title: str = 
     body.append('<div class="verdict">' + "".join(f"<p>{html.escape(v)}</p>" for v in verdicts(comparison_rows(runs)))
                 + "</div>")
     for task, group in groups.items():
-        body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group))
+        body.append(f"<h2>{html.escape(task)}</h2>" + comparison_table(task, group) + overlaid(group, comparison_rows(group)))
     body.append("<h2>Runs</h2>")
     for r in runs:
         plotting = plot_set(r)

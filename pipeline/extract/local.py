@@ -71,7 +71,7 @@ def run_extract(
         for name, data in extractor.artifacts().items():  # before any shard
             if w.manifest.artifacts.get(name) != hashlib.sha256(data).hexdigest():
                 w.save_artifact(name, data)
-        p = plan(extractor, posts, w, opts)
+        p = plan(extractor.modality, posts, w, opts)
         w.withdraw(p.stale)  # before anything else: a kill from here on never leaves a stale row served
         if p.no_image:
             w.record_failures(failure_frame([(i, NO_IMAGE, "") for i in p.no_image]))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
-from extractors.base import Extractor
 from pipeline.data.contract import post_text
 from pipeline.extract.images import fingerprint_file, fingerprint_text
 from pipeline.extract.options import RunOptions, ShardTask
-from pipeline.store import StoreWriter
 
 
 def _fingerprints(paths_: list[str]) -> list[str]:
@@ -29,15 +28,16 @@ class Plan:
     stale: list[str]  # post ids with a stored row of another input (changed, gone, unreadable): withdrawn first
 
 
-def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptions) -> Plan:
+def plan(modality: str, posts: pl.DataFrame, writer: Any, opts: RunOptions) -> Plan:
     """Which posts still need extracting, cut into shard tasks numbered after the store's last shard,
     and which stored rows no longer match their post's input (`stale`: the caller withdraws them
     before extracting, so a post whose image changed, went or became unreadable is never served
-    its old features)."""
+    its old features). `modality` is the extractor's (image | text); `writer` is the store
+    (a StoreWriter, or a read-only `pipeline.extract.noop.StoreState`)."""
     ids = posts["post_id"].to_list()
     no_image: list[str] = []
     done = writer.done_sources()
-    if ex.modality == "text":
+    if modality == "text":
         inputs = post_text(posts)
         sources = [fingerprint_text(t) for t in inputs]
     else:
@@ -60,7 +60,7 @@ def plan(ex: Extractor, posts: pl.DataFrame, writer: StoreWriter, opts: RunOptio
             todo.append((pid, x))
     first = writer.next_index()
     # Text rows are small and cheap: bigger shards keep the per-shard fsync off the critical path.
-    size = opts.shard_size or (512 if ex.modality == "image" else 8192)
+    size = opts.shard_size or (512 if modality == "image" else 8192)
     tasks = [
         ShardTask(first + k, [p for p, _ in chunk], [x for _, x in chunk])
         for k, chunk in enumerate(todo[i : i + size] for i in range(0, len(todo), size))

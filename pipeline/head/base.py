@@ -10,13 +10,8 @@ saved config. Task settings (a ranking task's negatives, a sequence head's windo
 vocabulary) are the task's, not the head's: a head reads them from `HeadData.task_config`.
 
 Everything the rest of the code asks a head is declared here with a default (as
-<<<<<<< HEAD
 scikit-learn's estimator tags): `search_space`, `small_data`, `paper_settings`, `target_transform`,
-`on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, the config's
-=======
-scikit-learn's estimator tags): `search_space`, `small_data`, `target_transform`,
 `on_dask`, `unseen_users`, `explain`, `history`, `model` / `is_fitted`, `restored_step`, the config's
->>>>>>> main
 `ablate` and `seed`, the task settings it needs (`task_defaults`), and the `progress`
 callback `fit` takes. Nothing outside this module probes a head with getattr/hasattr
 (tests/test_head_contract.py scans for it).
@@ -26,10 +21,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from pipeline.core.errors import PipeError
 from pipeline.train.data import HeadData, Role, RunSettings
+
+if TYPE_CHECKING:  # torch only where a head trains
+    from pipeline.train.checkpoint import Checkpoint
 
 __all__ = ["Explanation", "Head", "HeadData", "Progress", "Role", "RunSettings", "check_ablations"]
 
@@ -80,6 +78,7 @@ class Head(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
         self.settings = RunSettings()  # how to run (device, threads, dask); set by train and score
+        self.checkpoint: Checkpoint | None = None  # where a torch head's trainer keeps resumable state (set by train)
         self.model: Any = None  # the fitted model (None until fit or load)
         self.history: list[dict[str, Any]] = []  # validation curve, one entry per evaluation (logged by the run)
         check_ablations(self.name, self.ablate, self.ABLATIONS)

@@ -39,6 +39,10 @@ from pipeline.data.contract import user_feature_columns
 from pipeline.train.windows import user_history
 
 LEVELS = ("category", "subcategory", "concept")
+# A tree head's feature importances, saved in its model folder at train time: {"kind": "gain",
+# "features": [[column name, importance], ...], largest first}. `pipe report` draws them
+# from this file alone (no lightgbm import, no model rebuilt).
+IMPORTANCES = "importances.json"
 
 
 def category_vocabulary(posts: pl.DataFrame) -> dict[str, list[str]]:

@@ -201,7 +201,8 @@ class TorchHead(Head):
         self.model = self.wrapper.wrap(model) if self.wrapper is not None else model
         groups = self.param_groups if self.wrapper is None else partial(self.wrapper.param_groups,
                                                                           head_groups=self.param_groups)
-        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=progress, param_groups=groups)
+        trainer = Trainer(c, self.settings, self.loss(task), criterion, progress=progress, param_groups=groups,
+                          checkpoint=self.checkpoint)
         result = trainer.fit(self.model, train_src, valid_src)
         self.history = result.history
         self.train_info = {k: v for k, v in result.to_json().items() if k != "history"}

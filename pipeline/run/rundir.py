@@ -9,6 +9,9 @@
         model/               the fitted head of repeat 0 (`Head.save`; no pickled code)
         predictions.parquet  post_id, split, y, yhat for every labelled post, from repeat 0
                              (the saved model, so `pipe score` reproduces these numbers)
+        checkpoint/          while a torch head fits: repeat-K.pt, its resumable state at the
+                             last evaluation (`pipe train --resume`); removed when the run ends
+        interrupted.json     when the run stopped early (Ctrl-C, SIGTERM, an error): why
         metrics.json         written at the end: {"valid": {...}, "test": {...}, "std":
                              {"valid": {...}, "test": {...}}, "repeats": [...]}; means
                              and sample stds over the repeats
@@ -40,6 +43,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
 TRAIN_LOG = "train_log.jsonl"
 MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoint"  # the resumable state of the repeat in progress
 INTERRUPTED = "interrupted.json"  # written when a run stops before its metrics
 RUN_LOCK = ".run.lock"  # flock held by the one train writing the folder
 
@@ -89,8 +93,13 @@ class RunWriter:
     started in the same second would collide.
     """
 
-    def __init__(self, runs: str | Path | None, name: str, unique: bool = False) -> None:
+    def __init__(self, runs: str | Path | None, name: str, unique: bool = False, reopen: bool = False) -> None:
         self.dir = paths.run_dir(name, runs)  # a checked name, inside the runs root
+        if reopen:  # `pipe train --resume`: the stopped run's own folder, taken over by this process
+            self._lock = hold_lock(self.dir / RUN_LOCK, f"run {self.dir} is being written by a running `pipe train`; "
+                                   "wait for it or stop it before resuming")
+            (self.dir / INTERRUPTED).unlink(missing_ok=True)  # running again; a new stop writes it again
+            return
         k = 1
         while unique and self.dir.exists():
             k += 1
@@ -134,6 +143,13 @@ class RunWriter:
             shutil.rmtree(tmp, ignore_errors=True)
         return self.model_dir
 
+    def checkpoint_path(self, repeat: int) -> Path:
+        return self.dir / CHECKPOINT_DIR / f"repeat-{repeat}.pt"
+
+    def remove_checkpoints(self) -> None:
+        """The finished run needs no resumable state."""
+        shutil.rmtree(self.dir / CHECKPOINT_DIR, ignore_errors=True)
+
     def close(self) -> None:
         """Release the folder's lock (the kernel does it when the process ends)."""
         if self._lock is not None:
@@ -148,9 +164,10 @@ class RunWriter:
         _write_json(self.dir / CONFIG, {**json.loads((self.dir / CONFIG).read_bytes()), **changes})
 
     def add_notes(self, notes: list[str], **updates: Any) -> None:
-        """Append `notes` to config.json's notes (found during training), with other top-level updates."""
-        doc = json.loads((self.dir / CONFIG).read_bytes())
-        self.update_config({**updates, "notes": doc.get("notes", []) + list(notes)})
+        """Append `notes` to config.json's notes (found during training; a resumed repeat's are
+        there once), with other top-level updates."""
+        old = json.loads((self.dir / CONFIG).read_bytes()).get("notes", [])
+        self.update_config({**updates, "notes": old + [n for n in notes if n not in old]})
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to train_log.jsonl (flushed at once, so a crashed run keeps its log)."""
@@ -272,10 +289,16 @@ class Run:
             raise IntegrityError(f"{model}: cannot load the saved model ({files}: {type(e).__name__}: "
                                  f"{str(e)[:200]}); the file is damaged or truncated: train the run again") from None
 
-    def predictions(self) -> pl.DataFrame:
+    def predictions(self, columns: Iterable[str] | None = None) -> pl.DataFrame:
+        """predictions.parquet, or only those of `columns` it has (a report reads a few narrow
+        columns of what can be millions of wide rows)."""
         p = self.dir / PREDICTIONS
         try:
-            return pl.read_parquet(p)
+            if columns is None:
+                return pl.read_parquet(p)
+            lazy = pl.scan_parquet(p)
+            have = lazy.collect_schema().names()
+            return lazy.select([c for c in dict.fromkeys(columns) if c in have]).collect()
         except Exception as e:  # polars raises several types for a damaged file
             raise IntegrityError(f"{p}: unreadable ({type(e).__name__}); train the run again") from None
 

@@ -9,24 +9,22 @@ each with the task's metrics on valid and test, and writes the run (see
 so statistics they compute in `fit` come from the training part. Run settings (device,
 threads, prefetch, dask) go to `head.settings`, never into the saved config. Each
 evaluation of a torch head is logged to `train_log.jsonl` as it happens; a run stopped by
-Ctrl-C, SIGTERM or an error is marked `interrupted` (Ctrl-C and SIGTERM raise `Interrupted`,
-a KeyboardInterrupt whose one line says where it stopped and the best so far: the CLI prints
-it and exits 130 / 143).
+Ctrl-C, SIGTERM or an error is marked `interrupted` (pipeline/run/interrupt.py) and a torch
+head's fit checkpoints at every evaluation, so `pipe train --resume` (resume.py) continues it.
 
 `plan_run` decides everything before fitting (a `RunPlan`, shared with `pipe tune`); `train`
-opens the run folder and calls `fit_one` per repeat inside one interruption context.
+opens the run folder and `complete` calls `fit_one` per repeat inside one interruption context
+(a resumed run: the repeats not yet done).
 `--set` arrives parsed (`TrainOptions.sets`, {key: value}) and is split here once into run
 settings, fine-tuning settings and the head's config.
 """
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import polars as pl
 
@@ -36,7 +34,7 @@ from pipeline.train.regime import resolve_regime
 from pipeline.head.base import Head
 from pipeline.core import paths
 from pipeline.core.config import build_config, config_to_dict, with_seed
-from pipeline.core.errors import Interrupted, PipeError
+from pipeline.core.errors import PipeError
 from pipeline.data.contract import load_posts, load_side_tables
 from pipeline.data.splits import SplitSpec, parse_split
 from pipeline.extract.build import reads_images
@@ -44,9 +42,12 @@ from pipeline.store.coverage import check_coverage
 from pipeline.run import finetune
 from pipeline.train import tasks
 from pipeline.train.data import HeadData, RunSettings
+from pipeline.train.checkpoint import Checkpoint
+from pipeline.train.loggers import MetricLogger, open_logger
 from pipeline.train.loop import TrainConfig
 from pipeline.train.metrics import mean_std
 from pipeline.train.tasks.base import Parts
+from pipeline.run.interrupt import Fitting, interruption
 from pipeline.run.roles import describe_stores, resolve_roles
 from pipeline.run.rundir import RunWriter, default_run_name, git_revision, library_versions, now_utc
 
@@ -78,6 +79,7 @@ class TrainOptions:
     finetune: str | None = None  # fill the head's visual role with this backbone trained end to end (finetune.py)
     weights: str | None = None  # --finetune: imagenet | random | PATH (default imagenet)
     image_size: int | None = None  # --finetune: input side in pixels (default: the extractor's)
+    logger: str | None = None  # tensorboard | mlflow: each evaluation logged there too (pipeline/train/loggers.py)
 
 
 @dataclass
@@ -202,6 +204,7 @@ def open_run(plan: RunPlan, say: Callable[[str], None]) -> RunWriter:
         "posts": parts.counts, "repeats": opts.repeats, "seeds": plan.seeds,
         "notes": plan.notes, "regime": plan.regime, "versions": library_versions(), "git": git_revision(),
         **({"finetune": plan.finetune.describe()} if plan.finetune else {}),
+        "options": options_to_json(opts),  # what `pipe train --resume` plans the run again from
     })
     for name, frame in parts.files.items():
         run.write_table(name, frame)
@@ -211,64 +214,6 @@ def open_run(plan: RunPlan, say: Callable[[str], None]) -> RunWriter:
                                             for p, d in plan.data.items()))
     run.log({"event": "start", "repeats": opts.repeats, "seeds": plan.seeds})
     return run
-
-
-@dataclass
-class Fitting:
-    """The repeat in progress, as the interruption context sees it."""
-
-    head: Head | None = None  # the head being fitted (--keep-interrupted saves it)
-    done: int = 0  # repeats finished
-    repeat: int = 0  # the repeat in progress
-    last: dict[str, Any] | None = None  # its latest validation evaluation (step, best, best_step), None before one
-
-    def stopped_at(self, how: str, criterion: str, repeats: int) -> str:
-        """The one line said and recorded when the run is stopped: where, and the best so far."""
-        e = self.last or {}
-        where = f"repeat {self.repeat + 1}/{repeats}, " if repeats > 1 else ""
-        line = f"interrupted ({how}) at {where}step {e.get('step', 0):,}"
-        if e.get("best") is not None:
-            return line + f"; best so far: valid {criterion} {e['best']:.4f} at step {e.get('best_step', 0):,}"
-        return line + "; no validation evaluation yet"
-
-
-@contextmanager
-def interruption(run: RunWriter, plan: RunPlan, say: Callable[[str], None]) -> Iterator[Fitting]:
-    """SIGTERM raised like Ctrl-C while the block runs; an interrupted or failed run is marked
-    `interrupted` (with --keep-interrupted, a first repeat's best model so far is kept); the
-    fine-tuning image feeds are closed in any case."""
-    old_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Interrupted("SIGTERM", 143)
-
-    fitting = Fitting()
-    try:
-        try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        yield fitting
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM raised as Interrupted by the handler above
-        how, code = ("SIGTERM", 143) if isinstance(e, Interrupted) and e.exit_code == 143 else ("Ctrl-C", 130)
-        line = fitting.stopped_at(how, plan.task.criterion, plan.options.repeats)
-        run.mark_interrupted(line)
-        head = fitting.head
-        kept = ""
-        if plan.options.keep_interrupted and not fitting.done and head is not None and head.is_fitted:
-            run.save_model(head)  # the trainer left the best weights so far in the model
-            kept = f"; that model is kept in {run.model_dir}"
-        raise Interrupted(f"{line}{kept}; run {run.dir} marked interrupted", code) from None
-    except Exception as e:
-        run.mark_interrupted(f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if plan.finetune:
-            plan.finetune.close()
-        try:
-            signal.signal(signal.SIGTERM, old_term)
-        except ValueError:
-            pass
 
 
 def check_stores(plan: RunPlan) -> None:
@@ -289,16 +234,25 @@ def check_stores(plan: RunPlan) -> None:
 
 
 def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, say: Callable[[str], None],
-            watch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens), evaluate it on
-    valid and test; repeat 0 also saves the model and the predictions. Returns the repeat's metrics."""
+            watch: Callable[[dict[str, Any]], None] | None = None, logger: MetricLogger | None = None
+            ) -> dict[str, Any]:
+    """Repeat k: fit a head seeded `seed` (each evaluation logged as it happens, to `logger` too),
+    evaluate it on valid and test; repeat 0 also saves the model and the predictions. A torch
+    head checkpoints at every evaluation and continues from the checkpoint a stopped fit left
+    (`pipe train --resume`). Returns the repeat's metrics."""
     opts, task, data = plan.options, plan.task, plan.data
     head = plan.head_cls(with_seed(plan.config, seed))
     head.settings = plan.settings
+    head.checkpoint = Checkpoint(run.checkpoint_path(k))
     fitting.head = head
     if plan.finetune:
         plan.finetune.begin(head, data)
     reported: list[int] = []
+
+    def record(entry: dict[str, Any]) -> None:  # train_log.jsonl and --logger
+        run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+        if logger is not None:
+            logger.log(entry, k)
 
     fitting.repeat, fitting.last = k, None
 
@@ -306,7 +260,7 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         check_stores(plan)
         reported.append(entry["step"])
         fitting.last = entry
-        run.log({"event": "valid", "repeat": k, "seed": seed, **entry})
+        record(entry)
         if watch is not None:
             watch({"repeat": k, "repeats": opts.repeats, **entry})
 
@@ -324,21 +278,22 @@ def fit_one(plan: RunPlan, k: int, seed: int, run: RunWriter, fitting: Fitting, 
         run.add_notes(found)
     if not reported:  # a head that evaluates only at the end (lightgbm, svr): its curve now
         for h in _history_lines(head):
-            run.log({"event": "valid", "repeat": k, "seed": seed, **h})
+            record(h)
     wanted = PARTS if k == 0 else ("valid", "test")
     outs = {p: task.check(head.predict(data[p]), data[p], opts.head, p) for p in wanted}
     res = {"repeat": k, "seed": seed, "fit_seconds": round(fit_s, 3),
            **{p: task.metrics(data[p], outs[p]) for p in ("valid", "test")}}
     res["restored_step"] = head.restored_step
     res["never_improved"] = head.restored_step == 0 or not task.improves(res["valid"][task.criterion], plan.constant)
-    fitting.done += 1
-    run.log({"event": "repeat_end", **res})
-    c = task.criterion
-    say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
-        f"test {c} {res['test'][c]:.4f}")
     if k == 0:
         run.save_model(head)  # atomic: a full disk never leaves a truncated model
         run.write_predictions(chunk for p in PARTS for chunk in task.prediction_chunks(data[p], outs[p], p))
+    run.log({"event": "repeat_end", **res})  # last: a resumed run counts the repeat as done from here on
+    head.checkpoint.remove()
+    fitting.done += 1
+    c = task.criterion
+    say(f"repeat {k + 1}/{opts.repeats} (seed {seed}): fit {fit_s:.1f}s, valid {c} {res['valid'][c]:.4f}, "
+        f"test {c} {res['test'][c]:.4f}")
     return res
 
 
@@ -369,12 +324,23 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
     if opts.repeats < 1:
         raise PipeError(f"--repeats must be at least 1, got {opts.repeats}")
     plan = plan_run(opts)
+    logger = open_logger(opts.logger)  # a missing package refuses before the run folder
     for n in plan.notes:
         say(n)
-    run = open_run(plan, say)
+    return complete(plan, open_run(plan, say), {}, say, watch, logger)
+
+
+def complete(plan: RunPlan, run: RunWriter, done: dict[int, dict[str, Any]], say: Callable[[str], None],
+             watch: Callable[[dict[str, Any]], None] | None = None, logger: MetricLogger | None = None) -> Path:
+    """Fit every repeat not in `done` (repeat -> its metrics, from a resumed run's log), then
+    write metrics.json; the run folder is released in any case."""
     try:
+        if logger is not None:
+            logger.start(run.dir, plan.options.repeats, config_to_dict(plan.config))
         with interruption(run, plan, say) as fitting:
-            repeats = [fit_one(plan, k, seed, run, fitting, say, watch) for k, seed in enumerate(plan.seeds)]
+            fitting.done = len(done)
+            repeats = [done[k] if k in done else fit_one(plan, k, seed, run, fitting, say, watch, logger)
+                       for k, seed in enumerate(plan.seeds)]
         task = plan.task
         valid_mean, valid_std = mean_std((r["valid"] for r in repeats), task.metrics_names)
         test_mean, test_std = mean_std((r["test"] for r in repeats), task.metrics_names)
@@ -386,6 +352,14 @@ def train(opts: TrainOptions, say: Callable[[str], None] = lambda m: None,
                            "std": {"valid": valid_std, "test": test_std}, "repeats": repeats,
                            "never_improved": bool(untrained), "constant": {task.criterion: plan.constant}})
         run.log({"event": "end", f"test_{task.criterion}": test_mean[task.criterion]})
+        run.remove_checkpoints()
     finally:
+        if logger is not None:
+            logger.close()
         run.close()  # a run that died without metrics or interrupted.json now reads as failed
     return run.dir
+
+
+def options_to_json(opts: TrainOptions) -> dict[str, Any]:
+    """TrainOptions as config.json keeps them (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(opts).items()}

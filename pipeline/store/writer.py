@@ -107,16 +107,7 @@ class StoreWriter:
     # -- what is already there ------------------------------------------------------
     def done_sources(self) -> dict[str, str]:
         """post_id -> source fingerprint of its newest served row (withdrawn rows do not count)."""
-        out: dict[str, str] = {}
-        for s in self.manifest.shards:
-            meta = self._metas.get(s["file"]) or read_shard_meta(self.directory / s["file"])
-            served = self.manifest.serves(s["file"])
-            for pid, src in zip(meta.ids, meta.sources):
-                if served(pid):
-                    out[pid] = src
-                else:
-                    out.pop(pid, None)
-        return out
+        return done_sources(self.manifest, self.directory, self._metas)
 
     def withdraw(self, post_ids: Sequence[str]) -> None:
         """Stop serving the stored rows of `post_ids` (their input changed, went or became
@@ -162,3 +153,18 @@ class StoreWriter:
         atomic_write_bytes(self.directory / name, data)
         self.manifest.artifacts[name] = hashlib.sha256(data).hexdigest()
         self.manifest.save(self.directory)
+
+
+def done_sources(manifest: Manifest, directory: Path, metas: dict[str, ShardMeta] | None = None) -> dict[str, str]:
+    """post_id -> source fingerprint of its newest served row in the store at `directory` (withdrawn
+    rows do not count); `metas`: shard metadata already read, by file."""
+    out: dict[str, str] = {}
+    for s in manifest.shards:
+        meta = (metas or {}).get(s["file"]) or read_shard_meta(directory / s["file"])
+        served = manifest.serves(s["file"])
+        for pid, src in zip(meta.ids, meta.sources):
+            if served(pid):
+                out[pid] = src
+            else:
+                out.pop(pid, None)
+    return out

@@ -9,12 +9,14 @@ by a background thread (`Prefetcher`) from the feature stores' memory maps, `pre
 batches ahead, so the model never waits on I/O even when the grids are far larger than
 RAM. On CPU a fixed seed gives bit-identical runs: one producer thread draws the batch
 order from `numpy.random.default_rng(seed)` and the model's own randomness comes from
-`torch.manual_seed(seed)`.
+`torch.manual_seed(seed)`. With a `Checkpoint` the resumable state is saved at every
+evaluation and a fit that finds one continues from it (pipeline/train/checkpoint.py).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import queue
 import threading
 import time
@@ -29,6 +31,7 @@ from torch import nn
 from pipeline.core.device import resolve_device, torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.nn.device import batch_to_device
+from pipeline.train.checkpoint import Checkpoint, FitState
 from pipeline.train.data import RunSettings
 from pipeline.train.optim import build_optimizer, check_optimizer
 
@@ -208,40 +211,6 @@ def mse_loss(pred: torch.Tensor, batch: Batch) -> torch.Tensor:
     return F.mse_loss(pred, batch["y"])
 
 
-@dataclass
-class _Fit:
-    """The running state of one `Trainer.fit`: the curve, the best evaluation so far, the clocks."""
-
-    crit: Criterion  # what early stopping watches
-    sign: float  # -1 when higher is better: `best` is always a loss (lower is better, inf when not finite)
-    t0: float = field(default_factory=time.perf_counter)  # when the fit started
-    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
-    step: int = 0  # training batches done
-    seen: int = 0  # training examples seen
-    best: float = float("inf")  # the best evaluation, as a loss
-    best_step: int = 0  # the step it was made at
-    best_state: dict[str, Any] = field(default_factory=dict)  # the model's weights then
-    bad: int = 0  # evaluations since the best
-    eval_s: float = 0.0  # seconds spent evaluating
-    t_train: float = 0.0  # when training started (after the first evaluation)
-    eval_before: float = 0.0  # eval_s then
-    terms: tuple[str, ...] = ()  # names of the loss's terms when it returns them (history: train_<name>)
-
-    def start_training(self) -> None:
-        self.t_train, self.eval_before = time.perf_counter(), self.eval_s
-
-    def train_seconds(self) -> float:
-        """Wall time since training started, evaluations left out (batch waits included)."""
-        return time.perf_counter() - self.t_train - (self.eval_s - self.eval_before)
-
-    def keep_if_best(self, value: float, model: nn.Module) -> None:
-        if value < self.best:
-            self.best, self.best_step, self.bad = value, self.step, 0
-            self.best_state = copy.deepcopy(model.state_dict())
-        else:
-            self.bad += 1
-
-
 def _finite(v: float) -> float | None:
     return v if np.isfinite(v) else None  # the history stays strict JSON
 
@@ -259,6 +228,7 @@ class Trainer:
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None  # model -> optimizer groups (TorchHead.param_groups)
     shuffle: Callable[[int], np.ndarray] | None = None  # n -> one epoch's order; None: numpy default_rng(config.seed)
     eval_batch: int | None = None  # examples per prediction batch; None: config.batch_size
+    checkpoint: Checkpoint | None = None  # resumable state, saved at every evaluation; a fit resumes from it when present
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
@@ -312,17 +282,23 @@ class Trainer:
         params = self.param_groups(model) if self.param_groups is not None else model.parameters()
         opt = build_optimizer(params, c)
         batches = self._batches(train.n)
-        run = _Fit(crit, -1.0 if crit.higher_is_better else 1.0)
-        run.best = self._evaluate(model, valid, run, [])  # step 0: "no training helps" is a possible answer
-        run.best_state = copy.deepcopy(model.state_dict())
+        run = FitState(crit, -1.0 if crit.higher_is_better else 1.0)
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        stop: str | None = None
+        if saved is None:
+            run.best = self._evaluate(model, valid, run, [])  # step 0: "no training helps" is a possible answer
+            run.best_state = copy.deepcopy(model.state_dict())
+        else:  # resumed: where the last evaluation left it; the batches already trained on are skipped
+            stop = run.restore(saved, model, opt)
         sync = torch.cuda.synchronize if self.device.type == "cuda" and self.on_step is not None else None
         losses: list[torch.Tensor] = []
-        stop = "max_steps"
         run.start_training()
-        self._report(run)
+        if saved is None:
+            self._report(run)
         try:
-            if c.max_steps != 0:
-                with Prefetcher(train, batches, self.device, self.settings.prefetch) as pf:
+            if c.max_steps != 0 and stop is None:
+                with Prefetcher(train, itertools.islice(batches, run.step, None), self.device,
+                                self.settings.prefetch) as pf:
                     ts = time.perf_counter()
                     for batch in pf:
                         losses.append(self._step(model, opt, batch, run))  # no host sync per step
@@ -337,12 +313,12 @@ class Trainer:
                         if run.step % c.eval_every == 0 or at_cap:
                             run.keep_if_best(self._evaluate(model, valid, run, losses), model)
                             losses = []
+                            stop = "patience" if run.bad >= c.patience else "max_steps" if at_cap else None
+                            if self.checkpoint is not None:
+                                self.checkpoint.save(run.saved(model, opt, stop))
                             self._report(run)
-                            if run.bad >= c.patience:
-                                stop = "patience"
+                            if stop is not None:
                                 break
-                        if at_cap:
-                            break
                         ts = time.perf_counter()
         except BaseException:  # Ctrl-C, SIGTERM, an error: the model keeps the best weights so far
             model.load_state_dict(run.best_state)
@@ -358,12 +334,12 @@ class Trainer:
             best_valid=run.sign * run.best if np.isfinite(run.best) else float("nan"),
             criterion=crit.name,
             steps=run.step,
-            stop_reason=stop,
+            stop_reason=stop or "max_steps",
             train_seconds=train_s,
             samples_per_s=(run.seen / train_s) if train_s > 0 else 0.0,
         )
 
-    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, run: _Fit) -> torch.Tensor:
+    def _step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch, run: FitState) -> torch.Tensor:
         """One optimizer step on a batch; its loss (then its named terms, when the loss has
         them), still on the device."""
         model.train()
@@ -376,7 +352,7 @@ class Trainer:
         opt.step()
         return torch.stack([loss.detach(), *(t.detach() for t in terms.values())])
 
-    def _evaluate(self, model: nn.Module, valid: Source, run: _Fit, losses: list[torch.Tensor]) -> float:
+    def _evaluate(self, model: nn.Module, valid: Source, run: FitState, losses: list[torch.Tensor]) -> float:
         """Evaluate, record the history entry; the criterion as a loss (inf when not finite, so a
         diverged model never counts as best)."""
         te = time.perf_counter()
@@ -392,7 +368,7 @@ class Trainer:
         run.eval_s += time.perf_counter() - te
         return run.sign * value if np.isfinite(value) else float("inf")
 
-    def _report(self, run: _Fit) -> None:
+    def _report(self, run: FitState) -> None:
         """The latest evaluation to `progress`, with what a watcher wants: best so far, evaluations
         left before early stopping, training speed and the time left to max_steps."""
         if self.progress is None:

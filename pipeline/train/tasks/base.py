@@ -217,6 +217,12 @@ class Task(ABC):
         return posts
 
 
+def post_users(posts: pl.DataFrame) -> dict[str, pl.Series]:
+    """The posts' `user_id` as a predictions.parquet column (`pipe report`'s per-user errors);
+    none for posts without one."""
+    return {"user_id": posts["user_id"].cast(pl.Utf8)} if "user_id" in posts.columns else {}
+
+
 def finite_1d(out: Any, n: int, head: str, what: str) -> np.ndarray:
     """`out` as a float32 vector of n finite values; PipeError naming the head otherwise."""
     from pipeline.core.errors import PipeError

@@ -37,7 +37,7 @@ from pipeline.store import FeatureStore
 from pipeline.train.data import HeadData
 from pipeline.train.metrics import CROSS_MODAL_K, EMBEDDING, cross_modal_precision, embedding_metrics
 from pipeline.train.tasks import register
-from pipeline.train.tasks.base import Parts, Task
+from pipeline.train.tasks.base import Parts, Task, post_users
 
 PREDICTION_ROWS = 4096  # posts per predictions.parquet chunk (row group): bounds the memory of writing it
 
@@ -223,7 +223,8 @@ class Embedding(Task):
         names, confs = self._top(out)
         every = pl.DataFrame(out.confidence.astype(np.float64), schema=list(out.labels), orient="row")
         return pl.DataFrame({"post_id": data.ids, "split": [part] * len(data),
-                             "labels": data.posts["labels"], "top_labels": names, "top_confidence": confs,
+                             **post_users(data.posts), "labels": data.posts["labels"],
+                             "top_labels": names, "top_confidence": confs,
                              "embedding": _rows(out.vectors.astype(np.float32), pl.Float64)}).with_columns(
             every.to_struct("confidence"))  # every label's confidence, one struct field per label
 

@@ -35,7 +35,7 @@ from pipeline.train.data import HeadData, History
 from pipeline.train.metrics import REGRESSION, regression_metrics
 from pipeline.train.targets import TargetTransform
 from pipeline.train.tasks import register
-from pipeline.train.tasks.base import Parts, Task, finite_1d
+from pipeline.train.tasks.base import Parts, Task, finite_1d, post_users
 from pipeline.train.windows import check_scope, window_table
 
 COUNTS = tuple(f"{m}_counts" for m in REGRESSION)  # metrics on the original values, under a transform
@@ -210,7 +210,8 @@ class Regression(Task):
 
     def predictions(self, data: HeadData, out: np.ndarray, part: str) -> pl.DataFrame:
         y, t = self._y(data), self.transform
-        cols = {"post_id": data.ids, "split": [part] * len(data), "y": t.inverse(y), "yhat": t.inverse(out)}
+        cols = {"post_id": data.ids, "split": [part] * len(data), **post_users(data.posts),
+                "y": t.inverse(y), "yhat": t.inverse(out)}
         if t.kind != "none":  # what the head learned and predicted, on its own scale
             cols.update(y_scaled=y, yhat_scaled=np.asarray(out, np.float64))
         return pl.DataFrame(cols)
