@@ -239,10 +239,10 @@ class StoreDataset(lgb.Dataset):
     (200K rows x F: 4 GB for F = 2580) before keeping each column's non-zeros; here the
     sampled rows are read CHUNK at a time, twice (the non-zeros counted, then copied into
     arrays allocated once), so the sample costs only what LightGBM keeps of it (the values
-    it bins), and it is freed once the bins exist, before the rows are pushed batch by batch. The sample is the one `lgb.Dataset(matrix)`
-    takes (the same row indices from LightGBM, the same test for a zero as its C++
-    `kZeroThreshold`, a float literal), so the bins and trees are the matrix path's
-    (tests/test_scale_equality.py).
+    it bins), and it is freed once the bins exist, before the rows are pushed batch by
+    batch. The sample is the one `lgb.Dataset(matrix)` takes (the same row indices from
+    LightGBM, the same test for a zero as its C++ `kZeroThreshold`, a float literal), so
+    the bins and trees are the matrix path's (tests/test_scale_equality.py).
 
     `get_params` gives LightGBM every parameter, as the matrix path passes them to its C API:
     lightgbm's Sequence path keeps only the "dataset" ones, so its bin sample would ignore

@@ -103,7 +103,7 @@ class HeadData:
         """(rows, present): rows for ids (zeros where the store has none) and a bool mask."""
         store = self.stores[role]
         ids = self.ids if ids is None else ids
-        present = store.contains(ids)
+        present = np.array([p in store for p in ids], dtype=bool)  # any store-like role (images, memory)
         if present.all():  # read straight into the result
             return store.read(ids), present
         out = np.zeros((len(ids), *store.spec.shape), np.dtype(store.spec.dtype))
