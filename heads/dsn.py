@@ -31,6 +31,10 @@ Where the paper is open, this implementation chooses:
   sequences, so padding never enters a state, a mean or a softmax.
 - dropout (0.25) on f, on the FFN hidden layer and before the MLP's output layer.
 - the paper trains 10 epochs; here the shared trainer's early stopping on valid MSE.
+- Small-data regime (`small_data`, applied by `regime=auto` below 20K training posts): dim 64
+  and batch 64. At the paper's sizes (dim 256, batch 512) a few hundred posts are one or two
+  batches an epoch and the model had not left step 0 when patience ran out (issue 22: best
+  step 0, test SRC -0.26 on a 400-post synth after 20 min); `regime=paper` keeps them.
 
 Ablations (config switches): `--ablate image|text|category` (Table 4; all three leave
 the user features alone), `--ablate short_term` (no LSTM, gates or GRN: Phi = f W),
@@ -234,6 +238,7 @@ class DSN(WindowHead):
     name = "dsn"
     Config = DSNConfig
     ABLATIONS = ABLATIONS
+    small_data = {"dim": 64, "batch_size": 64}  # see "Small-data regime" above
 
     def check_config(self) -> None:
         super().check_config()

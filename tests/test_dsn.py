@@ -194,3 +194,15 @@ def test_a_dsn_saved_with_its_window_in_the_config_loads_with_that_window(parts,
     old = DSN.load(tmp_path / "m")
     assert old.meta["window"] == 3 and old.meta["window_scope"] == "global"
     np.testing.assert_array_equal(old.predict(p["test"]), head.predict(p["test"]))
+
+
+def test_small_data_regime_sizes_dsn_to_the_data():
+    """Below 20K training posts DSN trains at dim 64, batch 64 (the paper's 256 / 512 left a
+    400-post run at step 0); `regime=paper` keeps the paper's sizes."""
+    from heads.dsn import DSN
+    from pipeline.train.regime import resolve_regime
+
+    small, _ = resolve_regime(DSN, DSN.Config(), 400)
+    assert (small.regime, small.dim, small.batch_size) == ("small", 64, 64)
+    paper, _ = resolve_regime(DSN, DSN.Config(regime="paper"), 400)
+    assert (paper.dim, paper.batch_size) == (256, 512)
