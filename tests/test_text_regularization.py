@@ -91,6 +91,7 @@ def test_regime_small_below_the_rule_paper_above_explicit_wins():
     c = UHAN.Config()
     small, info = resolve_regime(UHAN, c, 1000)
     assert info["regime"] == "small" and small.regime == "small" and small.dim == 128 and small.word_dropout > 0
+    assert small.text_weight_decay == 0.1  # UHAN's measured value, above the shared TEXT_SMALL's 1e-3 (issue 19)
     assert (small.eval_every, small.max_steps) == (small_schedule(1000, 64)["eval_every"], small_schedule(1000, 64)["max_steps"])
     big, info = resolve_regime(UHAN, c, SMALL_DATA)
     assert info["regime"] == "paper" and dataclasses.replace(big, regime="auto") == c  # the paper's settings exactly
