@@ -42,3 +42,15 @@ def test_search_setting_is_checked():
     assert DMAN(DMANConfig(search="cosine")).search() == "cosine"
     with pytest.raises(PipeError, match="search"):
         DMAN(DMANConfig(search="dot"))
+
+
+def test_small_data_regime_stops_dman_on_the_reported_classifier():
+    """Below 20K training posts: lr .003 and early stopping on the classifier's valid mAP
+    (issue 19, measured); `regime=paper` keeps the paper's lr .01 and the cheaper probe."""
+    from heads.dman import DMAN
+    from pipeline.train.regime import resolve_regime
+
+    small, _ = resolve_regime(DMAN, DMAN.Config(), 400)
+    assert (small.regime, small.lr, small.stop_on) == ("small", 0.003, "classifier")
+    paper, _ = resolve_regime(DMAN, DMAN.Config(regime="paper"), 400)
+    assert (paper.lr, paper.stop_on) == (0.01, "probe")
