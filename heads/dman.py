@@ -59,6 +59,11 @@ Ablations: `tags` = DMAN_Triplet (an FC base network on the flattened regions,
 flatten -> fc_dim -> fc_dim -> dim, dropout between, triplet loss only; no tag outputs);
 `attention` = DMAN_Triplet+Text (the same FC network ending in L sigmoid tag outputs,
 trained with L_h + beta L_c: the tags merged through FC layers instead of attention + LFC).
+DMAN_Triplet is not protected from collapse: measured on the embedding synth (400 posts,
+seeds 0-2, small-data regime), its best classifier mAP was at step 0 on 3 of 3 seeds (flagged
+`never improved`; test mAP 0.719 [0.654, 0.783] is that of the untrained random projection,
+effective rank 73 of 128), i.e. the triplet loss alone, with eq 1's scale-dependent
+similarity, never produced a better embedding than the one it started from.
 
 Cross-modal search (`search`, default `cosine`): a one-hot tag query ranks images by
 cosine on their tag outputs (1 - y_t / |y|); the paper's Euclidean distance (`--set
