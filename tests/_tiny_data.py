@@ -100,3 +100,33 @@ def split_parts(cache: Path, n: int, seed: int, visual: str, text: str) -> dict:
     split = assign_split(make_dataset(cache, n=n, seed=seed), parse_split(None))
     stores = {"visual": open_store("tiny", visual, cache), "text": open_store("tiny", text, cache)}
     return {p: HeadData(split.filter(pl.col("split") == p).drop("split"), stores) for p in ("train", "valid", "test")}
+
+
+def fake_run(runs: Path, name: str, *, dataset: str = "a", head: str = "svr", task: str = "regression",
+             target: str = "score", transform: str | None = None, test: dict | None = None,
+             split: tuple = (0.7, 0.1, 0.2), std: dict | None = None, repeats: int = 1,
+             per_seed: dict[int, dict] | None = None, log_only: bool = False) -> Path:
+    """A finished run folder written by hand (config.json + metrics.json): evaluate and report
+    read only these. `per_seed` (seed -> test metrics) writes each repeat as `pipe train` does:
+    a `repeat_end` event in train_log.jsonl and, unless `log_only`, in metrics.json's `repeats`;
+    the means and stds are then those of the seeds."""
+    d = runs / name
+    d.mkdir(parents=True)
+    described = {"name": task, "target": target}
+    if transform:
+        described["transform"] = {"kind": transform, "scale": 10.0}
+    kept = [{"repeat": k} for k in range(repeats)]
+    if per_seed:
+        ends = [{"repeat": k, "seed": s, "valid": t, "test": t} for k, (s, t) in enumerate(per_seed.items())]
+        with open(d / "train_log.jsonl", "w") as f:
+            f.writelines(json.dumps({"event": "repeat_end", **e}) + "\n" for e in ends)
+        kept = [{"repeat": e["repeat"]} for e in ends] if log_only else ends
+        vals = {k: np.array([t[k] for t in per_seed.values()]) for k in next(iter(per_seed.values()))}
+        test = {k: float(v.mean()) for k, v in vals.items()}
+        std = {k: float(v.std(ddof=1)) if v.size > 1 else None for k, v in vals.items()}
+    (d / "config.json").write_text(json.dumps({"head": head, "dataset": dataset, "task": described, "ablate": [],
+                                               "stores": {}, "split": {"kind": "chrono", "fractions": list(split)},
+                                               "seeds": list(per_seed or range(repeats))}))
+    (d / "metrics.json").write_text(json.dumps({"valid": test, "test": test, "std": {"valid": std, "test": std},
+                                                "repeats": kept}))
+    return d

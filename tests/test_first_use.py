@@ -115,19 +115,7 @@ def test_batch_size_is_capped_to_the_training_part(cache):
 
 
 # -- item 2: comparable by construction -------------------------------------------------
-def _fake_run(runs, name, *, dataset="a", head="svr", task="regression", target="score", transform=None,
-              test=None, split=(0.7, 0.1, 0.2), std=None, repeats=1):
-    """A finished run folder written by hand (config.json + metrics.json): evaluate and report read only these."""
-    d = runs / name
-    d.mkdir(parents=True)
-    described = {"name": task, "target": target}
-    if transform:
-        described["transform"] = {"kind": transform, "scale": 10.0}
-    (d / "config.json").write_text(json.dumps({"head": head, "dataset": dataset, "task": described, "ablate": [],
-                                               "stores": {}, "split": {"kind": "chrono", "fractions": list(split)}}))
-    (d / "metrics.json").write_text(json.dumps({"valid": test, "test": test, "std": {"valid": std, "test": std},
-                                                "repeats": [{"repeat": k} for k in range(repeats)]}))
-    return d
+_fake_run = tiny.fake_run  # a finished run folder written by hand
 
 
 REG = {"mse": 1.1, "mae": 0.8, "src": 0.5, "medae": 0.7}

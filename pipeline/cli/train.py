@@ -68,7 +68,7 @@ def train(
                                                  "config.json.", show_default="the task's, or the head's for it"),
     ablate: Optional[list[str]] = typer.Option(None, "--ablate", help="Ablation switch of the head (repeatable).",
                                              show_default="none"),
-    repeats: int = typer.Option(1, "--repeats", help="Train K seeds (seed, seed+1, ...); report mean ± std."),
+    repeats: int = typer.Option(1, "--repeats", help="Train K seeds (seed, seed+1, ...); report the mean and 95 % interval over them."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name.",
                                       show_default="head, ablations, timestamp"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Train on the dask cluster at ADDRESS (lightgbm).",
@@ -179,7 +179,8 @@ def evaluate(
     as_json: bool = JsonOpt,
     runs: Optional[Path] = RunsOpt,
 ) -> None:
-    """Compare runs, one table per task: test metrics on the original target scale (mean ± std over repeats)
+    """Compare runs, one table per task: test metrics on the original target scale (mean and 95 % interval over
+    seeds; the paired difference to the best comparable run where both ran the same seeds)
     with dataset, target and transform, in the terminal, as CSV and as Markdown (the paths written go to
     stderr); --json prints the rows as a JSON list."""
     from pipeline import api
@@ -203,17 +204,23 @@ def rows_tables(all_rows: list[dict[str, Any]], width: int | None = None) -> lis
     """Terminal view of comparison rows, one table per task, fitted to `width` (default: the
     results console's): ids fold, numbers are never cut (pipeline/cli/tables.py)."""
     from pipeline.cli.tables import fitted_tables
-    from pipeline.evaluate.compare import ablate_text, by_task, mean_pm_std, status_text, target_text, task_metrics
+    from pipeline.evaluate.compare import (ablate_text, by_task, mean_text, paired_text, status_text, target_text,
+                                           task_metrics)
+    from pipeline.train import tasks
 
     width = width or results_console().width
     out = []
     for task, rows in by_task(all_rows).items():
         names = task_metrics(task)
+        paired = any(r.get("paired_to_best") for r in rows)
         cells = [([r["run"], r["dataset"] or "—", target_text(r), r["head"], ablate_text(r), status_text(r)],
-                  [mean_pm_std(r, k, 3) for k in names]) for r in rows]
-        out += fitted_tables(f"{task}: test metrics (original target scale), mean ± std over K repeats",
-                             ["run", "dataset", "target", "head", "ablate", "K"], [k.upper() for k in names], cells,
-                             width)
+                  [mean_text(r, k, 3) for k in names] + ([paired_text(r, 3, short=True)] if paired else []))
+                 for r in rows]
+        crit = tasks.get(task).criterion.upper()
+        out += fitted_tables(f"{task}: test metrics (original target scale), mean [95 % CI] over K seeds",
+                             ["run", "dataset", "target", "head", "ablate", "K"],
+                             [k.upper() for k in names] + ([f"best - run {crit} (wins, ~ noise)"] if paired else []),
+                             cells, width)
     return out
 
 

@@ -2,8 +2,9 @@
 
 At the top, one sentence per task and dataset saying which run is best, by how much, and
 whether that is beyond seed noise (when the runs have repeats). Per task, the comparison
-table of `pipe evaluate` with every test metric (mean ± std over repeats, on the original
-target scale), the best value of each column among the runs of the same dataset, split and
+table of `pipe evaluate` with every test metric (mean and 95 % Student-t interval over seeds,
+on the original target scale), where runs ran the same seeds the paired difference of the
+task's criterion to the best run of their group (`paired_to_best`), the best value of each column among the runs of the same dataset, split and
 target marked and each ablation's change against its full model (same head, dataset,
 stores, split and target, no ablation, among the runs given); then, per dataset, split and
 target with two runs or more that log a curve, their validation curves overlaid
@@ -36,7 +37,8 @@ from pipeline.core.errors import PipeError
 from pipeline.core.io import atomic_write_bytes
 from pipeline.data.contract import load_posts
 from pipeline.evaluate import breakdown, plots
-from pipeline.evaluate.compare import ablate_text, comparable_key, comparison_rows, metric_value, target_text, verdicts
+from pipeline.evaluate.compare import (STATS, ablate_text, comparable_key, comparison_rows, mean_text, metric_value,
+                                       paired_text, target_text, verdicts)
 from pipeline.evaluate.curves import overlaid, training_figure, validation_curves
 from pipeline.evaluate.markup import img, note
 from pipeline.train import tasks
@@ -109,7 +111,7 @@ def user_training_stats(preds: pl.DataFrame, posts: pl.DataFrame) -> pl.DataFram
 # -- the comparison table -------------------------------------------------------------
 def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
     """The test metrics of the rows, in order (the task's, on the original scale, then `_scaled` ones)."""
-    keys = dict.fromkeys(k[5:] for r in rows for k in r if k.startswith("test_") and not k.endswith("_std"))
+    keys = dict.fromkeys(k[5:] for r in rows for k in r if k.startswith("test_") and not k.endswith(STATS))
     return list(keys)
 
 
@@ -141,7 +143,9 @@ def comparison_table(task: str, runs: list[Run]) -> str:
     rows = comparison_rows(runs)
     names = _metric_names(rows)
     best = best_values(rows, names)
-    head = ["run", "head", "ablations", "dataset", "target", "status", "repeats", *[f"test {k}" for k in names]]
+    paired = any(r["paired_to_best"] for r in rows)
+    head = ["run", "head", "ablations", "dataset", "target", "status", "repeats", *[f"test {k}" for k in names],
+            *(["paired to best (best - this, over the same seeds)"] if paired else [])]
     out = ["<table class=\"cmp\"><thead><tr>" + "".join(
         f'<th class="{"l" if i < 6 else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)) + "</tr></thead><tbody>"]
     by_name = {r.name: row for r, row in zip(runs, rows)}
@@ -156,11 +160,11 @@ def comparison_table(task: str, runs: list[Run]) -> str:
                  f"<td>{row['repeats']}</td>"]
         group_best = best.get(comparable_key(row), {})
         for k in names:
-            mean, std = metric_value(row, k), metric_value(row, k, std=True)
+            mean = metric_value(row, k)
             if mean is None:
                 cells.append("<td>—</td>")
                 continue
-            text = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and row["repeats"] > 1 else "")
+            text = html.escape(mean_text(row, k))
             if full is not None and (base := metric_value(by_name[full.name], k)) is not None:
                 d = mean - base
                 good = d < 0 if k in LOWER_IS_BETTER else d > 0
@@ -169,6 +173,8 @@ def comparison_table(task: str, runs: list[Run]) -> str:
             cls = (' class="best" title="best among the runs of this dataset, split and target"'
                    if group_best.get(k) == mean else "")
             cells.append(f"<td{cls}>{text}</td>")
+        if paired:
+            cells.append(f'<td class="l">{html.escape(paired_text(row))}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -318,10 +324,13 @@ def build_report(runs: list[Run], cache: str | Path | None = None, title: str = 
         groups.setdefault(r.task, []).append(r)
     memo: dict[tuple[str, str], Any] = {}
     body = [f"<p>{len(runs)} runs, {len(groups)} task(s): {html.escape(', '.join(groups))}. Test metrics are means "
-            "over repeats (± sample std), on the original target scale (a transformed target's own scale in "
+            "over seeds with their 95 % Student-t interval [low, high] (± the sample std for a run without per-seed "
+            "values), on the original target scale (a transformed target's own scale in "
             "<i>_scaled</i> columns); the best of each column among runs of the same dataset, split and target is "
             "shaded; Δ is an ablation's change against its "
-            "full model.</p>"]
+            "full model; where runs ran the same seeds, the paired difference of the criterion to the best run of "
+            "their group, seed by seed (mean, 95 % interval, seeds the best wins; within noise where the interval "
+            "crosses zero).</p>"]
     body.append('<div class="verdict">' + "".join(f"<p>{html.escape(v)}</p>" for v in verdicts(comparison_rows(runs)))
                 + "</div>")
     for task, group in groups.items():

@@ -20,7 +20,7 @@ from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.core.io import json_safe
 from pipeline.run.roles import describe_stores
-from pipeline.run.rundir import TRAIN_LOG, RunWriter, load_run
+from pipeline.run.rundir import RunWriter, finished_repeats, load_run
 from pipeline.run.train import RunPlan, TrainOptions, complete, plan_run
 from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.loggers import open_logger
@@ -50,20 +50,6 @@ def changes(plan: RunPlan, config: dict[str, Any]) -> list[str]:
     pairs = [("head config", config_to_dict(plan.config), config.get("config")), ("seeds", plan.seeds, config.get("seeds")),
              ("stores", stores, recorded), ("split", plan.parts.counts, config.get("posts"))]
     return [what for what, now, then in pairs if _plain(now) != _plain(then)]
-
-
-def finished_repeats(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """Repeat -> its metrics, for every repeat the log says ended (a torn last line is skipped)."""
-    done: dict[int, dict[str, Any]] = {}
-    log = run_dir / TRAIN_LOG
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and e.get("event") == "repeat_end":
-            done[e["repeat"]] = {k: v for k, v in e.items() if k not in ("event", "time")}
-    return done
 
 
 def resume(ref: str | Path, runs: str | Path | None = None, say: Callable[[str], None] = lambda m: None,

@@ -289,6 +289,19 @@ class Run:
             raise IntegrityError(f"{model}: cannot load the saved model ({files}: {type(e).__name__}: "
                                  f"{str(e)[:200]}); the file is damaged or truncated: train the run again") from None
 
+    @property
+    def repeats(self) -> list[dict[str, Any]]:
+        """Each finished repeat's record in seed order (`repeat`, `seed`, `valid` and `test`
+        metrics): metrics.json's `repeats`, or, where those lack their metrics, the log's
+        `repeat_end` events; a repeat without a recorded seed gets config.json's `seeds[k]`."""
+        recorded = list((self.metrics or {}).get("repeats") or [])
+        if not recorded or not all(isinstance(r, dict) and isinstance(r.get("test"), dict) for r in recorded):
+            logged = finished_repeats(self.dir)
+            recorded = [logged[k] for k in sorted(logged)] if logged else recorded
+        seeds = self.config.get("seeds") or []
+        return [{**r, "seed": r.get("seed", seeds[k] if k < len(seeds) else None)} for k, r in enumerate(recorded)
+                if isinstance(r, dict)]
+
     def predictions(self, columns: Iterable[str] | None = None) -> pl.DataFrame:
         """predictions.parquet, or only those of `columns` it has (a report reads a few narrow
         columns of what can be millions of wide rows)."""
@@ -316,6 +329,20 @@ def _writer_alive(directory: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def finished_repeats(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """Repeat -> its metrics, for every repeat the log says ended (a torn last line is skipped)."""
+    done: dict[int, dict[str, Any]] = {}
+    log = run_dir / TRAIN_LOG
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("event") == "repeat_end":
+            done[e["repeat"]] = {k: v for k, v in e.items() if k not in ("event", "time")}
+    return done
 
 
 def find_run(ref: str | Path, runs: str | Path | None = None) -> Path:
