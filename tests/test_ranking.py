@@ -206,3 +206,19 @@ def test_synth_ranking_followee_shape_has_more_users_and_followee_driven_tastes(
     assert np.mean([v["taste"] == topic[v["influencer"]] for v in sig["users"].values()]) > 0.9  # 0.95 + chance
     r = CliRunner().invoke(cli.app, ["synth", str(tmp_path / "x"), "--task", "ranking", "--shape", "noisy"])
     assert r.exit_code == 2 and "default, followee" in r.output
+
+
+def test_a_ranking_run_is_sized_in_groups_not_example_rows(tmp_path):
+    """The small-data rule and the schedule count what a training batch holds: a ranking part's
+    (positive, negatives) groups. Counting its example rows (1 + negatives each) put a 3,000-tweet
+    AMNL over the 20K threshold at 11.8K groups (issue 19: the paper's sizes, minutes a fit)."""
+    from pipeline.run.train import TrainOptions, plan_run
+
+    cache = tmp_path / "cache"
+    posts = tiny.make_dataset(cache)
+    for name, table in _tiny_tasks.social_tables(posts).items():
+        table.write_parquet(cache / "tiny" / f"{name}.parquet")
+    plan = plan_run(TrainOptions(dataset="tiny", head="amnl", cache=cache, runs=tmp_path / "runs",
+                                 stores={"visual": tiny.FC, "text": tiny.TOKENS}))
+    ex = plan.data["train"].examples
+    assert plan.n_train == ex["group"].n_unique() < ex.height

@@ -109,9 +109,8 @@ class RunPlan:
 
     @property
     def n_train(self) -> int:
-        """Training examples: posts, or a ranking task's example rows."""
-        t = self.data["train"]
-        return len(t) if t.examples is None else t.examples.height
+        """Training units: posts, or a ranking task's (positive, negatives) groups (`Task.training_units`)."""
+        return self.task.training_units(self.data["train"])
 
     @property
     def seeds(self) -> list[int]:

@@ -171,6 +171,11 @@ class Task(ABC):
         """The output for a part with nothing to predict, or None to let the head predict it."""
         return None
 
+    def training_units(self, data: HeadData) -> int:
+        """What one training batch is counted in (the regime's data size, the schedule's epoch):
+        posts, or the part's example rows where it has examples."""
+        return len(data) if data.examples is None else data.examples.height
+
     def measurable(self, data: HeadData) -> bool:
         """Whether scored posts carry labels enough for `pipe score` to report the metrics."""
         return False
