@@ -17,8 +17,9 @@ caps each torch head at N batches (evaluating every 30, patience 5) for a quick 
 `--shape followee` runs the second shape (`pipe synth --task ranking --shape followee`: 300
 users, 60 accounts, 1,500 tweets, tastes driven by the influential followee), in its own folder under the workdir.
 Measured (issue 19, 5 seeds, both shapes; the README's ranking section has the table): AMNL
-0.689 / 0.677 test AUC against popularity 0.651 / 0.648, VBPR 0.644 / 0.651, BPR 0.500; about
-33 / 25 minutes on 2 loaded cores (the `regime=paper` row alone is 20 of the first).
+0.681 / 0.669 test AUC against popularity 0.651 / 0.648, VBPR 0.635 / 0.646, BPR 0.500 (those
+five rows: 2 / 4 minutes on 2 loaded cores); the whole table took 33 / 25 minutes before runs
+were sized in groups, 20 of the first for the `regime=paper` row (dim 400, ~4 min a seed).
 
     python benchmarks/planted_ranking.py [--shape default|followee] [--posts 480] [--steps N] [--seeds 5] [--only LABEL ...] [--workdir ...]
 """
