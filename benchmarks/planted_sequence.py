@@ -41,13 +41,14 @@ history move it little (0.641 -> 0.631), as expected: neither can see the contex
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from pipeline.core.config import parse_sets
 from pipeline.data.ingest import ingest
-from pipeline.data.synth_sequence import SequenceSynthConfig, synth
+from pipeline.data.synth_sequence import SHAPES, synth
 from pipeline.extract import build_extractor, run_extract
 from pipeline.run.train import TrainOptions, train
 from pipeline.run.rundir import load_run
@@ -75,17 +76,25 @@ RUNS: list[tuple[str, str, list[str], list[str]]] = [  # (label, head, ablations
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--posts", type=int, default=1000)
-    ap.add_argument("--users", type=int, default=12)
+    ap.add_argument("--shape", default="default", choices=list(SHAPES), help="the synth's shape (synth_sequence.SHAPES)")
+    ap.add_argument("--posts", type=int, help="posts (default: 1,000; the short shape's 1,600)")
+    ap.add_argument("--users", type=int, help="users (default: 12; the short shape's 24)")
     ap.add_argument("--seed", type=int, default=0)
     add_seeds_flag(ap)
     ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out" / "planted-sequence")
     ap.add_argument("--only", nargs="*", help="labels of RUNS to train (default: all)")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    w, cache, runs = a.workdir, a.workdir / "cache", a.workdir / "runs"
+    w = a.workdir if a.shape == "default" else a.workdir / a.shape
+    cache, runs = w / "cache", w / "runs"
+    config, posts = SHAPES[a.shape]
+    if a.shape == "default":  # the benchmark's own size, before shapes existed
+        config, posts = dataclasses.replace(config, users=12), 1000
+    a.posts = a.posts or posts
+    config = dataclasses.replace(config, users=a.users or config.users)
+    a.users = config.users
     if not (w / "data" / "posts.parquet").exists():
-        synth(w / "data", a.posts, image_size=64, seed=a.seed, config=SequenceSynthConfig(users=a.users))
+        synth(w / "data", a.posts, image_size=64, seed=a.seed, config=config)
     ingest(w / "data" / "posts.parquet", "sequence", cache=cache)
     ex = dict(quiet=True, device="cpu", num_workers=0)
     roles = {role: run_extract("sequence", build_extractor(b, model="ViT-S-32", weights="random"), cache, **ex).extractor_id
@@ -112,7 +121,7 @@ def main() -> None:
         print(f"| {r['label']:<22} | {r['mse']:6.3f} | {r['mae']:6.3f} | {r['src']:6.3f} |")
     print("\n".join(comparison_lines(rows, "DSN", "mse", higher_is_better=False)))
     out = w / "planted_sequence.json"
-    out.write_text(json.dumps({"posts": a.posts, "users": a.users, "seeds": a.seeds, "signals": signals,
+    out.write_text(json.dumps({"shape": a.shape, "posts": a.posts, "users": a.users, "seeds": a.seeds, "signals": signals,
                                "extract_seconds": t_extract, "rows": rows}, indent=1))
     print(f"wrote {out}")
 

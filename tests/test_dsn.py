@@ -206,3 +206,21 @@ def test_small_data_regime_sizes_dsn_to_the_data():
     assert (small.regime, small.dim, small.batch_size) == ("small", 64, 64)
     paper, _ = resolve_regime(DSN, DSN.Config(regime="paper"), 400)
     assert (paper.dim, paper.batch_size) == (256, 512)
+
+
+def test_synth_sequence_short_shape_counts_three_earlier_posts_among_more_users(tmp_path):
+    """Issue 19: `pipe synth --task sequence --shape short`: 24 users, a context of 3 posts."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--task", "sequence", "--shape", "short",
+                                   "--posts", "240", "--image-size", "16"])
+    assert res.exit_code == 0, res.output
+    posts = pl.read_parquet(tmp_path / "s" / "posts.parquet").sort("posted_at", "post_id")
+    truth = pl.read_parquet(tmp_path / "s" / "truth.parquet")
+    c = dict(zip(truth["post_id"], truth["same_category_before"]))
+    cats = posts["category"].to_list()
+    assert posts["user_id"].n_unique() == 24
+    assert all(c[p] == sum(x == cats[i] for x in cats[max(0, i - 3):i]) for i, p in enumerate(posts["post_id"]))

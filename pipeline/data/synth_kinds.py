@@ -41,9 +41,10 @@ def _embedding(out: Path, n: int, users: int | None, kw: dict[str, Any], text: d
 
 
 def _sequence(out: Path, n: int, users: int | None, kw: dict[str, Any], text: dict[str, Any]) -> tuple[Path, str]:
-    from pipeline.data.synth_sequence import SequenceSynthConfig, synth
+    from pipeline.data.synth_sequence import SHAPES, synth
 
-    return synth(out, n, config=SequenceSynthConfig(users=users), **kw), "scores with a planted temporal context effect"
+    cfg = dataclasses.replace(SHAPES[text.get("shape") or "default"][0], **({"users": users} if users is not None else {}))
+    return synth(out, n, config=cfg, **kw), "scores with a planted temporal context effect"
 
 
 def _ranking_shapes() -> dict[str, int]:
@@ -54,6 +55,12 @@ def _ranking_shapes() -> dict[str, int]:
 
 def _embedding_shapes() -> dict[str, int]:
     from pipeline.data.synth_embedding import SHAPES
+
+    return {k: posts for k, (_, posts) in SHAPES.items()}
+
+
+def _sequence_shapes() -> dict[str, int]:
+    from pipeline.data.synth_sequence import SHAPES
 
     return {k: posts for k, (_, posts) in SHAPES.items()}
 
@@ -74,7 +81,7 @@ KINDS: dict[str, SynthKind] = {
     "regression": SynthKind(_posts, DEFAULT_POSTS, text=True),  # posts with a score (pipeline/data/synth.py)
     "ranking": SynthKind(_ranking, 480, shapes=_ranking_shapes),  # tweets, retweets and follows (synth_ranking.py)
     "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False, shapes=_embedding_shapes),  # posts with labels and tags (synth_embedding.py)
-    "sequence": SynthKind(_sequence, DEFAULT_POSTS),  # scores that depend on the posts just before (synth_sequence.py)
+    "sequence": SynthKind(_sequence, DEFAULT_POSTS, shapes=_sequence_shapes),  # scores that depend on the posts just before (synth_sequence.py)
 }
 
 

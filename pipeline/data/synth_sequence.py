@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.data.synth import SynthConfig
+from pipeline.data.synth import DEFAULT_POSTS, SynthConfig
 from pipeline.data.synth import synth as synth_posts
 
 
@@ -40,6 +40,15 @@ class SequenceSynthConfig:
     sequence_effect: float = 0.6  # score per earlier post sharing the top category, centred
     object_effect: float = 0.5  # the regression synth's lucky-object effect, weakened
     word_effect: float = 0.5  # the regression synth's lucky-word effect, weakened
+
+
+# `--shape` (issue 19: every benchmark on two differently shaped datasets): name -> (config, posts).
+# `short`: twice the users, more posts, a shorter and stronger context (3 posts, +1.0 each) and
+# weaker per-user image and text effects.
+SHAPES: dict[str, tuple[SequenceSynthConfig, int]] = {
+    "default": (SequenceSynthConfig(), DEFAULT_POSTS),
+    "short": (SequenceSynthConfig(users=24, context=3, sequence_effect=1.0, object_effect=0.3, word_effect=0.3), 1600),
+}
 
 
 def same_category_before(posts: pl.DataFrame, context: int) -> np.ndarray:
