@@ -15,7 +15,10 @@ Measured over 5 seeds at the defaults (issue 19; 1,000 posts, 12 users; test MSE
 interval], DSN's paired difference): HisAve 0.546 (-0.042 [-0.080, -0.005], 5/5), LightGBM
 0.645 [0.623, 0.667] (-0.142 [-0.184, -0.099], 5/5), DSN 0.504 [0.466, 0.541], DSN window=1
 0.542 [0.504, 0.579] (within noise), DSN hce=first 0.361 [0.338, 0.384] (+0.143: better than
-the default HCE, 5/5). The older single-seed figures below are kept for the rows not rerun.
+the default HCE, 5/5). `--shape short` (24 users, 1,600 posts, a 3-post context): HisAve 0.812,
+LightGBM 0.790 [0.779, 0.801], DSN 0.732 [0.706, 0.759] (-0.080 / -0.058 paired, 5/5 each), DSN
+window=1 0.730 (within noise: the window does not help there). The older single-seed figures below
+are kept for the rows not rerun.
 
 Measured once (1,000 posts, 12 users, seed 0, 1 repeat, 2 shared CPU cores; planted
 context variance 0.381; test = the last 200 posts): test MSE / MAE / SRC
