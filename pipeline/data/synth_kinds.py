@@ -7,6 +7,7 @@ in `KINDS`; a new kind is one entry here, never a branch in the CLI.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,22 +48,11 @@ def _sequence(out: Path, n: int, users: int | None, kw: dict[str, Any], text: di
     return synth(out, n, config=cfg, **kw), "scores with a planted temporal context effect"
 
 
-def _ranking_shapes() -> dict[str, int]:
-    from pipeline.data.synth_ranking import SHAPES
-
-    return {k: posts for k, (_, posts) in SHAPES.items()}
-
-
-def _embedding_shapes() -> dict[str, int]:
-    from pipeline.data.synth_embedding import SHAPES
-
-    return {k: posts for k, (_, posts) in SHAPES.items()}
-
-
-def _sequence_shapes() -> dict[str, int]:
-    from pipeline.data.synth_sequence import SHAPES
-
-    return {k: posts for k, (_, posts) in SHAPES.items()}
+def _shapes_of(module: str) -> Callable[[], dict[str, int]]:
+    """The `--shape` names of a generator module's `SHAPES` -> their posts (imported when asked)."""
+    def shapes() -> dict[str, int]:
+        return {k: posts for k, (_, posts) in importlib.import_module(module).SHAPES.items()}
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -79,9 +69,9 @@ class SynthKind:
 
 KINDS: dict[str, SynthKind] = {
     "regression": SynthKind(_posts, DEFAULT_POSTS, text=True),  # posts with a score (pipeline/data/synth.py)
-    "ranking": SynthKind(_ranking, 480, shapes=_ranking_shapes),  # tweets, retweets and follows (synth_ranking.py)
-    "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False, shapes=_embedding_shapes),  # posts with labels and tags (synth_embedding.py)
-    "sequence": SynthKind(_sequence, DEFAULT_POSTS, shapes=_sequence_shapes),  # scores that depend on the posts just before (synth_sequence.py)
+    "ranking": SynthKind(_ranking, 480, shapes=_shapes_of("pipeline.data.synth_ranking")),  # tweets, retweets and follows (synth_ranking.py)
+    "embedding": SynthKind(_embedding, DEFAULT_POSTS, users=False, shapes=_shapes_of("pipeline.data.synth_embedding")),  # posts with labels and tags (synth_embedding.py)
+    "sequence": SynthKind(_sequence, DEFAULT_POSTS, shapes=_shapes_of("pipeline.data.synth_sequence")),  # scores that depend on the posts just before (synth_sequence.py)
 }
 
 
