@@ -254,7 +254,8 @@ class AMNL(RankingHead, VisualTextHead):
         super().__init__(config)
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # training fc7 mean and 1/sd (prepare), for build_model
         self._groups = 1  # training groups |T| (the training source sets it)
-        self._author_of: dict[str, str] = {}  # post id -> author, of every part a source was made for
+        self._author_of: dict[str, str] = {}  # post id -> author of the training part and the part being read
+        self._fit_authors: dict[str, str] = {}  # post id -> author of the training part (a fit's valid source needs both)
 
     def check_config(self) -> None:
         super().check_config()
@@ -311,8 +312,11 @@ class AMNL(RankingHead, VisualTextHead):
         return out
 
     def source(self, data: HeadData, with_y: bool, training: bool = False) -> Source:
-        if self.config.author_bias:
-            self._author_of.update(data.posts.select("post_id", "user_id").iter_rows())
+        if self.config.author_bias:  # replaced per part, never accumulated (a serving process reads many)
+            authors = dict(data.posts.select("post_id", "user_id").iter_rows())
+            if training:
+                self._fit_authors = authors
+            self._author_of = {**self._fit_authors, **authors}
         src = super().source(data, with_y, training)
         if training:
             self._groups = src.n  # |T|: the penalty's share per step is B / |T|
