@@ -30,21 +30,35 @@ class Pool:
         p = posts.select("post_id", "user_id", "posted_at").sort("user_id", "posted_at", "post_id")
         self.ids = p["post_id"].to_numpy()
         self.authors = p["user_id"].unique(maintain_order=True)  # sorted
-        self.code = dict(zip(self.authors.to_list(), range(len(self.authors))))
-        self.author = p["user_id"].replace_strict(self.code, return_dtype=pl.Int64).to_numpy()
+        self.codes = pl.DataFrame({"user_id": self.authors, "code": np.arange(len(self.authors), dtype=np.int64)})
+        self.author = p["user_id"].rle_id().cast(pl.Int64).to_numpy()  # == code: p is sorted by user_id
         self.t = _epoch(p["posted_at"])
         self.times = np.unique(self.t)
         self.m = len(self.times) + 1
         self.key = self.author * self.m + np.searchsorted(self.times, self.t)
-        self.pos = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        self.first = np.searchsorted(self.key, np.arange(len(self.authors) + 1) * self.m)  # each author's block
+        self.positions = pl.DataFrame({"post_id": p["post_id"], "q": np.arange(len(self.ids), dtype=np.int64)})
 
-    def bound(self, author: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """First position of `author` posted at or after `t` (t = INT64_MIN: the author's first)."""
-        return np.searchsorted(self.key, author * self.m + np.searchsorted(self.times, t), "left")
+    def rank(self, t: np.ndarray) -> np.ndarray:
+        """Rank of each time among the posts' times (0 for INT64_MIN): `bound`'s second argument.
+        Taken per event, not per (event, followee) pair: the random searches cost most here."""
+        return np.searchsorted(self.times, t, "left")
 
+    def bound(self, author: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """First position of `author` posted at or after the time of `rank` (0: the author's first)."""
+        out = self.first[author]
+        later = rank > 0
+        out[later] = np.searchsorted(self.key, author[later] * self.m + rank[later], "left")
+        return out
 
-def _lookup(col: pl.Series, mapping: dict) -> pl.Series:
-    return col.replace_strict(mapping, default=None, return_dtype=pl.Int64)
+    def code_of(self, frame: pl.DataFrame, column: str, name: str) -> pl.DataFrame:
+        """`frame` with `name`: the author code of `column` (null for one who never posted)."""
+        return frame.join(self.codes.rename({"user_id": column, "code": name}), on=column, how="left",
+                          maintain_order="left")
+
+    def position_of(self, frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        """`frame` with `name`: the pool position of its `post_id` (null for a post not in the pool)."""
+        return frame.join(self.positions.rename({"q": name}), on="post_id", how="left", maintain_order="left")
 
 
 def seen_pairs(events: pl.DataFrame) -> pl.DataFrame:
@@ -77,11 +91,10 @@ class Candidates:
         self.fallback = ~has  # users without followees: every author (explicit, per event)
         self.no_followees = set(ev.filter(~pl.Series(has))["user_id"].to_list())
         # (event, followee) ranges in event order, then follows-row order
-        pairs = ev.filter(pl.Series(has)).select("g", "user_id").join(
-            fol.with_row_index("j"), on="user_id").with_columns(a=_lookup(pl.col("followee_id"), pool.code)) \
-            .drop_nulls("a").sort("g", "j")
+        pairs = pool.code_of(ev.filter(pl.Series(has)).select("g", "user_id").join(
+            fol.with_row_index("j"), on="user_id"), "followee_id", "a").drop_nulls("a").sort("g", "j")
         g, a = pairs["g"].to_numpy(), pairs["a"].to_numpy()
-        lo, hi = pool.bound(a, self.lo_t[g]), pool.bound(a, self.at[g])
+        lo, hi = pool.bound(a, pool.rank(self.lo_t)[g]), pool.bound(a, pool.rank(self.at)[g])
         keep = hi > lo
         g, a, lo, hi = g[keep], a[keep], lo[keep], hi[keep]
         size = hi - lo
@@ -93,15 +106,16 @@ class Candidates:
         self.span = int(raw.max(initial=0)) + 1
         self.g, self.a, self.lo, self.off = g, a, lo, off
         self.rkey = g * self.span + off
-        # the seen posts inside those ranges (a training event sees training retweets only)
+        # the seen posts inside those ranges (a training event sees training retweets only); only a
+        # retweet of a followee's post can fall in one, so the seen pairs are cut to those first
         seen = seen_pairs(events) if seen is None else seen
-        hit = ev.filter(pl.Series(has)).select("g", "user_id", "train").join(seen, on="user_id") \
-            .filter(~pl.col("train") | pl.col("in_train")) \
-            .with_columns(q=_lookup(pl.col("post_id"), pool.pos)).drop_nulls("q")
-        hg, hq = hit["g"].to_numpy(), hit["q"].to_numpy().astype(np.int64)
+        mine = pool.position_of(seen, "q").drop_nulls("q")
+        mine = mine.with_columns(a=pl.Series(pool.author[mine["q"].to_numpy()])).join(
+            pool.code_of(fol, "followee_id", "a").select("user_id", "a"), on=["user_id", "a"], how="semi")
+        hit = ev.filter(pl.Series(has)).select("g", "user_id", "train").join(mine, on="user_id") \
+            .filter(~pl.col("train") | pl.col("in_train"))
         r = pl.DataFrame({"g": g, "a": a, "lo": lo, "hi": hi, "off": off}) \
-            .join(pl.DataFrame({"g": hg, "a": pool.author[hq],
-                                "q": hq}), on=["g", "a"]) \
+            .join(hit.select("g", "a", "q"), on=["g", "a"]) \
             .filter((pl.col("q") >= pl.col("lo")) & (pl.col("q") < pl.col("hi"))) \
             .select("g", (pl.col("off") + pl.col("q") - pl.col("lo")).alias("x")).sort("g", "x")
         xg, x = r["g"].to_numpy(), r["x"].to_numpy()
@@ -120,8 +134,7 @@ class Candidates:
         """Positions of event g's list when its user follows no one: every author's posts in the window."""
         pool, keep = self.pool, (self.pool.t >= self.lo_t[g]) & (self.pool.t < self.at[g])
         seen = self.seen_by_user.filter((pl.col("user_id") == self.user[g]) & (pl.col("in_train") | pl.lit(not self.train[g])))
-        q = [pool.pos[p] for p in seen["post_id"].to_list() if p in pool.pos]
-        keep[q] = False
+        keep[pool.position_of(seen, "q")["q"].drop_nulls().to_numpy()] = False
         return np.flatnonzero(keep)
 
     def take(self, g: np.ndarray, idx: np.ndarray) -> np.ndarray:
