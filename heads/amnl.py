@@ -69,14 +69,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 
 from heads import register
-from pipeline.head.ranking import RankingHead, examples, hinge
+from pipeline.head.ranking import Items, RankingHead, examples, hinge
 from pipeline.head.base import HeadData, Role
 from pipeline.nn.layers import TextConfig, masked_softmax
-from pipeline.head.torch_head import VisualTextHead, read_rows
+from pipeline.head.torch_head import VisualTextHead
 from pipeline.core.errors import PipeError
 from pipeline.core.specs import PAD_ID
 from pipeline.train.loop import Source, TrainConfig
@@ -254,8 +255,6 @@ class AMNL(RankingHead, VisualTextHead):
         super().__init__(config)
         self._stats: tuple[np.ndarray, np.ndarray] | None = None  # training fc7 mean and 1/sd (prepare), for build_model
         self._groups = 1  # training groups |T| (the training source sets it)
-        self._author_of: dict[str, str] = {}  # post id -> author of the training part and the part being read
-        self._fit_authors: dict[str, str] = {}  # post id -> author of the training part (a fit's valid source needs both)
 
     def check_config(self) -> None:
         super().check_config()
@@ -300,23 +299,25 @@ class AMNL(RankingHead, VisualTextHead):
         self.meta["users_without_followees"] = sum(
             1 for u in set(examples(train, self.name)["user_id"].to_list()) if not follows.get(u))
 
-    def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
+    def item_arrays(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
+        if not self.config.author_bias:
+            return {}
+        authors = pl.DataFrame({"post_id": ids}, schema={"post_id": pl.Utf8}).join(
+            data.posts.select("post_id", "user_id"), on="post_id", how="left", maintain_order="left")["user_id"]
+        index = self.meta["author_index"]  # b_a's rows: 0 for an author of no training tweet
+        return {"author": authors.replace_strict(index, default=0, return_dtype=pl.Int64).to_numpy()}  # (P,)
+
+    def item_batch(self, items: Items, rows: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         if self.config.author_bias:
-            index = self.meta["author_index"]
-            out["author"] = np.array([index.get(self._author_of.get(p), 0) for p in ids], np.int64)  # (n,)
+            out["author"] = items.arrays["author"][rows]  # (n,)
         if not self.ablated("visual"):
-            out["visual"], out["visual_present"] = read_rows(data, "visual", ids)  # (n, 4096), (n,)
+            out["visual"], out["visual_present"] = self.read(items, "visual", rows)  # (n, 4096), (n,)
         if not self.ablated("text"):
-            out["tokens"] = sentences(read_rows(data, "text", ids)[0], self.config.sep_id)  # (n, S, L)
+            out["tokens"] = sentences(self.read(items, "text", rows)[0], self.config.sep_id)  # (n, S, L)
         return out
 
     def source(self, data: HeadData, with_y: bool, training: bool = False) -> Source:
-        if self.config.author_bias:  # replaced per part, never accumulated (a serving process reads many)
-            authors = dict(data.posts.select("post_id", "user_id").iter_rows())
-            if training:
-                self._fit_authors = authors
-            self._author_of = {**self._fit_authors, **authors}
         src = super().source(data, with_y, training)
         if training:
             self._groups = src.n  # |T|: the penalty's share per step is B / |T|

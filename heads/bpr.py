@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads import register
-from pipeline.head.ranking import RankingHead, examples
+from pipeline.head.ranking import Items, RankingHead, examples
 from pipeline.head.base import HeadData, Role
 from pipeline.nn.layers import UserVocab
-from pipeline.head.torch_head import VisualOptions, VisualTextHead, read_rows
+from pipeline.head.torch_head import VisualOptions, VisualTextHead
 from pipeline.train.loop import TrainConfig
 
 
@@ -94,11 +94,14 @@ class BPR(RankingHead):
         super().prepare(train)
         self.meta["items"] = sorted(set(examples(train, self.name)["post_id"].to_list()))
 
-    def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
+    def item_arrays(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
         items = self.meta["items"]
         if self._items[0] is not items:  # built once per fitted or loaded list
             self._items = (items, UserVocab(items))  # post id -> item row, 0 = not in training
-        return {"item": self._items[1].encode(ids)}
+        return {"item": self._items[1].encode(ids)}  # (P,)
+
+    def item_batch(self, items: Items, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {"item": items.arrays["item"][rows]}
 
     def loss(self, task):  # BPR-Opt: -ln sigma(x_ui - x_uj) over real negatives, plus lambda ||Theta||^2
         reg = self.config.reg
@@ -124,8 +127,8 @@ class VBPR(BPR, VisualTextHead):
     def roles(self) -> dict[str, Role]:
         return {"visual": self.visual_role}
 
-    def item_batch(self, data: HeadData, ids: list[str]) -> dict[str, np.ndarray]:
-        return {**super().item_batch(data, ids), "visual": read_rows(data, "visual", ids)[0]}  # (n, 4096)
+    def item_batch(self, items: Items, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {**super().item_batch(items, rows), "visual": self.read(items, "visual", rows)[0]}  # (n, 4096)
 
     def build_model(self) -> nn.Module:
         c, m = self.config, self.meta

@@ -137,7 +137,35 @@ class DMANConfig(TrainConfig, VisualOptions):
     ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
 
 
-def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarray]:
+class Links:
+    """Each training post's links as index arrays (CSR: `flat[start[i]:start[i + 1]]`), not
+    an array object per post (issue 21); `links[i]` is post i's sorted links."""
+
+    def __init__(self, start: np.ndarray, flat: np.ndarray) -> None:
+        self.start, self.flat = start, flat  # (N + 1,) offsets, (total,) int64 rows
+        self.count = np.diff(start)  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.flat[self.start[i] : self.start[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def total(self) -> int:
+        return len(self.flat)
+
+    def draw(self, rows: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(one link of each of `rows` drawn uniformly, the row itself without one; has-a-link mask)."""
+        has = self.count[rows] > 0
+        pick = [int(self.flat[self.start[i] + rng.integers(n)]) if n else int(i)  # one draw per row with links
+                for i, n in zip(rows.tolist(), self.count[rows].tolist())]
+        return np.array(pick, np.int64), has
+
+
+def sample_links(labels: np.ndarray, per_post: int, seed: int) -> Links:
     """For each row of an (N, L) 0/1 label matrix, up to `per_post` distinct other rows
     sharing a label with it, drawn uniformly (all of them when there are fewer)."""
     rng = np.random.default_rng(seed)
@@ -149,25 +177,28 @@ def sample_links(labels: np.ndarray, per_post: int, seed: int) -> list[np.ndarra
     sets = [set(m.tolist()) for m in mine_all]
     draws = Draws(rng)
     lists = [m.tolist() for m in by_label]
-    out = []
+    flat = np.empty(len(labels) * per_post, np.int64)  # every post's links, back to back
+    start = np.zeros(len(labels) + 1, np.int64)
     for i, mine in enumerate(mine_all):
         sizes = sizes_all[mine]
         if len(mine) == 0 or sizes.max() <= per_post + 1:  # the union may hold fewer: enumerate it
             pool = np.setdiff1d(np.concatenate([by_label[j] for j in mine]) if len(mine) else np.zeros(0, np.int64), [i])
             draws.sync()
-            out.append(np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool)
-            continue
-        cdf = (sizes / sizes.sum()).cumsum()  # rng.choice(len(mine), p=...): one uniform against this cdf
-        cdf = (cdf / cdf[-1]).tolist()
-        mine_l, own = mine.tolist(), sets[i]
-        chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
-        while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
-            members = lists[mine_l[bisect.bisect_right(cdf, draws.random())]]
-            x = members[draws.integers(len(members))]
-            if x != i and draws.random() < 1.0 / len(sets[x] & own):
-                chosen.add(x)
-        out.append(np.array(sorted(chosen), np.int64))
-    return out
+            got = np.sort(rng.choice(pool, size=min(per_post, len(pool)), replace=False)) if len(pool) else pool
+        else:
+            cdf = (sizes / sizes.sum()).cumsum()  # rng.choice(len(mine), p=...): one uniform against this cdf
+            cdf = (cdf / cdf[-1]).tolist()
+            mine_l, own = mine.tolist(), sets[i]
+            chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
+            while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
+                members = lists[mine_l[bisect.bisect_right(cdf, draws.random())]]
+                x = members[draws.integers(len(members))]
+                if x != i and draws.random() < 1.0 / len(sets[x] & own):
+                    chosen.add(x)
+            got = sorted(chosen)
+        start[i + 1] = start[i] + len(got)
+        flat[start[i] : start[i + 1]] = got
+    return Links(start, flat[: start[-1]].copy())
 
 
 def sim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -270,7 +301,7 @@ class DMAN(EmbeddingHead):
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self._links: list[np.ndarray] = []
+        self._links: Links | None = None  # the training posts' links while fitting
         self._probe: tuple[HeadData, np.ndarray] | None = None  # early-stopping probe posts and their labels
         self._tag_vocab: list[str] = []  # the training part's tag vocabulary, fixed before prepare()
         self._notes: list[str] = []  # what the last fit found for the run's notes (fit_notes)
@@ -325,8 +356,7 @@ class DMAN(EmbeddingHead):
 
         def assemble(rows: np.ndarray) -> dict[str, np.ndarray]:
             out = self.assemble(cols, rows)
-            has = np.array([len(self._links[i]) > 0 for i in rows])
-            pos = np.array([self._links[i][rng.integers(len(self._links[i]))] if ok else i for i, ok in zip(rows, has)])
+            pos, has = self._links.draw(rows, rng)
             other = self.assemble(cols, pos)
             out.update(visual_pos=other["visual"], labels_pos=other["labels"], has_pos=has.astype(np.float32),
                        tags=tags[rows])
@@ -342,7 +372,7 @@ class DMAN(EmbeddingHead):
         part = train.subset(np.flatnonzero(keep))
         labels = multi_hot(part.posts, label_vocabulary(part.posts))  # (N, L): the vocabulary prepare() keeps
         self._links = sample_links(labels, c.links, c.seed)
-        n_links = int(sum(len(x) for x in self._links))
+        n_links = self._links.total()
         rows = np.sort(np.random.default_rng(c.seed).permutation(len(part))[: c.probe_posts])
         self._probe = (part.subset(rows), labels[rows])
         self._notes = []
@@ -359,7 +389,7 @@ class DMAN(EmbeddingHead):
                                           (emb_valid, self.targets(valid)), c.clf_epochs, c.clf_patience, c.seed,
                                           self.settings)
         finally:
-            self._probe, self._links = None, []
+            self._probe, self._links = None, None
         self.train_info.update(clf_info, left_out=left_out, trained_on=len(part), links=n_links,
                                dead_tag_outputs=dead_outputs(self.tag_outputs(emb_valid)))  # on the validation posts
         dead = self.train_info["dead_tag_outputs"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +35,7 @@ from pipeline.nn.layers import TextConfig, UserVocab
 from pipeline.core.config import config_to_dict
 from pipeline.core.errors import PipeError
 from pipeline.core.io import atomic_write_bytes
+from pipeline.store import FeatureStore
 from pipeline.train import tasks
 from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
 from pipeline.train.regime import TRAIN_SPACE
@@ -42,22 +43,56 @@ from pipeline.train.regime import TRAIN_SPACE
 META_FILE, WEIGHTS_FILE = "head.json", "model.pt"
 
 
+class PartRows:
+    """A role's rows for a part's posts, located in the store once per part (not per batch):
+    a batch is then an index gather straight from the memory maps, with no id lookup (issue
+    21). A post the store lacks reads as zeros, flagged in the present mask."""
+
+    def __init__(self, store: Any, ids: list[str]) -> None:
+        self.store = store
+        if isinstance(store, FeatureStore):
+            self.pos: np.ndarray | None = store.positions(ids)  # (P,) int64 store rows, -1 where missing
+            self.present = self.pos >= 0
+            self.ids = None
+        else:  # a store-like role (uploaded images, a serving memory): read by id
+            self.pos, self.ids = None, np.array(ids, dtype=object)
+            self.present = np.fromiter((p in store for p in ids), bool, len(ids))
+
+    def _fetch(self, rows: np.ndarray) -> np.ndarray:
+        return self.store.read_rows(self.pos[rows]) if self.pos is not None else self.store.read(self.ids[rows].tolist())
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the store for posts `rows`, zeros where missing; the present mask)."""
+        ok = self.present[rows]
+        if ok.all():
+            return self._fetch(rows), ok
+        out = np.zeros((len(rows), *self.store.spec.shape), np.dtype(self.store.spec.dtype))
+        if ok.any():
+            out[ok] = self._fetch(rows[ok])
+        return out, ok
+
+
 @dataclass
-class Columns:
-    """Per-part columns computed once (the loader thread only indexes them)."""
+class PostRows:
+    """A part's posts in order, their store rows located once per role on first use."""
 
     data: HeadData
     ids: list[str]  # post ids in order
+    _located: dict[str, PartRows] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def read(self, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows of `role` for the posts at `rows` (zeros where the store has none) and the present mask."""
+        if role not in self._located:
+            self._located[role] = PartRows(self.data.stores[role], self.ids)
+        return self._located[role].read(rows)
+
+
+@dataclass
+class Columns(PostRows):
+    """Per-part columns computed once (the loader thread only indexes them)."""
+
     users: np.ndarray  # (N,) int64 user rows, 0 = not seen in training
     y: np.ndarray | None  # (N,) float32 targets (or (N, L) for multi-label), None when predicting
-
-
-def read_rows(data: HeadData, role: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Store rows of `role` for ids (zeros where the store has none) and the present mask."""
-    store = data.stores[role]
-    if all(p in store for p in ids):  # the common case: one gather straight from the memory maps
-        return store.read(ids), np.ones(len(ids), bool)
-    return data.features(role, ids)
 
 
 def sample_ids(store: Any, ids: list[str], n: int, rng: np.random.Generator) -> list[str]:
@@ -148,9 +183,9 @@ class TorchHead(Head):
         return task.loss
 
     # -- helpers for subclasses -----------------------------------------------------------
-    def read(self, cols: Columns, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, cols: PostRows, role: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feature rows of `role` for rows (zeros where the store has none) and the present mask."""
-        return read_rows(cols.data, role, [cols.ids[i] for i in rows])
+        return cols.read(role, rows)
 
     def base_batch(self, cols: Columns, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The fields every head gets: `user` rows and, when known, `y`."""

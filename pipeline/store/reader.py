@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -134,6 +135,10 @@ class FeatureStore:
         except KeyError:
             missing = [p for p in post_ids if p not in self._index]
             raise KeyError(f"{len(missing)} post ids not in {self.extractor_id}: {missing[:5]}") from None
+
+    def positions(self, post_ids: Sequence[str]) -> np.ndarray:
+        """(n,) int64 store rows of `post_ids`, -1 where the store has none (`locate` without the error)."""
+        return np.array(list(map(self._index.get, post_ids, itertools.repeat(-1, len(post_ids)))), np.int64)
 
     def read(self, post_ids: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
         """Rows for `post_ids` in that order; KeyError naming the first few missing ids."""
