@@ -174,8 +174,9 @@ def sample_links(labels: np.ndarray, per_post: int, seed: int) -> Links:
     sizes_all = np.diff(np.r_[np.searchsorted(col, np.arange(labels.shape[1])), len(col)])
     r, c = np.nonzero(np.asarray(labels))
     mine_all = np.split(c, np.searchsorted(r, np.arange(1, len(labels))))
-    sets = [set(m.tolist()) for m in mine_all]
+    masks = [sum(1 << j for j in m.tolist()) for m in mine_all]  # each post's labels as bits: a cheap overlap count
     draws = Draws(rng)
+    rand, integers, bisect_right = draws.random, draws.integers, bisect.bisect_right  # locals: the loop's hot calls
     lists = [m.tolist() for m in by_label]
     flat = np.empty(len(labels) * per_post, np.int64)  # every post's links, back to back
     start = np.zeros(len(labels) + 1, np.int64)
@@ -188,12 +189,12 @@ def sample_links(labels: np.ndarray, per_post: int, seed: int) -> Links:
         else:
             cdf = (sizes / sizes.sum()).cumsum()  # rng.choice(len(mine), p=...): one uniform against this cdf
             cdf = (cdf / cdf[-1]).tolist()
-            mine_l, own = mine.tolist(), sets[i]
+            mine_l, own = mine.tolist(), masks[i]
             chosen: set[int] = set()  # a label holds more than per_post others: uniform over the union by drawing
             while len(chosen) < per_post:  # a label by size, then a member, accepted with 1 / (labels it shares with i)
-                members = lists[mine_l[bisect.bisect_right(cdf, draws.random())]]
-                x = members[draws.integers(len(members))]
-                if x != i and draws.random() < 1.0 / len(sets[x] & own):
+                members = lists[mine_l[bisect_right(cdf, rand())]]
+                x = members[integers(len(members))]
+                if x != i and rand() < 1.0 / (masks[x] & own).bit_count():
                     chosen.add(x)
             got = sorted(chosen)
         start[i + 1] = start[i] + len(got)

@@ -16,30 +16,41 @@ class Draws:
     def __init__(self, rng: np.random.Generator) -> None:
         self.bg = rng.bit_generator
         self.start = None
+        self.words: list[int] = []  # the current block of raw words
+        self.k = self.n = self.base = 0  # next word in the block, its length, words of earlier blocks
 
     def _begin(self) -> None:
-        if self.start is None:  # a fresh block from the generator's current state
-            self.start = self.bg.state
-            self.has, self.half = self.start["has_uint32"], self.start["uinteger"]
-            self.words, self.k, self.used = [], 0, 0
+        """A fresh block from the generator's current state (after `sync` or at first use)."""
+        self.start = self.bg.state
+        self.has, self.half = self.start["has_uint32"], self.start["uinteger"]
+        self.words, self.k, self.n, self.base = [], 0, 0, 0
 
-    def _word(self) -> int:
-        self._begin()
-        if self.k == len(self.words):
-            self.words, self.k = self.bg.random_raw(1024).tolist(), 0
-        self.k += 1
-        self.used += 1
-        return self.words[self.k - 1]
+    def _refill(self) -> None:
+        if self.start is None:
+            self._begin()
+        self.base += self.n
+        self.words, self.k, self.n = self.bg.random_raw(1024).tolist(), 0, 1024
 
     def random(self) -> float:
-        return (self._word() >> 11) * (1.0 / 9007199254740992.0)  # next_double
+        k = self.k  # the calls are inlined: this runs millions of times (DMAN's links)
+        if k == self.n:
+            self._refill()
+            k = 0
+        self.k = k + 1
+        return (self.words[k] >> 11) * (1.0 / 9007199254740992.0)  # next_double
 
     def _uint32(self) -> int:
-        self._begin()
+        if self.start is None:
+            self._begin()
         if self.has:
             self.has = 0
             return self.half
-        w = self._word()
+        k = self.k
+        if k == self.n:
+            self._refill()
+            k = 0
+        self.k = k + 1
+        w = self.words[k]
         self.has, self.half = 1, w >> 32
         return w & 0xFFFFFFFF
 
@@ -73,8 +84,9 @@ class Draws:
         if self.start is None:
             return
         self.bg.state = self.start
-        self.bg.advance(self.used)
+        self.bg.advance(self.base + self.k)
         state = self.bg.state
         state.update(has_uint32=self.has, uinteger=self.half)
         self.bg.state = state
         self.start = None
+        self.words, self.k, self.n, self.base = [], 0, 0, 0
