@@ -100,7 +100,7 @@ from heads import register
 from pipeline.core.draws import Draws
 from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
 from pipeline.head.base import HeadData, Progress
-from pipeline.head.torch_head import VisualOptions
+from pipeline.head.torch_head import VisualOptions, sample_ids
 from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
@@ -132,6 +132,7 @@ class DMANConfig(TrainConfig, VisualOptions):
     clf_epochs: int = 200  # most epochs of the classifier fit
     clf_patience: int = 10  # classifier epochs without a better valid mAP before it stops
     probe_posts: int = 1000  # training posts embedded at each validation for the early-stopping centroid probe
+    standardize_visual: bool = False  # regions standardized per channel (training mean / sd) instead of the 1/RMS scale
     search: str = "cosine"  # cross-modal search over the tag outputs: cosine (normalized; measured better) | euclidean (the paper's)
     stop_on: str = "probe"  # early stopping on: probe (label-centroid probe) | classifier (the reported classifier's valid mAP)
     ablate: tuple[str, ...] = ()  # tags (DMAN_Triplet) | attention (DMAN_Triplet+Text)
@@ -232,10 +233,15 @@ class DMANModel(nn.Module):
     """forward: (B, out) logits of the anchors, followed by those of the positives when the
     batch carries them (training); `embed`: the embedding (sigmoid(logits) with tags)."""
 
-    def __init__(self, shape: list[int], n_tags: int, n_labels: int, c: DMANConfig, scale: float) -> None:
+    def __init__(self, shape: list[int], n_tags: int, n_labels: int, c: DMANConfig, scale: float,
+                 standardize: bool = False) -> None:
         super().__init__()
         d, m = int(np.prod(shape[:-1])), int(shape[-1])
         self.regions, self.channels, self.scale = d, m, float(scale)
+        self.standardize = standardize
+        if standardize:  # training statistics, set by the head (saved with the weights)
+            self.register_buffer("mean", torch.zeros(m))
+            self.register_buffer("std", torch.ones(m))
         self.attention = "attention" not in c.ablate and "tags" not in c.ablate
         self.sigmoid = "tags" not in c.ablate
         self.embed_dim = n_tags if self.sigmoid else c.dim
@@ -249,7 +255,8 @@ class DMANModel(nn.Module):
         self.classifier = LabelClassifier(self.embed_dim, n_labels, tuple(c.clf_hidden))
 
     def logits(self, visual: torch.Tensor) -> torch.Tensor:
-        r = visual.float().reshape(len(visual), self.regions, self.channels) * self.scale  # (B, D, M)
+        r = visual.float().reshape(len(visual), self.regions, self.channels)  # (B, D, M)
+        r = (r - self.mean) / self.std if self.standardize else r * self.scale
         if not self.attention:
             return self.fc(r.flatten(1))  # (B, out)
         z = torch.tanh(self.att(r))  # eq 7: (B, D, L)
@@ -340,10 +347,22 @@ class DMAN(EmbeddingHead):
     def prepare(self, train: HeadData) -> None:
         super().prepare(train)
         self.meta["tags"] = self._tag_vocab
+        if self.config.standardize_visual:
+            store = train.stores["visual"]
+            c = int(store.spec.shape[-1])
+            sample = sample_ids(store, train.ids, 2048, np.random.default_rng(self.config.seed))
+            x = store.read(sample).astype(np.float64).reshape(-1, c) if sample else np.zeros((1, c))  # (n * D, M)
+            self.meta["channel_mean"] = x.mean(0).tolist()
+            self.meta["channel_std"] = np.maximum(x.std(0), 1e-6).tolist()
 
     def build_model(self) -> nn.Module:
         m = self.meta
-        return DMANModel(m["visual_shape"], len(m["tags"]), len(m["labels"]), self.config, m.get("visual_scale", 1.0))
+        model = DMANModel(m["visual_shape"], len(m["tags"]), len(m["labels"]), self.config, m.get("visual_scale", 1.0),
+                          standardize="channel_mean" in m)  # a run saved before the option: the 1/RMS scale
+        if "channel_mean" in m:
+            model.mean.copy_(torch.tensor(m["channel_mean"]))
+            model.std.copy_(torch.tensor(m["channel_std"]))
+        return model
 
     def loss(self, task: tasks.Task) -> Any:
         return dman_loss(self.model, self.config)

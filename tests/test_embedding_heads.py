@@ -239,3 +239,30 @@ def test_synth_embedding_noisy_shape_more_classes_noisier_tags(tmp_path):
     shown = truth["classes"].list.len().sum()
     recall = 1 - truth["tags_dropped"].list.len().sum() / shown
     assert 0.5 < recall < 0.7 and 0.2 < (truth["tags_false"].list.len() > 0).mean() < 0.4
+
+
+def test_standardized_regions_use_the_training_channel_statistics(cache, tmp_path):
+    """`standardize_visual`: per-channel mean / sd of the training regions (saved with the head);
+    the model standardizes its regions with them instead of the 1/RMS scale."""
+    posts = _labelled_posts(cache)
+    head = heads.get("dman")(build_config("dman", DMANConfig, parse_sets(SMALL + ["standardize_visual=true"])))
+    head.settings = RunSettings(device="cpu", threads=1, prefetch=0)
+    parts = _parts(cache, posts)
+    head.fit(parts["train"], parts["valid"])
+    store = parts["train"].stores["visual"]
+    c = store.spec.shape[-1]
+    regions = store.read([p for p in parts["train"].ids if p in store]).astype(np.float64).reshape(-1, c)  # (n * D, M)
+    np.testing.assert_allclose(head.meta["channel_mean"], regions.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(head.meta["channel_std"], np.maximum(regions.std(0), 1e-6), rtol=1e-9)
+    model = head.model
+    plain = DMANModel(head.meta["visual_shape"], len(head.meta["tags"]), len(head.meta["labels"]), head.config, 1.0)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("mean", "std")})
+    x = torch.from_numpy(store.read(parts["test"].ids[:5]).astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(model.eval().logits(x), plain.eval().logits((x - model.mean) / model.std), rtol=1e-5)
+    head.save(tmp_path / "m")
+    again = heads.get("dman").load(tmp_path / "m")
+    again.settings = head.settings
+    np.testing.assert_allclose(again.predict(parts["test"]).confidence, head.predict(parts["test"]).confidence, rtol=1e-6)
+    head.meta.pop("channel_mean"), head.meta.pop("channel_std")  # a run saved before the option
+    assert not hasattr(head.build_model(), "mean")
