@@ -21,10 +21,13 @@ wins at this size; see the README's embedding section.
 classes, 1-4 per image, tag recall .6, false slugs on 30 % of posts, 2-5 noise tags), in its
 own folder under the workdir.
 
-Measured over 5 seeds at the defaults (issue 19, DMAN and the probe only): default shape DMAN
-mAP 0.795 [0.748, 0.842] vs probe 0.840 [0.807, 0.873] (within noise), P@10 0.770 (chance
-0.237); noisy shape 0.572 [0.505, 0.640] vs 0.716 [0.663, 0.769] (-0.144, 0/5), P@10 0.395
-(chance 0.183). 12 and 6 minutes on 2 loaded cores. The single-seed figures below predate it.
+Measured over 5 seeds at the defaults (issue 19, DMAN and the probe only), after DMAN's
+small-data regime gained standardized regions and lr .001: default shape DMAN mAP 0.790
+[0.770, 0.810] vs probe 0.840 [0.807, 0.873] (-0.050 [-0.089, -0.012], 0/5; 0.94x), P@10 0.850
+(chance 0.237); noisy shape 0.648 [0.633, 0.662] vs 0.716 [0.663, 0.769] (-0.068 [-0.131,
+-0.005], 1/5; 0.905x), P@10 0.582 (chance 0.183). 7 and 6 minutes on 2 loaded cores. Before
+(lr .003, the 1/RMS scale): 0.795 [0.748, 0.842] and 0.572 [0.505, 0.640], P@10 0.770 and
+0.395. The single-seed figures below predate both.
 
     python benchmarks/planted_embedding.py [--shape default|noisy] [--posts 400] [--image-size 96] [--seeds 5] [--workdir benchmarks/out/planted_embedding]
 """

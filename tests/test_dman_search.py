@@ -45,12 +45,13 @@ def test_search_setting_is_checked():
 
 
 def test_small_data_regime_stops_dman_on_the_reported_classifier():
-    """Below 20K training posts: lr .003 and early stopping on the classifier's valid mAP
-    (issue 19, measured); `regime=paper` keeps the paper's lr .01 and the cheaper probe."""
+    """Below 20K training posts: lr .001, regions standardized per channel and early stopping on
+    the classifier's valid mAP (issue 19, measured); `regime=paper` keeps the paper's lr .01, the
+    1/RMS scale and the cheaper probe."""
     from heads.dman import DMAN
     from pipeline.train.regime import resolve_regime
 
     small, _ = resolve_regime(DMAN, DMAN.Config(), 400)
-    assert (small.regime, small.lr, small.stop_on) == ("small", 0.003, "classifier")
+    assert (small.regime, small.lr, small.stop_on, small.standardize_visual) == ("small", 0.001, "classifier", True)
     paper, _ = resolve_regime(DMAN, DMAN.Config(regime="paper"), 400)
-    assert (paper.lr, paper.stop_on) == (0.01, "probe")
+    assert (paper.lr, paper.stop_on, paper.standardize_visual) == (0.01, "probe", False)
