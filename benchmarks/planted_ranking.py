@@ -20,6 +20,8 @@ Measured (issue 19, 5 seeds, both shapes; the README's ranking section has the t
 0.681 / 0.669 test AUC against popularity 0.651 / 0.648, VBPR 0.635 / 0.646, BPR 0.500 (those
 five rows: 2 / 4 minutes on 2 loaded cores); the whole table took 33 / 25 minutes before runs
 were sized in groups, 20 of the first for the `regime=paper` row (dim 400, ~4 min a seed).
+After (this session, 3-4 processes on 2 cores): 5.6 / 8.4 minutes without that row, which
+alone took 27 minutes (AUC 0.551 [0.520, 0.582], AMNL +0.130 [+0.097, +0.162], 5/5).
 
 The `regime=paper` row (the paper's sizes, dim 400, AdaGrad, the product score) runs only with
 `--paper` (or `--only "AMNL (paper settings)"`): at 5-6 minutes a seed it alone took the table
