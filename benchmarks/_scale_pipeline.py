@@ -9,7 +9,7 @@ tables (users ~ N/10 following 10 authors each, one retweet event per post), a 6
 vector store and a (4, 16) visual grid store written through the project's writer (as fc7
 and pool5 stores would be; no image is decoded), a DMF run (one epoch) and a LightGBM run
 on the tfidf text (20 rounds). Posts carry 3 Zipf-drawn labels of 300 and their slugs as
-tags. Each stage then times its own step on a fresh target, its libraries imported beforehand (`warm`):
+tags. Each stage then times its own step on a fresh target, its libraries imported beforehand (`setup`):
   ingest    the N-post file into an empty cache
   tokens    / tfidf: extraction of the N posts (the posts table copied into a fresh dataset)
   torch     DMF (visual vector + tokens, dim 16, batch 256): one epoch, then its predictions
@@ -121,18 +121,23 @@ def world(n: int) -> dict:
     return w
 
 
-WARM = {"tokens": ("tokens",), "tfidf": ("tfidf",), "torch": ("dmf",), "amnl": ("amnl",), "dman": ("dman",),
-        "score": ("lightgbm", "tfidf")}  # stage: the extractors / heads whose modules it imports
+WARM = {"tokens": (("tokens",), ()), "tfidf": (("tfidf",), ()), "torch": ((), ("dmf",)), "amnl": ((), ("amnl",)),
+        "dman": ((), ("dman",)), "score": (("tfidf",), ("lightgbm",))}  # stage: (extractors, heads) it imports
 
 
-def warm(stage: str) -> None:
-    """Imports a stage's libraries (its extractor's or head's module) before it is timed: an
-    import (0.5 s warm, up to 9 s from a cold disk) is a constant that blurs the growth exponents."""
+def setup(n: int, stage: str) -> dict:
+    """The size's world, with the stage's libraries imported (its extractors' and heads' modules)
+    before it is timed: an import (0.5 s warm, up to 9 s from a cold disk) is a constant that
+    blurs the growth exponents."""
     import extractors
     import heads
 
-    for name in WARM.get(stage, ()):
-        (extractors if name in ("tokens", "tfidf") else heads).get(name)
+    names, head_names = WARM.get(stage, ((), ()))
+    for name in names:
+        extractors.get(name)
+    for name in head_names:
+        heads.get(name)
+    return world(n)
 
 
 def train_dmf(w: dict, name: str):

@@ -267,8 +267,8 @@ STAGES = {  # name: (setup, run, variants, largest size the old loop and the bas
     "embedding_predictions": (_embedding_setup, _embedding_predictions, ("new", "whole", "old"), 40_000),
     "hisave": (_history, _hisave, ("new", "baseline"), 486_000),
     "lightgbm": (_lightgbm_setup, _lightgbm, ("new", "old", "baseline"), 160_000),  # old at 486K: 12 GB, 9 min
-    **{name: (lambda n, name=name: (e2e.world(n), e2e.warm(name))[0], lambda w, _, name=name: e2e.run(w, name),
-              ("new",), 0) for name in e2e.STAGES},
+    **{name: (lambda n, name=name: e2e.setup(n, name), lambda w, _, name=name: e2e.run(w, name), ("new",), 0)
+       for name in e2e.STAGES},
 }
 DEFAULT_MAX = {name: 40_000 for name in e2e.STAGES}  # largest size of a stage without --full
 

@@ -107,9 +107,9 @@ from torch import nn
 
 from heads import register
 from pipeline.core.draws import Draws
-from pipeline.head.embedding import EmbeddingHead, LabelClassifier, fit_classifier
+from pipeline.head.embedding import EmbeddingHead, LabelClassifier, channel_stats, fit_classifier
 from pipeline.head.base import HeadData, Progress
-from pipeline.head.torch_head import VisualOptions, sample_ids
+from pipeline.head.torch_head import VisualOptions
 from pipeline.core.device import torch_threads
 from pipeline.core.errors import PipeError
 from pipeline.train import tasks
@@ -357,12 +357,7 @@ class DMAN(EmbeddingHead):
         super().prepare(train)
         self.meta["tags"] = self._tag_vocab
         if self.config.standardize_visual:
-            store = train.stores["visual"]
-            c = int(store.spec.shape[-1])
-            sample = sample_ids(store, train.ids, 2048, np.random.default_rng(self.config.seed))
-            x = store.read(sample).astype(np.float64).reshape(-1, c) if sample else np.zeros((1, c))  # (n * D, M)
-            self.meta["channel_mean"] = x.mean(0).tolist()
-            self.meta["channel_std"] = np.maximum(x.std(0), 1e-6).tolist()
+            self.meta.update(channel_stats(train, pooled=False, seed=self.config.seed))
 
     def build_model(self) -> nn.Module:
         m = self.meta

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from heads import register
-from pipeline.head.embedding import EmbeddingHead
+from pipeline.head.embedding import EmbeddingHead, channel_stats
 from pipeline.head.base import HeadData, Role
-from pipeline.head.torch_head import sample_ids
 from pipeline.train.loop import TrainConfig
 from pipeline.train.tasks.embedding import EmbeddingOutput
 
@@ -56,12 +55,7 @@ class Probe(EmbeddingHead):
 
     def prepare(self, train: HeadData) -> None:
         super().prepare(train)
-        store = train.stores["visual"]
-        sample = sample_ids(store, train.ids, 2048, np.random.default_rng(self.config.seed))
-        x = pool(torch.from_numpy(store.read(sample)), store.spec.shape[-1]).double() if sample \
-            else torch.zeros(1, store.spec.shape[-1], dtype=torch.float64)
-        self.meta["channel_mean"] = x.mean(0).tolist()
-        self.meta["channel_std"] = x.std(0, unbiased=False).clamp(min=1e-6).tolist()
+        self.meta.update(channel_stats(train, pooled=True, seed=self.config.seed))
 
     def build_model(self) -> nn.Module:
         m = self.meta

@@ -17,11 +17,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.head.base import HeadData, Role
-from pipeline.head.torch_head import Columns, VisualTextHead
+from pipeline.head.torch_head import Columns, VisualTextHead, sample_ids
 from pipeline.train.data import RunSettings
 from pipeline.train.loop import Criterion, Source, TrainConfig, Trainer
 from pipeline.train.metrics import embedding_metrics
 from pipeline.train.tasks.embedding import EmbeddingOutput, label_vocabulary, multi_hot
+
+
+def channel_stats(train: HeadData, pooled: bool, seed: int, n: int = 2048) -> dict[str, list[float]]:
+    """Per-channel mean and sd (at least 1e-6) of the visual rows of up to `n` training posts drawn
+    with `seed`: of their region-pooled vectors (`pooled`, the linear probe's input) or of every
+    region (DMAN's). A head standardizes its input with them; they go to its meta."""
+    store = train.stores["visual"]
+    c = int(store.spec.shape[-1])
+    sample = sample_ids(store, train.ids, n, np.random.default_rng(seed))
+    if not sample:
+        x = np.zeros((1, c))
+    elif pooled:
+        x = torch.from_numpy(store.read(sample)).float().reshape(len(sample), -1, c).mean(1).double().numpy()  # (n, C)
+    else:
+        x = store.read(sample).astype(np.float64).reshape(-1, c)  # (n * D, C)
+    return {"channel_mean": x.mean(0).tolist(), "channel_std": np.maximum(x.std(0), 1e-6).tolist()}
 
 
 class EmbeddingHead(VisualTextHead):
